@@ -1,0 +1,32 @@
+# metalxdp: `make demo` runs the lab demo, `make test` runs the whole test suite.
+# Both run `make setup` first, which installs what is missing (idempotent, cached).
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test unit integration bench clean lab-down
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(VENV)/bin/metalxdp demo
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lab-down:
+	@$(VENV)/bin/metalxdp lab down || true
+
+clean: lab-down
+	rm -rf $(VENV) .pytest_cache

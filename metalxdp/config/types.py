@@ -1,0 +1,179 @@
+"""The checked configuration: small frozen dataclasses built by the parser from raw resources.
+
+These are the contract between the parser (metalxdp.config.parse), the controller's allocator
+and the agent. Addresses are ``ipaddress`` objects; durations are seconds (float); every
+collection is a tuple or frozenset so a Config can be compared and hashed.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Union
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration. ``obj`` is "Kind/name", ``field`` a dotted path
+    ("spec.addresses[1]"), ``rule`` what must hold. ``str()`` is one line a user can act on."""
+
+    def __init__(self, obj: str, field: str, rule: str, transient: bool = False):
+        self.obj, self.field, self.rule = obj, field, rule
+        # transient: something referenced does not exist *yet* (a Secret, a BFDProfile):
+        # MetalLB retries these instead of marking the config invalid for good.
+        self.transient = transient
+        super().__init__(f"{obj}: {field}: {rule}" if field else f"{obj}: {rule}")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One matchExpressions entry of a Kubernetes LabelSelector."""
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A parsed Kubernetes LabelSelector. The empty selector matches everything."""
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        for k, v in self.match_labels:
+            if labels.get(k) != v:
+                return False
+        for r in self.match_expressions:
+            present = r.key in labels
+            if r.operator == "In" and not (present and labels[r.key] in r.values):
+                return False
+            if r.operator == "NotIn" and present and labels[r.key] in r.values:
+                return False
+            if r.operator == "Exists" and not present:
+                return False
+            if r.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+def any_selector_matches(selectors: tuple[LabelSelector, ...], labels: Mapping[str, str]) -> bool:
+    """MetalLB's rule for lists of selectors: an empty list matches everything, otherwise any one."""
+    return not selectors or any(s.matches(labels) for s in selectors)
+
+
+@dataclass(frozen=True)
+class ServiceAllocation:
+    """IPAddressPool.spec.serviceAllocation: which services a pool serves, and its priority.
+
+    priority: lower number = higher priority; 0 (unset) sorts last, as in MetalLB.
+    An allocation with no namespaces and no selectors matches every service ("pinned" pool).
+    """
+    priority: int = 0
+    namespaces: frozenset[str] = frozenset()
+    namespace_selectors: tuple[LabelSelector, ...] = ()
+    service_selectors: tuple[LabelSelector, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An IPAddressPool (or a legacy AddressPool) after parsing.
+
+    cidrs: the addresses, ranges already summarised to CIDRs, in spec order (allocation order).
+    """
+    name: str
+    cidrs: tuple[IPNetwork, ...]
+    auto_assign: bool = True
+    # some consumer devices drop traffic to .0 and .255 addresses: skip them when set
+    avoid_buggy_ips: bool = False
+    service_allocation: Optional[ServiceAllocation] = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def families(self) -> frozenset[int]:
+        return frozenset(c.version for c in self.cidrs)
+
+    def contains(self, ip: IPAddress) -> bool:
+        return any(ip in c for c in self.cidrs)
+
+
+@dataclass(frozen=True)
+class L2Advertisement:
+    name: str
+    pools: frozenset[str]                          # resolved pool names (names + selectors; empty spec = all)
+    node_selectors: tuple[LabelSelector, ...] = ()  # empty = all nodes
+    interfaces: tuple[str, ...] = ()                # empty = all interfaces
+    service_selectors: tuple[LabelSelector, ...] = ()
+
+
+@dataclass(frozen=True)
+class Community:
+    """A BGP community: legacy (a:b, 16 bits each) or large (large:a:b:c, 32 bits each)."""
+    value: str          # canonical text: "65535:65282" or "large:1:2:3"
+    large: bool = False
+
+
+@dataclass(frozen=True)
+class BGPAdvertisement:
+    name: str
+    pools: frozenset[str]
+    aggregation_length: int = 32
+    aggregation_length_v6: int = 128
+    local_pref: int = 0
+    communities: tuple[Community, ...] = ()   # aliases resolved, sorted, unique
+    node_selectors: tuple[LabelSelector, ...] = ()
+    peers: frozenset[str] = frozenset()       # BGPPeer names; empty = all peers
+    service_selectors: tuple[LabelSelector, ...] = ()
+
+
+@dataclass(frozen=True)
+class BFDProfile:
+    name: str
+    receive_interval_ms: int = 300
+    transmit_interval_ms: int = 300
+    detect_multiplier: int = 3
+    echo_interval_ms: int = 50
+    echo_mode: bool = False
+    passive_mode: bool = False
+    minimum_ttl: int = 254
+
+
+@dataclass(frozen=True)
+class BGPPeer:
+    name: str
+    my_asn: int
+    peer_asn: int
+    peer_address: IPAddress
+    source_address: Optional[IPAddress] = None
+    peer_port: int = 179
+    hold_time: float = 90.0        # seconds; 0 = no keepalives
+    keepalive_time: float = 30.0   # seconds; derived as hold/3 when only hold is set
+    connect_time: Optional[float] = None
+    router_id: Optional[ipaddress.IPv4Address] = None
+    password: str = ""             # resolved plaintext (from password or passwordSecret)
+    password_secret: Optional[str] = None  # "namespace/name" when set through passwordSecret
+    ebgp_multihop: bool = False
+    node_selectors: tuple[LabelSelector, ...] = ()
+    enable_graceful_restart: bool = False
+    bfd_profile: str = ""
+
+    @property
+    def ibgp(self) -> bool:
+        return self.my_asn == self.peer_asn
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole checked configuration."""
+    pools: Mapping[str, Pool] = field(default_factory=dict)
+    l2_advertisements: tuple[L2Advertisement, ...] = ()
+    bgp_advertisements: tuple[BGPAdvertisement, ...] = ()
+    peers: Mapping[str, BGPPeer] = field(default_factory=dict)
+    bfd_profiles: Mapping[str, BFDProfile] = field(default_factory=dict)
+    communities: Mapping[str, Community] = field(default_factory=dict)  # alias -> value
+
+    def pool_for_ip(self, ip: IPAddress) -> Optional[Pool]:
+        for p in self.pools.values():
+            if p.contains(ip):
+                return p
+        return None
