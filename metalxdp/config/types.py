@@ -104,6 +104,8 @@ class L2Advertisement:
     node_selectors: tuple[LabelSelector, ...] = ()  # empty = all nodes
     interfaces: tuple[str, ...] = ()                # empty = all interfaces
     service_selectors: tuple[LabelSelector, ...] = ()
+    # spec.preferredNodeSelectors: (weight 1..100, selector); summed per node by the election
+    preferred_node_selectors: tuple[tuple[int, LabelSelector], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,9 @@ class Config:
     peers: Mapping[str, BGPPeer] = field(default_factory=dict)
     bfd_profiles: Mapping[str, BFDProfile] = field(default_factory=dict)
     communities: Mapping[str, Community] = field(default_factory=dict)  # alias -> value
+    # Accepted but noteworthy settings (e.g. "disableMP has no effect"); the webhook returns
+    # them as admission warnings and the CLI prints them.
+    warnings: tuple[str, ...] = ()
 
     def pool_for_ip(self, ip: IPAddress) -> Optional[Pool]:
         for p in self.pools.values():
