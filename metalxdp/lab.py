@@ -1,0 +1,297 @@
+"""The network-namespace lab: a real API server, N nodes, an FRR router and a client.
+
+``metalxdp lab up`` builds it, ``metalxdp lab status [--json]`` describes it, ``metalxdp lab
+down`` removes exactly what ``up`` created, also after a crash: the state file is written after
+every step, and ``down`` also sweeps namespaces named after the lab's id.
+
+Layout (defaults in metalxdp.labspec): one L2 segment 192.0.2.0/24 + 2001:db8:0:1::/64 with
+router .1, nodes .11-.1N, client .100. The client reaches L2 VIPs directly and BGP VIPs
+(203.0.113.0/24, 2001:db8:0:2::/64) through the router.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import click
+
+from .labspec import NAMESPACE, LabSpec
+from .rig.apiserver import start_control_plane
+from .rig.frr import FRRRouter, render_frr_conf
+from .rig.netns import Host, Topology, destroy_namespaces, list_namespaces
+from .rig.procs import RigError, start, stop_pid, wait_for
+
+STATE_ROOT = Path(os.environ.get("METALXDP_LAB_ROOT", "/run/metalxdp/labs"))
+REPO = Path(__file__).resolve().parent.parent
+CRD_DIR = REPO / "deploy" / "crds"
+BPFFS_ROOT = Path("/sys/fs/bpf/metalxdp")
+FRR_ROOT = Path("/run/metalxdp/frr")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@dataclass
+class Lab:
+    name: str = "default"
+    root: Path = STATE_ROOT
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.json"
+
+    # ---- state ------------------------------------------------------------------------
+    def load(self) -> dict:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_path)
+
+    def topology(self, state: Optional[dict] = None) -> Topology:
+        return Topology.from_dict((state or self.load())["topology"])
+
+    def host(self, name: str) -> Host:
+        return self.topology().hosts[name]
+
+    def kubeconfig(self) -> str:
+        return self.load()["kubeconfig"]
+
+    # ---- up ---------------------------------------------------------------------------
+    def up(self, spec: LabSpec = LabSpec(), progress: Callable[[str], None] = print) -> dict:
+        if self.load().get("id"):
+            raise RigError(f"lab {self.name!r} is already up (state {self.state_path}); "
+                           f"run `metalxdp lab down` first")
+        topo = Topology()
+        state: dict = {"id": topo.id, "name": self.name, "spec": spec.__dict__, "pids": {},
+                       "topology": topo.to_dict(), "started": time.time()}
+        self._save(state)
+        steps = 6
+        try:
+            progress(f"[lab 1/{steps}] control plane: etcd + kube-apiserver + controller-manager")
+            cp = start_control_plane(self.dir / "cp")
+            state.update(kubeconfig=str(cp.kubeconfig), api_port=cp.port, workdir=str(self.dir))
+            state["pids"].update({p.name: p.pid for p in cp.procs})
+            self._save(state)
+
+            progress(f"[lab 2/{steps}] network: {spec.nodes} nodes, router, client on one L2 segment")
+            addrs = spec.host_addresses()
+            for h in ["router", *spec.node_names(), "client"]:
+                v4, v6 = addrs[h]
+                topo.add_host(h, ipv4=v4, ipv6=v6, forwarding=(h == "router"))
+                state["topology"] = topo.to_dict()
+                self._save(state)
+            client = topo.hosts["client"]
+            for route in spec.bgp_routes:
+                via = spec.router_ip(6 if ":" in route else 4)
+                client.run(["ip", "route", "add", route, "via", via])
+
+            progress(f"[lab 3/{steps}] API server reachable from node namespaces (loopback forwarder)")
+            fwd = start("api-forward", [sys.executable, "-m", "metalxdp.rig.forward",
+                                        "--port", str(cp.port),
+                                        *sum((["--netns", topo.hosts[n].netns]
+                                              for n in spec.node_names()), [])],
+                        self.dir / "logs")
+            state["pids"]["api-forward"] = fwd.pid
+            self._save(state)
+            wait_for("API forwarder", lambda: "forwarding" in fwd.log_path.read_text(), 15, proc=fwd)
+
+            progress(f"[lab 4/{steps}] FRR router (AS {spec.router_asn}) peering with every node")
+            # FRR drops to user frr: its directory must be reachable by that user, which a
+            # private state root (e.g. pytest's tmp dirs) is not
+            frr = FRRRouter(topo.hosts["router"], FRR_ROOT / topo.id)
+            frr.start(render_frr_conf(spec.router_spec()))
+            state["pids"].update({f"frr-{d}": p for d, p in frr.pids.items()})
+            state["frr_dir"] = str(frr.workdir)
+            self._save(state)
+
+            progress(f"[lab 5/{steps}] Kubernetes: Node objects, namespace {NAMESPACE}, CRDs")
+            self._register_nodes(spec, topo)
+            self._install_api(state)
+
+            progress(f"[lab 6/{steps}] done: lab {self.name!r} ({topo.id}) is up")
+            state["ready"] = True
+            self._save(state)
+            return state
+        except BaseException:
+            progress("lab up failed: removing what was created")
+            self.down(progress=lambda _m: None)
+            raise
+
+    def _register_nodes(self, spec: LabSpec, topo: Topology) -> None:
+        from .kube import api_client, client
+        api = api_client(self.kubeconfig())
+        core = client.CoreV1Api(api)
+        for n in spec.node_names():
+            h = topo.hosts[n]
+            node = {"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n,
+                                                        "kubernetes.io/os": "linux",
+                                                        "metalxdp.io/lab": topo.id}}}
+            core.create_node(node)
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            status = {"status": {
+                "addresses": [{"type": "InternalIP", "address": h.ip4},
+                              {"type": "InternalIP", "address": h.ip6},
+                              {"type": "Hostname", "address": n}],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "LabNode",
+                                "message": "lab node (network namespace)",
+                                "lastHeartbeatTime": now, "lastTransitionTime": now}]}}
+            core.patch_node_status(n, status)
+
+    def _install_api(self, state: dict) -> None:
+        from .kube import api_client, client
+        api = api_client(state["kubeconfig"])
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        if CRD_DIR.is_dir() and any(CRD_DIR.glob("*.yaml")):
+            kubectl(state["kubeconfig"], "apply", "-f", str(CRD_DIR))
+
+    # ---- down -------------------------------------------------------------------------
+    def down(self, progress: Callable[[str], None] = print) -> list[str]:
+        """Stop every process and remove every namespace, pin and file of this lab."""
+        state = self.load()
+        removed: list[str] = []
+        for name, pid in (state.get("pids") or {}).items():
+            if _pid_alive(pid):
+                stop_pid(pid, timeout=3)
+                removed.append(f"process {name} ({pid})")
+        lab_id = state.get("id")
+        ns = list((state.get("topology") or {}).get("namespaces", []))
+        if lab_id:  # also namespaces created after the last state write (crash mid-step)
+            ns += [n for n in list_namespaces() if n.startswith(f"{lab_id}-") and n not in ns]
+        if ns:
+            destroy_namespaces(ns)
+            removed += [f"netns {n}" for n in ns]
+        if lab_id:
+            for p in BPFFS_ROOT.glob(f"{lab_id}-*"):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(f"bpffs {p}")
+        if lab_id and (FRR_ROOT / lab_id).exists():
+            shutil.rmtree(FRR_ROOT / lab_id, ignore_errors=True)
+            removed.append(f"dir {FRR_ROOT / lab_id}")
+        if self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+            removed.append(f"dir {self.dir}")
+        progress(f"lab {self.name!r} down: removed {len(removed)} items" if removed
+                 else f"lab {self.name!r}: nothing to remove")
+        return removed
+
+    # ---- status -----------------------------------------------------------------------
+    def status(self) -> dict:
+        state = self.load()
+        if not state.get("id"):
+            return {"name": self.name, "up": False}
+        topo = self.topology(state)
+        present = set(list_namespaces())
+        return {
+            "name": self.name, "id": state["id"], "up": bool(state.get("ready")),
+            "kubeconfig": state.get("kubeconfig"), "api_server": f"https://127.0.0.1:{state.get('api_port')}",
+            "processes": {n: {"pid": p, "running": _pid_alive(p)} for n, p in state["pids"].items()},
+            "hosts": {n: {"netns": h.netns, "ipv4": [a.split("/")[0] for a in h.ipv4],
+                          "ipv6": [a.split("/")[0] for a in h.ipv6], "mac": h.mac,
+                          "present": h.netns in present}
+                      for n, h in topo.hosts.items()},
+            "frr_dir": state.get("frr_dir"),
+        }
+
+
+def kubectl(kubeconfig: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True,
+                       text=True, timeout=120)
+    if check and r.returncode != 0:
+        raise RigError(f"kubectl {' '.join(args)} failed: {r.stderr.strip()}")
+    return r
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+_name_opt = click.option("--name", default="default", show_default=True,
+                         help="Lab name; several labs can run side by side.")
+
+
+@click.group()
+def lab() -> None:
+    """A lab in network namespaces: a real kube-apiserver, N nodes, an FRR router and a client.
+
+    Needs root. `metalxdp lab up`, then `metalxdp lab status`, then `metalxdp lab down`.
+    """
+
+
+@lab.command("up")
+@_name_opt
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9),
+              help="Number of Kubernetes nodes (network namespaces).")
+@click.option("--ibgp", is_flag=True, help="Nodes in the router's AS (iBGP) instead of seed 002's eBGP.")
+def lab_up(name: str, nodes: int, ibgp: bool) -> None:
+    """Build the lab and print how to reach it."""
+    spec = LabSpec(nodes=nodes, node_asn=64512 if ibgp else 64513)
+    try:
+        Lab(name).up(spec)
+    except RigError as e:
+        raise click.ClickException(str(e))
+    _print_status(Lab(name).status())
+
+
+@lab.command("down")
+@_name_opt
+def lab_down(name: str) -> None:
+    """Remove everything `lab up` created (processes, namespaces, pins, files)."""
+    try:
+        Lab(name).down()
+    except RigError as e:
+        raise click.ClickException(str(e))
+
+
+@lab.command("status")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lab_status(name: str, as_json: bool) -> None:
+    """What runs in the lab: kubeconfig, hosts with their namespaces and addresses, processes."""
+    st = Lab(name).status()
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+    else:
+        _print_status(st)
+
+
+def _print_status(st: dict) -> None:
+    if not st.get("id"):
+        click.echo(f"lab {st['name']!r} is not up")
+        return
+    click.echo(f"lab {st['name']!r} ({st['id']}): {'up' if st['up'] else 'incomplete'}")
+    click.echo(f"  kubeconfig: {st['kubeconfig']}   (kubectl --kubeconfig {st['kubeconfig']} get nodes -o wide)")
+    for n, h in st["hosts"].items():
+        click.echo(f"  {n:8} netns {h['netns']:18} {' '.join(h['ipv4'] + h['ipv6'])}")
+    bad = [n for n, p in st["processes"].items() if not p["running"]]
+    click.echo(f"  processes: {len(st['processes']) - len(bad)} running" +
+               (f", NOT running: {', '.join(bad)}" if bad else ""))
+    click.echo(f"  shell on a host: ip netns exec {st['hosts'].get('client', {}).get('netns', '?')} bash")
+
+
+@click.command()
+@_name_opt
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards (remove with `metalxdp lab down`).")
+def demo(name: str, keep: bool) -> None:
+    """Bring the lab up and show it working, then tear it down (unless --keep)."""
+    from .demo import run_demo
+    run_demo(Lab(name), keep=keep)

@@ -1,0 +1,74 @@
+"""The lab's addresses, AS numbers and metallb.io resources, as pure data.
+
+Single source for both labs: the network-namespace lab (``metalxdp lab up``) and the Vagrant
+VMs (``vagrant/``) render their FRR configuration and their metallb.io manifests from here, and
+a test asserts the two don't drift. Defaults follow seed 002 (router AS 64512, nodes AS 64513,
+eBGP, three nodes, one router, ECMP). Every address is from the documentation ranges.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from .rig.frr import Neighbor, RouterSpec
+
+NAMESPACE = "metallb-system"
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    nodes: int = 3
+    router_asn: int = 64512
+    node_asn: int = 64513          # == router_asn gives the iBGP variant
+    lan4: str = "192.0.2.0/24"
+    lan6: str = "2001:db8:0:1::/64"
+    l2_pool: tuple[str, ...] = ("192.0.2.200-192.0.2.219", "2001:db8:0:1::200/124")
+    bgp_pool: tuple[str, ...] = ("203.0.113.0/26", "2001:db8:0:2::/120")
+    bgp_routes: tuple[str, ...] = ("203.0.113.0/24", "2001:db8:0:2::/64")  # client -> router
+
+    def _addr(self, lan: str, host: int) -> str:
+        net = ipaddress.ip_network(lan)
+        # IPv6 host parts read like the IPv4 ones: .11 <-> ::11, .100 <-> ::100
+        offset = int(str(host), 16) if net.version == 6 else host
+        return f"{net.network_address + offset}/{net.prefixlen}"
+
+    def node_names(self) -> list[str]:
+        return [f"node{i}" for i in range(1, self.nodes + 1)]
+
+    def host_addresses(self) -> dict[str, tuple[list[str], list[str]]]:
+        """host -> ([ipv4/len], [ipv6/len]): router .1, nodes .11+, client .100."""
+        hosts = {"router": 1, "client": 100}
+        hosts.update({n: 10 + i for i, n in enumerate(self.node_names(), 1)})
+        return {h: ([self._addr(self.lan4, i)], [self._addr(self.lan6, i)]) for h, i in hosts.items()}
+
+    def router_ip(self, family: int = 4) -> str:
+        return self.host_addresses()["router"][0 if family == 4 else 1][0].split("/")[0]
+
+    def router_spec(self, bfd_profile: str = "") -> RouterSpec:
+        addrs = self.host_addresses()
+        neigh = []
+        for n in self.node_names():
+            v4, v6 = addrs[n]
+            neigh += [Neighbor(v4[0].split("/")[0], self.node_asn, bfd_profile=bfd_profile),
+                      Neighbor(v6[0].split("/")[0], self.node_asn, bfd_profile=bfd_profile)]
+        return RouterSpec(asn=self.router_asn, router_id=self.router_ip(4), neighbors=tuple(neigh))
+
+    def metallb_resources(self) -> list[dict]:
+        """The pools, advertisements and peers the demo applies (same as the Vagrant lab)."""
+        meta = lambda name: {"name": name, "namespace": NAMESPACE}  # noqa: E731
+        return [
+            {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": meta("lab-l2"),
+             "spec": {"addresses": list(self.l2_pool)}},
+            {"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": meta("lab-l2"),
+             "spec": {"ipAddressPools": ["lab-l2"]}},
+            {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": meta("lab-bgp"),
+             "spec": {"addresses": list(self.bgp_pool), "autoAssign": False}},
+            {"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": meta("lab-bgp"),
+             "spec": {"ipAddressPools": ["lab-bgp"]}},
+            {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta("router-v4"),
+             "spec": {"myASN": self.node_asn, "peerASN": self.router_asn,
+                      "peerAddress": self.router_ip(4), "holdTime": "9s", "keepaliveTime": "3s"}},
+            {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta("router-v6"),
+             "spec": {"myASN": self.node_asn, "peerASN": self.router_asn,
+                      "peerAddress": self.router_ip(6), "holdTime": "9s", "keepaliveTime": "3s"}},
+        ]

@@ -1,0 +1,159 @@
+"""A real Kubernetes control plane for the lab and the tests: etcd + kube-apiserver (+
+kube-controller-manager), built from Debian's kubernetes source by `make setup`.
+
+Everything listens on 127.0.0.1 on ports the kernel picks, so parallel runs don't clash.
+Lab node namespaces reach the API server through a loopback forwarder (see ``lab.py``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .procs import Proc, RigError, free_port, start, wait_for
+
+CACHE = Path(os.environ.get("METALXDP_CACHE", "/var/cache/metalxdp"))
+BIN = CACHE / "bin"
+ADMIN_TOKEN = "metalxdp-admin-token"
+# ClusterIPs are only numbers handed out by the API server; they come from the benchmark range
+# so nothing here ever looks like a real network.
+SERVICE_CIDRS = "198.18.240.0/20,2001:db8:ffff::/112"
+
+
+def binary(name: str) -> str:
+    """Path of a control-plane binary: the cached build first, then PATH."""
+    p = BIN / name
+    if p.exists():
+        return str(p)
+    found = shutil.which(name)
+    if not found:
+        raise RigError(f"{name} not found in {BIN} or PATH: run `make setup` (it builds "
+                       f"kube-apiserver from Debian's kubernetes source and caches it)")
+    return found
+
+
+@dataclass
+class ControlPlane:
+    """A running etcd + kube-apiserver (+ controller-manager). ``kubeconfig`` is an admin config."""
+    workdir: Path
+    port: int
+    kubeconfig: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs.clear()
+
+    def api_get(self, path: str) -> dict:
+        """GET ``path`` from the API server as admin (used by readiness checks and tests)."""
+        ctx = ssl._create_unverified_context()  # self-signed serving cert of a throwaway server
+        req = urllib.request.Request(self.url + path,
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            body = r.read()
+        try:
+            return json.loads(body)
+        except ValueError:
+            return {"raw": body.decode(errors="replace")}
+
+
+def _write_kubeconfig(path: Path, url: str) -> None:
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters:
+- name: metalxdp
+  cluster:
+    server: {url}
+    insecure-skip-tls-verify: true
+users:
+- name: admin
+  user:
+    token: {ADMIN_TOKEN}
+contexts:
+- name: metalxdp
+  context: {{cluster: metalxdp, user: admin, namespace: default}}
+current-context: metalxdp
+""")
+
+
+def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool = True,
+                        timeout: float = 90) -> ControlPlane:
+    """Start etcd, kube-apiserver and (optionally) kube-controller-manager; return when /readyz
+    is ok. On any failure everything started so far is stopped and RigError says why."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="metalxdp-cp-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    logs = workdir / "logs"
+    etcd_client, etcd_peer, api_port = free_port(), free_port(), free_port()
+    cp = ControlPlane(workdir, api_port, workdir / "kubeconfig")
+    try:
+        sa_key = workdir / "sa.key"
+        if not sa_key.exists():
+            subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True,
+                           capture_output=True)
+        (workdir / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
+        certs = workdir / "certs"
+        certs.mkdir(exist_ok=True)
+
+        etcd = start("etcd", [binary("etcd"), "--data-dir", str(workdir / "etcd"),
+                              "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
+                              "--advertise-client-urls", f"http://127.0.0.1:{etcd_client}",
+                              "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                              "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                              "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
+                              "--log-level", "warn"], logs)
+        cp.procs.append(etcd)
+
+        api = start("kube-apiserver", [
+            binary("kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            "--bind-address=127.0.0.1", f"--secure-port={api_port}", "--insecure-port=0",
+            f"--cert-dir={certs}", f"--token-auth-file={workdir / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={sa_key}",
+            f"--service-account-signing-key-file={sa_key}",
+            "--api-audiences=https://kubernetes.default.svc",
+            f"--service-cluster-ip-range={SERVICE_CIDRS}",
+            "--feature-gates=IPv6DualStack=true",
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true", "--v=0",
+        ], logs)
+        cp.procs.append(api)
+
+        def ready() -> bool:
+            return cp.api_get("/readyz").get("raw", "").strip() == "ok"
+
+        wait_for("kube-apiserver /readyz", ready, timeout, proc=api, interval=0.25)
+        _write_kubeconfig(cp.kubeconfig, cp.url)
+
+        if controller_manager:
+            kcm = start("kube-controller-manager", [
+                binary("kube-controller-manager"),
+                f"--kubeconfig={cp.kubeconfig}", "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}", "--port=0",
+                "--controllers=namespace,garbagecollector,serviceaccount,"
+                "clusterrole-aggregation,endpointslice,endpoint",
+                f"--service-account-private-key-file={sa_key}",
+                "--leader-elect=false", "--v=0",
+            ], logs)
+            cp.procs.append(kcm)
+            wait_for("kube-controller-manager to start", lambda: True, 1, proc=kcm)
+        return cp
+    except BaseException:
+        cp.stop()
+        raise

@@ -1,0 +1,84 @@
+"""Loopback forwarder: makes the API server (on 127.0.0.1:PORT in the root namespace) reachable
+as 127.0.0.1:PORT from inside lab node namespaces, as it is for a hostNetwork pod.
+
+A socket belongs to the network namespace of the thread that created it, so this one process
+enters each node namespace just long enough to create a listening socket there, then serves
+all of them with asyncio, connecting upstream from the root namespace. Traffic stays on
+loopback interfaces. Run: ``python -m metalxdp.rig.forward --port 6443 --netns mxab12-node1 ...``
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import os
+import socket
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def listen_in_netns(netns: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket created inside ``/run/netns/<netns>``."""
+    root = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(128)
+            s.setblocking(False)
+            return s
+        finally:
+            _setns(root)
+    finally:
+        os.close(root)
+        os.close(target)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(port: int, namespaces: list[str], upstream_port: int) -> None:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", upstream_port)
+        except OSError:
+            w.close()
+            return
+        await asyncio.gather(_pipe(r, uw), _pipe(ur, w))
+
+    servers = [await asyncio.start_server(handle, sock=listen_in_netns(ns, "127.0.0.1", port))
+               for ns in namespaces]
+    print(f"forwarding 127.0.0.1:{port} in {len(servers)} namespaces to 127.0.0.1:{upstream_port}",
+          flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True, help="port to listen on in each namespace")
+    ap.add_argument("--upstream-port", type=int, help="root-namespace port (default: --port)")
+    ap.add_argument("--netns", action="append", required=True, help="namespace name (repeat)")
+    a = ap.parse_args()
+    asyncio.run(serve(a.port, a.netns, a.upstream_port or a.port))
+
+
+if __name__ == "__main__":
+    main()
