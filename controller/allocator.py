@@ -447,6 +447,65 @@ class _IPUse:
         self.rng = rng
 
 
+class _SharedIndex:
+    """The addresses held under one (sharing key, backend key), sorted, for services that may
+    join them. ``skip`` remembers, per port set, an address below which every indexed address
+    already uses one of those ports, so many services with one key and the same port do not
+    rescan each other's addresses (which would be quadratic)."""
+    __slots__ = ("keys", "skip")
+    _MAX_SKIP = 256   # distinct port sets remembered; forgetting is always safe
+
+    def __init__(self):
+        self.keys: list[int] = []
+        self.skip: dict[frozenset, int] = {}
+
+    def _lower_skips(self, k: int) -> None:
+        for ps, s in self.skip.items():
+            if k < s:
+                self.skip[ps] = k
+
+    def add(self, k: int) -> None:
+        i = bisect.bisect_left(self.keys, k)
+        if i == len(self.keys) or self.keys[i] != k:
+            self.keys.insert(i, k)
+            self._lower_skips(k)
+
+    def remove(self, k: int) -> None:
+        # Dropping an address keeps "everything below skip clashes" true.
+        i = bisect.bisect_left(self.keys, k)
+        if i < len(self.keys) and self.keys[i] == k:
+            del self.keys[i]
+
+    def ports_freed(self, k: int) -> None:
+        self._lower_skips(k)
+
+    def lowest_compatible(self, lo: int, hi: int, ports: frozenset,
+                          used: Mapping[int, _IPUse]) -> Optional[int]:
+        """The lowest indexed address in [lo, hi] where none of ``ports`` is taken."""
+        keys = self.keys
+        s = self.skip.get(ports, 0)
+        i0 = bisect.bisect_left(keys, s)
+        i = i0 if s >= lo else bisect.bisect_left(keys, lo)
+        n = len(keys)
+        found = None
+        while i < n and keys[i] <= hi:
+            owners = used[keys[i]].ports
+            if not any(p in owners for p in ports):
+                found = keys[i]
+                break
+            i += 1
+        if i0 == bisect.bisect_left(keys, max(lo, s)):
+            # The scan ran contiguously from the old skip point: everything before keys[i] clashes.
+            if ports not in self.skip and len(self.skip) >= self._MAX_SKIP:
+                self.skip.clear()
+            self.skip[ports] = keys[i] if i < n else _NO_ADDRESS
+        return found
+
+
+# Above every address key (IPv6 keys carry bit 128).
+_NO_ADDRESS = 1 << 130
+
+
 @dataclass
 class _Alloc:
     pool: str
@@ -512,8 +571,8 @@ class Allocator:
         self._fallback: list[_PoolState] = []   # autoAssign pools without serviceAllocation, by name
         self._allocs: dict[str, _Alloc] = {}    # svc key -> alloc
         self._used: dict[int, _IPUse] = {}      # address key -> its users
-        # (sharing key, backend key) -> sorted address keys: where a sharing service may join.
-        self._shared: dict[tuple[str, str], list[int]] = {}
+        # (sharing key, backend key) -> the addresses a sharing service may join.
+        self._shared: dict[tuple[str, str], _SharedIndex] = {}
         if pools:
             self.set_pools(pools)
 
@@ -830,18 +889,11 @@ class Allocator:
             if r.family != family:
                 continue
             free = r.lowest_free(used)
-            if shared:
-                lo, hi = r.lo | r.flag, r.hi | r.flag
-                if free is not None:
-                    hi = free - 1
-                i = bisect.bisect_left(shared, lo)
-                ports = svc.ports
-                while i < len(shared) and shared[i] <= hi:
-                    k = shared[i]
-                    owners = used[k].ports
-                    if not any(p in owners for p in ports):
-                        return k
-                    i += 1
+            if shared is not None:
+                hi = free - 1 if free is not None else r.hi | r.flag
+                k = shared.lowest_compatible(r.lo | r.flag, hi, svc.ports, used)
+                if k is not None:
+                    return k
             if free is not None:
                 return free
         return None
@@ -938,6 +990,11 @@ class Allocator:
             for p in a.ports:
                 if use.ports.get(p) == svc_key:
                     del use.ports[p]
+            if use.holders and use.sharing:
+                # Ports freed on an address others still share: it may suit new services again.
+                shared = self._shared.get((use.sharing, use.backend))
+                if shared is not None:
+                    shared.ports_freed(k)
             if not use.holders and k not in keep:
                 del self._used[k]
                 self._index_shared(use, k, add=False)
@@ -954,13 +1011,12 @@ class Allocator:
         if not use.sharing:
             return
         idx = (use.sharing, use.backend)
-        lst = self._shared.setdefault(idx, [])
-        i = bisect.bisect_left(lst, k)
+        shared = self._shared.get(idx)
         if add:
-            if i == len(lst) or lst[i] != k:
-                lst.insert(i, k)
-        else:
-            if i < len(lst) and lst[i] == k:
-                del lst[i]
-            if not lst:
+            if shared is None:
+                shared = self._shared[idx] = _SharedIndex()
+            shared.add(k)
+        elif shared is not None:
+            shared.remove(k)
+            if not shared.keys:
                 del self._shared[idx]

@@ -610,3 +610,73 @@ def test_wants_load_balancer_and_status_ips():
     with pytest.raises(ServiceSpecError) as e:
         status_ips_from_k8s(obj)
     assert e.value.reason == "nolbIPsIPFamily"
+
+
+# --------------------------------------------------------------------------------------------
+# Differential test: the fast paths (hints, free-heaps, sharing skip index) against a brute-force
+# model of MetalLB's scan (every address of every CIDR, lowest first).
+
+
+class _BruteForce:
+    def __init__(self, pool_list):
+        self.pools = sorted(pool_list, key=lambda p: p.name)  # all fallback pools
+        self.holders: dict = {}   # ip -> {svc: (sharing, backend, ports)}
+        self.of: dict = {}        # svc -> ip
+
+    def _ok(self, ip_, s: ServiceSpec) -> bool:
+        users = self.holders.get(ip_, {})
+        for other, (sk, bk, ports) in users.items():
+            if not sk or not s.sharing_key or sk != s.sharing_key or bk != s.backend_key:
+                return False
+            if ports & s.ports:
+                return False
+        return True
+
+    def allocate(self, s: ServiceSpec):
+        for p in self.pools:
+            for c in p.cidrs:
+                for ip_ in c:
+                    if p.avoid_buggy_ips and int(ip_) & 0xFF in (0, 255):
+                        continue
+                    if self._ok(ip_, s):
+                        self.holders.setdefault(ip_, {})[s.key] = (s.sharing_key, s.backend_key, s.ports)
+                        self.of[s.key] = ip_
+                        return ip_
+        return None
+
+    def release(self, key):
+        ip_ = self.of.pop(key, None)
+        if ip_ is not None:
+            del self.holders[ip_][key]
+            if not self.holders[ip_]:
+                del self.holders[ip_]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_paths_match_brute_force(seed):
+    import random
+    rnd = random.Random(seed)
+    plist = [pool("a", "10.0.0.252/30", "10.0.1.0/29"),
+             pool("b", "10.0.2.0/26", avoid_buggy_ips=True)]
+    a, ref = Allocator(pools(*plist)), _BruteForce(plist)
+    live: list[str] = []
+    all_ports = [("TCP", 80), ("TCP", 443), ("UDP", 53)]
+    for step in range(600):
+        if live and rnd.random() < 0.4:
+            key = live.pop(rnd.randrange(len(live)))
+            a.release(key)
+            ref.release(key)
+            continue
+        key = f"ns/s{step}"
+        s = ServiceSpec(key=key,
+                        sharing_key=rnd.choice([None, "a", "b"]),
+                        backend_key=rnd.choice(["", "", "x"]),
+                        ports=frozenset(p for p in all_ports if rnd.random() < 0.5))
+        want = ref.allocate(s)
+        try:
+            got = a.allocate(s).ips[0]
+        except AllocationError:
+            got = None
+        assert got == want, f"seed {seed} step {step}: {s}"
+        if got is not None:
+            live.append(key)
