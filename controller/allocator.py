@@ -354,7 +354,7 @@ class _Range:
     min-heap of addresses released below the hint; entries that got used again are stale and
     dropped lazily.
     """
-    __slots__ = ("family", "lo", "hi", "flag", "avoid_buggy", "hint", "freed", "size")
+    __slots__ = ("family", "lo", "hi", "flag", "avoid_buggy", "hint", "freed")
 
     def __init__(self, cidr: IPNetwork, avoid_buggy: bool):
         self.family = cidr.version
@@ -365,7 +365,6 @@ class _Range:
         self.avoid_buggy = avoid_buggy and cidr.version == 4
         self.hint = self.lo
         self.freed: list[int] = []
-        self.size = _usable_count(cidr, self.avoid_buggy)
 
     def lowest_free(self, used: Mapping[int, object]) -> Optional[int]:
         flag = self.flag
