@@ -1,0 +1,627 @@
+"""The XDP dataplane of the agent: compiles ``bpf/xdp_vip.c`` with BCC, pins the program and
+its maps under a bpffs directory, attaches it to interfaces and drives its maps (VIPs,
+interface MACs, liveness heartbeat) and reads its per-VIP counters.
+
+Lifetime ("pinned-lifetime design"): the program and maps outlive the agent process on
+purpose, so ARP/NDP answers never stop while the agent restarts.
+
+- ``open()`` finds ``<bpffs_dir>/mx_meta``; if the version stored there equals the hash of
+  the C sources + cflags, it *adopts* the pinned program and maps (VIPs, counters and
+  heartbeat survive). Otherwise it unpins the old maps (the attached old program keeps
+  them alive), builds fresh ones and a fresh program.
+- ``attach(ifname)`` leaves our attached program alone; replaces an older metalxdp program
+  atomically (``XDP_FLAGS_REPLACE`` with the old program's fd: no instant without a
+  program); refuses to replace a foreign XDP program.
+- ``close()`` keeps everything attached and pinned unless ``detach_on_exit=True``, which
+  detaches from every interface it attached and removes the pins. Without a bpffs
+  directory (``bpffs_dir=None``: tests, benchmarks) nothing is pinned and ``close()``
+  always detaches.
+
+    with Dataplane("/sys/fs/bpf/metalxdp/node1") as dp:
+        dp.set_interface("eth0")
+        dp.announce("192.0.2.200", "eth0")
+        dp.attach("eth0")           # after the maps are filled: an upgrade swaps atomically
+        dp.heartbeat()
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+from metalxdp.log import get_logger
+
+log = get_logger("agent")
+
+BPF_SRC_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_MAIN = BPF_SRC_DIR / "xdp_vip.c"
+PROG_FUNC = "xdp_vip"
+DEFAULT_BPFFS_DIR = "/sys/fs/bpf/metalxdp"
+PROG_PIN = "prog_xdp_vip"
+MAP_NAMES = ("mx_vips", "mx_stats", "mx_ifaces", "mx_liveness", "mx_meta", "mx_global")
+IfRef = Union[str, int]
+
+# XDP verdicts (uapi enum xdp_action)
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+VERDICT_NAMES = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+
+# uapi/linux/if_link.h
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_REPLACE = 1 << 4
+XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = range(5)
+MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+ATTACHED_MODE_NAMES = {XDP_ATTACHED_DRV: "native", XDP_ATTACHED_SKB: "generic", XDP_ATTACHED_HW: "offload"}
+
+ARPHRD_ETHER = 1
+SIOCGIFHWADDR = 0x8927
+BPF_FS_MAGIC_TYPE = "bpf"
+VIP_F_ETP_LOCAL_MISDIRECT = 1  # mirrors bpf/vip_consts.h; checked against it in the unit tests
+
+
+class DataplaneError(RuntimeError):
+    """The dataplane could not do what was asked; the message says why."""
+
+
+class EnvironmentProblem(DataplaneError):
+    """Something the host must provide is missing (BCC, kernel headers, bpffs, BPF rights);
+    the message says what to install or mount."""
+
+
+# ---- libbpf through ctypes ---------------------------------------------------------------
+# These mirror libbpf's and the kernel's ABI structs (stable, versioned by their sz field),
+# not our own: our map layouts come from BCC's generated ctypes.
+
+class _TestRunOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+class _XdpMd(ctypes.Structure):  # uapi struct xdp_md, the test-run context
+    _fields_ = [("data", ctypes.c_uint32), ("data_end", ctypes.c_uint32), ("data_meta", ctypes.c_uint32),
+                ("ingress_ifindex", ctypes.c_uint32), ("rx_queue_index", ctypes.c_uint32),
+                ("egress_ifindex", ctypes.c_uint32)]
+
+
+class _XdpAttachOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("old_prog_fd", ctypes.c_int)]
+
+
+class _XdpQueryOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("prog_id", ctypes.c_uint32), ("drv_prog_id", ctypes.c_uint32),
+                ("hw_prog_id", ctypes.c_uint32), ("skb_prog_id", ctypes.c_uint32),
+                ("attach_mode", ctypes.c_uint8)]
+
+
+class _ProgInfoPrefix(ctypes.Structure):  # the first fields of uapi struct bpf_prog_info
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
+
+
+_libbpf = None
+
+
+def libbpf() -> ctypes.CDLL:
+    global _libbpf
+    if _libbpf is None:
+        try:
+            lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        except OSError as e:
+            raise EnvironmentProblem(f"libbpf.so.1 not found ({e}): run `make setup` "
+                                     "(apt-get install libbpf1 python3-bpfcc)") from e
+        lib.bpf_obj_pin.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
+        lib.bpf_xdp_attach.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32,
+                                       ctypes.POINTER(_XdpAttachOpts)]
+        lib.bpf_xdp_query.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_XdpQueryOpts)]
+        lib.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
+        lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+        lib.bpf_map_lookup_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_TestRunOpts)]
+        _libbpf = lib
+    return _libbpf
+
+
+def _check(ret: int, what: str) -> int:
+    """libbpf 1.x returns -errno (and sets errno)."""
+    if ret < 0:
+        err = -ret if ret != -1 else ctypes.get_errno()
+        raise DataplaneError(f"{what}: {os.strerror(err)} (errno {err})")
+    return ret
+
+
+def pinned_fd(path: Union[str, Path]) -> Optional[int]:
+    """An fd for a pinned object, or None if nothing is pinned there."""
+    fd = libbpf().bpf_obj_get(str(path).encode())
+    if fd < 0:
+        err = -fd if fd != -1 else ctypes.get_errno()
+        if err == errno.ENOENT:
+            return None
+        raise DataplaneError(f"bpf_obj_get({path}): {os.strerror(err)}")
+    return fd
+
+
+def prog_info(fd: int) -> tuple[int, str]:
+    """(id, name) of a loaded program."""
+    info = _ProgInfoPrefix()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "bpf_obj_get_info_by_fd")
+    return info.id, info.name.decode(errors="replace")
+
+
+def xdp_query(ifindex: int) -> tuple[int, Optional[str]]:
+    """(program id or 0, "native" | "generic" | ... | None) attached to an interface."""
+    opts = _XdpQueryOpts(sz=ctypes.sizeof(_XdpQueryOpts))
+    _check(libbpf().bpf_xdp_query(ifindex, 0, ctypes.byref(opts)), f"bpf_xdp_query(ifindex {ifindex})")
+    if opts.attach_mode == XDP_ATTACHED_NONE:
+        return 0, None
+    prog_id = opts.prog_id or opts.drv_prog_id or opts.skb_prog_id or opts.hw_prog_id
+    return prog_id, ATTACHED_MODE_NAMES.get(opts.attach_mode, "multi")
+
+
+def xdp_attach_fd(ifindex: int, prog_fd: int, flags: int, old_prog_fd: Optional[int] = None) -> None:
+    """Attach (prog_fd >= 0) or detach (prog_fd == -1) through netlink. With old_prog_fd the
+    kernel swaps only if that program is the one attached (XDP_FLAGS_REPLACE): atomic."""
+    opts = _XdpAttachOpts(sz=ctypes.sizeof(_XdpAttachOpts), old_prog_fd=old_prog_fd or 0)
+    if old_prog_fd is not None:
+        flags |= XDP_FLAGS_REPLACE
+    _check(libbpf().bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)),
+           f"bpf_xdp_attach(ifindex {ifindex}, flags {flags:#x})")
+
+
+@dataclass(frozen=True)
+class TestRunResult:
+    verdict: int
+    frame: bytes
+    duration_ns: int  # kernel-measured average per repetition
+
+    @property
+    def verdict_name(self) -> str:
+        return VERDICT_NAMES.get(self.verdict, str(self.verdict))
+
+
+def prog_test_run(prog_fd: int, frame: bytes, ingress_ifindex: int = 0, repeat: int = 1) -> TestRunResult:
+    """Run an XDP program on ``frame`` through BPF_PROG_TEST_RUN (no network needed).
+    ``ingress_ifindex`` must name a real interface in the caller's network namespace (the
+    kernel checks it); 0 leaves it unset. With ``repeat > 1`` the kernel reuses one buffer:
+    a program that rewrites in place sees its own output from the second run on."""
+    buf_in = ctypes.create_string_buffer(bytes(frame), len(frame))
+    out_size = len(frame) + 512  # room for frames grown with bpf_xdp_adjust_head
+    buf_out = ctypes.create_string_buffer(out_size)
+    ctx = _XdpMd(data=0, data_end=len(frame), ingress_ifindex=ingress_ifindex)
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(buf_in),
+                        data_out=ctypes.addressof(buf_out), data_size_in=len(frame),
+                        data_size_out=out_size, repeat=repeat)
+    if ingress_ifindex:
+        opts.ctx_in = ctypes.addressof(ctx)
+        opts.ctx_size_in = ctypes.sizeof(ctx)
+    _check(libbpf().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "bpf_prog_test_run_opts")
+    return TestRunResult(opts.retval, buf_out.raw[:opts.data_size_out], opts.duration)
+
+
+# ---- environment ---------------------------------------------------------------------------
+
+def _import_bcc():
+    try:
+        import bcc  # noqa: F401  (Debian's python3-bpfcc; not on PyPI)
+        return bcc
+    except ImportError as e:
+        raise EnvironmentProblem(
+            f"cannot import bcc ({e}): BCC's Python binding comes from Debian, not PyPI: "
+            "run `make setup` (apt-get install python3-bpfcc libbpfcc bpftool) and use "
+            "/usr/bin/python3 or a venv made with --system-site-packages") from e
+
+
+def kernel_headers_dir() -> Optional[Path]:
+    """Where BCC will find kernel headers, or None."""
+    env = os.environ.get("BCC_KERNEL_SOURCE")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path("/lib/modules") / os.uname().release / "build")
+    for c in candidates:
+        if (c / "include" / "linux" / "kconfig.h").exists() or (c / "include" / "generated").exists():
+            return c
+    if Path("/sys/kernel/kheaders.tar.xz").exists():  # CONFIG_IKHEADERS
+        return Path("/sys/kernel/kheaders.tar.xz")
+    return None
+
+
+def bpffs_mounted(path: Union[str, Path]) -> bool:
+    """Is ``path`` (or the directory it will be created in) on a bpf filesystem?"""
+    path = os.path.abspath(path)
+    best, best_type = "", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            mnt, fstype = parts[1], parts[2]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, best_type = mnt, fstype
+    return best_type == BPF_FS_MAGIC_TYPE
+
+
+def check_environment(bpffs_dir: Optional[str]) -> None:
+    """Fail early with what to install or mount (instead of a clang error 200 lines long)."""
+    _import_bcc()
+    if kernel_headers_dir() is None:
+        rel = os.uname().release
+        raise EnvironmentProblem(
+            f"kernel headers not found for {rel}: BCC compiles the XDP program at start and "
+            f"needs /lib/modules/{rel}/build. Run `make setup` (installs linux-headers and "
+            f"links /lib/modules/{rel}/build and source), or set BCC_KERNEL_SOURCE; in a "
+            "DaemonSet mount the host's /lib/modules and /usr/src read-only.")
+    if bpffs_dir is not None and not bpffs_mounted(bpffs_dir):
+        raise EnvironmentProblem(
+            f"{bpffs_dir} is not on a bpf filesystem: `mount -t bpf bpf /sys/fs/bpf` (`make setup` "
+            "does it); in a DaemonSet mount the host's /sys/fs/bpf (hostPath, "
+            "mountPropagation: Bidirectional) so pinned maps survive agent restarts")
+
+
+def source_version(cflags: Iterable[str] = ()) -> int:
+    """64-bit hash of every bpf/*.c|h file and the cflags that change the maps or program:
+    the pinned state is adopted only by an agent built from the same sources."""
+    h = hashlib.sha256()
+    for p in sorted(BPF_SRC_DIR.glob("*.[ch]")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    for f in cflags:
+        h.update(f.encode() + b"\0")
+    return int.from_bytes(h.digest()[:8], "little") or 1
+
+
+def global_counter_names() -> dict[int, str]:
+    """G_* indexes of the mx_global map, read from vip_consts.h (no copy kept here)."""
+    text = (BPF_SRC_DIR / "vip_consts.h").read_text()
+    return {int(v): n[2:].lower() for n, v in re.findall(r"#define (G_[A-Z_]+) (\d+)\b", text)
+            if n != "G_COUNTERS"}
+
+
+def interface_index(ifname: IfRef) -> int:
+    """ifindex in the current network namespace (the agent runs inside the node's netns)."""
+    if isinstance(ifname, int):
+        return ifname
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError as e:
+        raise DataplaneError(f"no interface {ifname!r} in this network namespace") from e
+
+
+def interface_mac(ifname: str) -> tuple[int, bytes]:
+    """(ARPHRD type, MAC) of an interface in the current network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            res = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, struct.pack("16s16x", ifname.encode()))
+        except OSError as e:
+            raise DataplaneError(f"cannot read the MAC of {ifname!r}: {e}") from e
+    family = struct.unpack_from("H", res, 16)[0]
+    return family, res[18:24]
+
+
+# ---- the dataplane ---------------------------------------------------------------------------
+
+class Dataplane:
+    def __init__(self, bpffs_dir: Optional[str] = DEFAULT_BPFFS_DIR, *, xdp_mode: str = "auto",
+                 detach_on_exit: bool = False, liveness_max_age_ms: int = 0,
+                 cflags: Iterable[str] = ()):
+        if xdp_mode not in ("auto", "native", "generic"):
+            raise ValueError(f"xdp_mode must be auto, native or generic, not {xdp_mode!r}")
+        self.bpffs_dir = os.path.abspath(bpffs_dir) if bpffs_dir else None
+        self.xdp_mode = xdp_mode
+        self.detach_on_exit = detach_on_exit or self.bpffs_dir is None
+        self.liveness_max_age_ms = liveness_max_age_ms
+        self.cflags = list(cflags)
+        self.version = source_version(self.cflags)
+        self.adopted = False           # True when open() kept a pinned program of our version
+        self.prog_fd = -1
+        self.prog_id = 0
+        self.attached: dict[int, str] = {}   # ifindex -> "native" | "generic"
+        self._bpf = None
+        self._ifnames: dict[int, str] = {}
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def __enter__(self) -> "Dataplane":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _pin(self, name: str) -> str:
+        assert self.bpffs_dir
+        return os.path.join(self.bpffs_dir, name)
+
+    def _pinned_version(self) -> Optional[int]:
+        fd = pinned_fd(self._pin("mx_meta"))
+        if fd is None:
+            return None
+        try:
+            key, value = ctypes.c_uint32(0), ctypes.c_uint64(0)  # struct meta {__u64 version}: frozen layout
+            if libbpf().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)) != 0:
+                return None
+            return value.value
+        finally:
+            os.close(fd)
+
+    def open(self) -> "Dataplane":
+        check_environment(self.bpffs_dir)
+        bcc = _import_bcc()
+        cflags = [f"-I{BPF_SRC_DIR}", *self.cflags]
+        prog_pin_fd = None
+        if self.bpffs_dir:
+            os.makedirs(self.bpffs_dir, exist_ok=True)
+            cflags.append(f'-DPIN_DIR="{self.bpffs_dir}"')
+            pinned = self._pinned_version()
+            prog_pin_fd = pinned_fd(self._pin(PROG_PIN))
+            if pinned == self.version and prog_pin_fd is not None:
+                self.adopted = True
+            else:
+                if prog_pin_fd is not None:
+                    os.close(prog_pin_fd)
+                    prog_pin_fd = None
+                if pinned is not None or os.listdir(self.bpffs_dir):
+                    log.info("pinned dataplane has another version: building a new one",
+                             event="xdpVersionChange", old=f"{pinned or 0:016x}", new=f"{self.version:016x}",
+                             dir=self.bpffs_dir)
+                # The attached old program keeps its own maps alive; new pins get new maps.
+                self._unpin_all()
+        try:
+            self._bpf = bcc.BPF(src_file=str(BPF_MAIN).encode(), cflags=cflags)
+        except Exception as e:
+            raise DataplaneError(f"BCC could not compile {BPF_MAIN} ({e}); its stderr above has "
+                                 "clang's message. Kernel headers: "
+                                 f"{kernel_headers_dir()}") from e
+        if self.adopted:
+            self.prog_fd = prog_pin_fd
+        else:
+            try:
+                fn = self._bpf.load_func(PROG_FUNC.encode(), bcc.BPF.XDP)
+            except Exception as e:
+                raise EnvironmentProblem(f"the kernel refused the XDP program ({e}): the agent needs "
+                                         "root or CAP_BPF+CAP_NET_ADMIN and a kernel with BPF syscall "
+                                         "and XDP support") from e
+            self.prog_fd = os.dup(fn.fd)
+            if self.bpffs_dir:
+                _check(libbpf().bpf_obj_pin(self.prog_fd, self._pin(PROG_PIN).encode()), "pin program")
+                self.table("mx_meta")[0] = self.table("mx_meta").Leaf(self.version)
+        self.prog_id, _ = prog_info(self.prog_fd)
+        self.set_liveness_max_age(self.liveness_max_age_ms)
+        self.heartbeat()
+        log.info("XDP dataplane ready", event="xdpLoaded", adopted=self.adopted, prog_id=self.prog_id,
+                 version=f"{self.version:016x}", dir=self.bpffs_dir)
+        return self
+
+    def close(self) -> None:
+        """Keep the program attached and pinned (hitless restart) unless detach_on_exit."""
+        if self._bpf is None:
+            return
+        if self.detach_on_exit:
+            for ifindex in list(self.attached):
+                try:
+                    self.detach(ifindex)
+                except DataplaneError as e:
+                    log.warning("could not detach", event="xdpDetachFailed", ifindex=ifindex, error=str(e))
+            if self.bpffs_dir:
+                self._unpin_all()
+                try:
+                    os.rmdir(self.bpffs_dir)
+                except OSError:
+                    pass
+        if self.prog_fd >= 0:
+            os.close(self.prog_fd)
+            self.prog_fd = -1
+        self._bpf.cleanup()
+        self._bpf = None
+
+    def _unpin_all(self) -> None:
+        if not self.bpffs_dir or not os.path.isdir(self.bpffs_dir):
+            return
+        for name in (*MAP_NAMES, PROG_PIN):
+            try:
+                os.unlink(self._pin(name))
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def purge(bpffs_dir: str, ifnames: Iterable[IfRef] = ()) -> None:
+        """Detach any metalxdp program from ``ifnames`` and remove the pins (cleanup tool)."""
+        for ifname in ifnames:
+            try:
+                ifindex = interface_index(ifname)
+            except DataplaneError:
+                continue
+            prog_id, mode = xdp_query(ifindex)
+            if prog_id:
+                fd = _check(libbpf().bpf_prog_get_fd_by_id(prog_id), "bpf_prog_get_fd_by_id")
+                try:
+                    if prog_info(fd)[1].startswith(PROG_FUNC):
+                        xdp_attach_fd(ifindex, -1, MODE_FLAGS.get(mode or "", 0), old_prog_fd=fd)
+                finally:
+                    os.close(fd)
+        if os.path.isdir(bpffs_dir):
+            for name in (*MAP_NAMES, PROG_PIN):
+                try:
+                    os.unlink(os.path.join(bpffs_dir, name))
+                except FileNotFoundError:
+                    pass
+            try:
+                os.rmdir(bpffs_dir)
+            except OSError:
+                pass
+
+    # ---- tables ---------------------------------------------------------------------------
+    def table(self, name: str):
+        if self._bpf is None:
+            raise DataplaneError("dataplane not open")
+        return self._bpf[name.encode()]
+
+    @staticmethod
+    def _addr_fields(ip: Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]) -> tuple[int, bytes]:
+        addr = ipaddress.ip_address(ip)
+        return addr.version, addr.packed.ljust(16, b"\0")
+
+    def vip_key(self, ip, ifname: IfRef):
+        """The mx_vips/mx_stats key, built with BCC's generated ctypes class."""
+        family, packed = self._addr_fields(ip)
+        key = self.table("mx_vips").Key()
+        key.ifindex = interface_index(ifname)
+        key.family = family
+        ctypes.memmove(key.addr, packed, 16)
+        return key
+
+    @staticmethod
+    def _key_ip(key) -> str:
+        raw = bytes(key.addr)
+        return str(ipaddress.ip_address(raw[:4] if key.family == 4 else raw))
+
+    # ---- control ------------------------------------------------------------------------
+    def set_interface(self, ifname: IfRef, mac: Optional[bytes] = None) -> int:
+        """Record the MAC the program answers with on this interface; returns its ifindex.
+        ``mac`` defaults to the interface's own (refuses non-Ethernet interfaces)."""
+        ifindex = interface_index(ifname)
+        if mac is None:
+            if isinstance(ifname, int):
+                ifname = socket.if_indextoname(ifname)
+            hwtype, mac = interface_mac(ifname)
+            if hwtype != ARPHRD_ETHER:
+                raise DataplaneError(f"{ifname} is not an Ethernet interface (ARPHRD {hwtype}): "
+                                     "ARP/NDP answering needs Ethernet")
+        if isinstance(ifname, str):
+            self._ifnames[ifindex] = ifname
+        t = self.table("mx_ifaces")
+        leaf = t.Leaf()
+        ctypes.memmove(leaf.mac, bytes(mac), 6)
+        t[t.Key(ifindex)] = leaf
+        return ifindex
+
+    def announce(self, ip, ifname: IfRef, etp_local_misdirect: bool = False) -> None:
+        """Answer ARP/NS for ``ip`` on ``ifname`` (and count its traffic there)."""
+        key = self.vip_key(ip, ifname)
+        stats = self.table("mx_stats")
+        if stats.get(key) is None:  # keep counters across re-announce and restart
+            stats[key] = stats.Leaf()
+        vips = self.table("mx_vips")
+        vips[key] = vips.Leaf(VIP_F_ETP_LOCAL_MISDIRECT if etp_local_misdirect else 0)
+
+    def withdraw(self, ip, ifname: IfRef) -> None:
+        """Stop answering for ``ip`` on ``ifname``; its counters go too."""
+        key = self.vip_key(ip, ifname)
+        for name in ("mx_vips", "mx_stats"):  # vips first: the program never counts a withdrawn VIP
+            try:
+                del self.table(name)[key]
+            except KeyError:
+                pass
+
+    def announced(self) -> list[tuple[str, int, int]]:
+        """[(ip, ifindex, flags)] currently in the VIP map (after a restart: what survived)."""
+        return sorted((self._key_ip(k), k.ifindex, v.flags) for k, v in self.table("mx_vips").items())
+
+    def heartbeat(self) -> None:
+        """Tell the liveness gate the agent is alive (CLOCK_MONOTONIC = bpf_ktime_get_ns)."""
+        t = self.table("mx_liveness")
+        leaf = t[0]
+        leaf.heartbeat_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        t[0] = leaf
+
+    def set_liveness_max_age(self, ms: int) -> None:
+        """Answers stop once the heartbeat is older than ``ms``; 0 disables the gate."""
+        self.liveness_max_age_ms = ms
+        t = self.table("mx_liveness")
+        leaf = t[0]
+        leaf.max_age_ns = int(ms) * 1_000_000
+        t[0] = leaf
+
+    def set_heartbeat_ns(self, ns: int) -> None:
+        """Tests: pretend the last heartbeat was at ``ns`` (CLOCK_MONOTONIC)."""
+        t = self.table("mx_liveness")
+        leaf = t[0]
+        leaf.heartbeat_ns = ns
+        t[0] = leaf
+
+    # ---- counters -------------------------------------------------------------------------
+    def counters(self) -> dict[tuple[str, int], dict[str, int]]:
+        """{(ip, ifindex): {field: value summed over CPUs}}, fields from BCC's struct vip_stats."""
+        t = self.table("mx_stats")
+        fields = [f for f, _ in t.sLeaf._fields_]
+        out = {}
+        for k, per_cpu in t.items():
+            out[(self._key_ip(k), k.ifindex)] = {f: sum(getattr(c, f) for c in per_cpu) for f in fields}
+        return out
+
+    def vip_counters(self, ip, ifname: IfRef) -> dict[str, int]:
+        return self.counters().get((str(ipaddress.ip_address(ip)), interface_index(ifname)), {})
+
+    def global_counters(self) -> dict[str, int]:
+        t = self.table("mx_global")
+        return {name: sum(t[t.Key(i)]) for i, name in global_counter_names().items()}
+
+    # ---- attach ------------------------------------------------------------------------
+    def attach(self, ifname: IfRef, mode: Optional[str] = None) -> str:
+        """Attach to ``ifname`` (call after filling the maps); returns the mode in use."""
+        mode = mode or self.xdp_mode
+        ifindex = interface_index(ifname)
+        ifaces = self.table("mx_ifaces")
+        if ifaces.get(ifaces.Key(ifindex)) is None:
+            self.set_interface(ifname)
+        current_id, current_mode = xdp_query(ifindex)
+        if current_id == self.prog_id:
+            self.attached[ifindex] = current_mode or "unknown"
+            log.info("XDP program already attached: kept", event="xdpAdopted", ifname=str(ifname),
+                     mode=current_mode, prog_id=self.prog_id)
+            return self.attached[ifindex]
+        if current_id:
+            old_fd = _check(libbpf().bpf_prog_get_fd_by_id(current_id), "bpf_prog_get_fd_by_id")
+            try:
+                old_name = prog_info(old_fd)[1]
+                if not old_name.startswith(PROG_FUNC):
+                    raise DataplaneError(f"{ifname} already runs another XDP program ({old_name!r}, id "
+                                         f"{current_id}); metalxdp does not replace foreign programs")
+                # An upgrade: swap in place, same mode, only if the old one is still there.
+                xdp_attach_fd(ifindex, self.prog_fd, MODE_FLAGS.get(current_mode or "", 0), old_prog_fd=old_fd)
+            finally:
+                os.close(old_fd)
+            self.attached[ifindex] = current_mode or "unknown"
+            log.info("XDP program replaced atomically", event="xdpReplaced", ifname=str(ifname),
+                     mode=current_mode, old_prog_id=current_id, prog_id=self.prog_id)
+            return self.attached[ifindex]
+        if mode in ("auto", "native"):
+            try:
+                xdp_attach_fd(ifindex, self.prog_fd, XDP_FLAGS_DRV_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST)
+                self.attached[ifindex] = "native"
+            except DataplaneError as e:
+                if mode == "native":
+                    raise DataplaneError(f"native XDP on {ifname} failed: {e}") from e
+                log.warning("native XDP unavailable, falling back to generic", event="xdpModeFallback",
+                            ifname=str(ifname), error=str(e))
+        if ifindex not in self.attached:
+            xdp_attach_fd(ifindex, self.prog_fd, XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST)
+            self.attached[ifindex] = "generic"
+        log.info("XDP program attached", event="xdpAttached", ifname=str(ifname),
+                 mode=self.attached[ifindex], prog_id=self.prog_id)
+        return self.attached[ifindex]
+
+    def detach(self, ifname: IfRef) -> None:
+        """Detach our program (only ours: a replace-with-nothing against our fd)."""
+        ifindex = interface_index(ifname)
+        current_id, current_mode = xdp_query(ifindex)
+        if current_id == self.prog_id:
+            xdp_attach_fd(ifindex, -1, MODE_FLAGS.get(current_mode or "", 0), old_prog_fd=self.prog_fd)
+            log.info("XDP program detached", event="xdpDetached", ifindex=ifindex)
+        self.attached.pop(ifindex, None)
+
+    # ---- testing ----------------------------------------------------------------------------
+    def test_run(self, frame: bytes, ingress_ifindex: int = 1, repeat: int = 1) -> TestRunResult:
+        return prog_test_run(self.prog_fd, frame, ingress_ifindex, repeat)

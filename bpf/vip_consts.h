@@ -1,0 +1,71 @@
+/* vip_consts.h - limits, flags and protocol numbers used by xdp_vip.c.
+ *
+ * Every limit can be overridden at compile time (agent/dataplane.py passes cflags such as
+ * -DMAX_VIPS=8192); the version hash that guards pinned maps includes those cflags, so a
+ * changed limit replaces the pinned maps instead of reusing maps of the wrong size.
+ */
+#ifndef METALXDP_VIP_CONSTS_H
+#define METALXDP_VIP_CONSTS_H
+
+/* (VIP, interface) pairs this node can announce at once. Cilium's L2 responder map holds 4096. */
+#ifndef MAX_VIPS
+#define MAX_VIPS 4096
+#endif
+
+/* Interfaces whose MAC the program may answer with. */
+#ifndef MAX_IFACES
+#define MAX_IFACES 256
+#endif
+
+/* vip_info.flags: the Service has externalTrafficPolicy=Local and no ready endpoint on this
+ * node, so traffic that reaches us for it is "misdirected" (the leader should not be us). */
+#define VIP_F_ETP_LOCAL_MISDIRECT (1U << 0)
+
+/* vip_key.family (not AF_* so the key reads the same in bpftool dumps on any libc). */
+#define VIP_FAMILY_V4 4
+#define VIP_FAMILY_V6 6
+
+/* EtherTypes (IEEE registry). */
+#define ETHERTYPE_IPV4 0x0800
+#define ETHERTYPE_ARP 0x0806
+#define ETHERTYPE_IPV6 0x86DD
+#define ETHERTYPE_8021Q 0x8100  /* VLAN tag */
+#define ETHERTYPE_8021AD 0x88A8 /* QinQ outer tag */
+#define ETHERTYPE_MIN 0x0600    /* below this the field is an 802.3 length, not a type */
+
+#define MAC_LEN 6
+
+/* ARP (RFC 826) for Ethernet + IPv4 only. */
+#define ARP_HTYPE_ETHER 1
+#define ARP_OP_REQUEST 1
+#define ARP_OP_REPLY 2
+
+/* IPv6 neighbour discovery (RFC 4861). */
+#define IPPROTO_ICMP6 58
+#define ICMP6_NEIGHBOUR_SOLICIT 135
+#define ICMP6_NEIGHBOUR_ADVERT 136
+#define NDP_HOP_LIMIT 255              /* 7.1.1: an NS with any other hop limit is invalid */
+#define NDP_OPT_SOURCE_LLADDR 1
+#define NDP_OPT_TARGET_LLADDR 2
+#define NA_FLAG_ROUTER 0x80000000U     /* host order; we are not a router: always 0 */
+#define NA_FLAG_SOLICITED 0x40000000U  /* answer to an NS with a unicast source */
+#define NA_FLAG_OVERRIDE 0x20000000U   /* solicited NA: 0 like MetalLB; GARP NA from Python: 1 */
+
+/* The NA we send: Ethernet 14 + IPv6 40 + NA 24 + target link-layer option 8. */
+#define NA_FRAME_LEN 86
+/* Offset of the IPv6 source address: the checksum covers [22, 86) = src, dst, ICMPv6 body. */
+#define NA_CSUM_START 22
+#define NA_CSUM_WORDS ((NA_FRAME_LEN - NA_CSUM_START) / 2)
+#define NA_ICMP6_LEN 32
+
+/* Indexes into the mx_global per-CPU counter array (program-wide, not per VIP). */
+#define G_PASS_VLAN 0       /* 802.1Q/802.1ad frame: passed untouched, never answered */
+#define G_PASS_MALFORMED 1  /* truncated or invalid ARP/IPv4/IPv6/NS frame */
+#define G_GATED 2           /* request for a VIP left unanswered: agent heartbeat too old */
+#define G_NO_IFACE 3        /* request for a VIP on an interface whose MAC userspace never set */
+#define G_ARP_TX 4          /* ARP replies sent */
+#define G_NA_TX 5           /* neighbour advertisements sent */
+#define G_NOT_FOR_US 6      /* request for a VIP, but to another host's MAC */
+#define G_COUNTERS 8
+
+#endif /* METALXDP_VIP_CONSTS_H */

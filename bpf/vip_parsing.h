@@ -1,0 +1,178 @@
+/* vip_parsing.h - bounds-checked parsing and in-place frame building, no map access (BCC
+ * rewrites map calls only in the main file, so everything touching a map is in xdp_vip.c).
+ *
+ * Convention: a parser returns NULL when the header does not fit in [data, data_end); the
+ * caller then passes the frame untouched.
+ */
+#ifndef METALXDP_VIP_PARSING_H
+#define METALXDP_VIP_PARSING_H
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define mx_htons(x) ((__be16)__builtin_bswap16((__u16)(x)))
+#define mx_htonl(x) ((__be32)__builtin_bswap32((__u32)(x)))
+#else
+#define mx_htons(x) ((__be16)(x))
+#define mx_htonl(x) ((__be32)(x))
+#endif
+#define mx_ntohs(x) mx_htons(x)
+#define mx_ntohl(x) mx_htonl(x)
+
+/* A header of type T at byte offset off, or NULL if it is not entirely inside the frame. */
+#define HDR_AT(T, data, off, data_end) \
+    ((void *)(data) + (off) + sizeof(T) > (void *)(data_end) ? (T *)0 : (T *)((void *)(data) + (off)))
+
+static __always_inline int mac_is_multicast(const __u8 *mac)
+{
+    return mac[0] & 1;  /* I/G bit; covers broadcast too */
+}
+
+static __always_inline int mac_is_broadcast(const __u8 *mac)
+{
+    return (mac[0] & mac[1] & mac[2] & mac[3] & mac[4] & mac[5]) == 0xff;
+}
+
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] &&
+           a[5] == b[5];
+}
+
+static __always_inline void mac_copy(__u8 *dst, const __u8 *src)
+{
+    __builtin_memcpy(dst, src, MAC_LEN);
+}
+
+static __always_inline int ip4_equal(const __u8 *a, const __u8 *b)
+{
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+static __always_inline int ip6_is_unspecified(const __u8 *a)
+{
+    const __u32 *w = (const __u32 *)a;
+    return (w[0] | w[1] | w[2] | w[3]) == 0;
+}
+
+static __always_inline int ip6_equal(const __u8 *a, const __u8 *b)
+{
+    const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+    return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+/* dst is the solicited-node multicast address of target: ff02::1:ff00:0/104 + low 24 bits. */
+static __always_inline int ip6_is_solicited_node_of(const __u8 *dst, const __u8 *target)
+{
+    const __u32 *w = (const __u32 *)dst;
+    return w[0] == mx_htonl(0xff020000) && w[1] == 0 && w[2] == mx_htonl(0x00000001) &&
+           dst[12] == 0xff && dst[13] == target[13] && dst[14] == target[14] &&
+           dst[15] == target[15];
+}
+
+static __always_inline void vip_key_v4(struct vip_key *k, __u32 ifindex, const __u8 *ip)
+{
+    __builtin_memset(k, 0, sizeof(*k));
+    k->ifindex = ifindex;
+    k->family = VIP_FAMILY_V4;
+    __builtin_memcpy(k->addr, ip, 4);
+}
+
+static __always_inline void vip_key_v6(struct vip_key *k, __u32 ifindex, const __u8 *ip)
+{
+    __builtin_memset(k, 0, sizeof(*k));
+    k->ifindex = ifindex;
+    k->family = VIP_FAMILY_V6;
+    __builtin_memcpy(k->addr, ip, 16);
+}
+
+/* Turn an ARP request (already validated) into the reply, in place: same frame length. */
+static __always_inline void arp_request_to_reply(struct ethhdr *eth, struct arp_eth *arp,
+                                                 const __u8 *our_mac)
+{
+    __u8 vip[4];
+
+    __builtin_memcpy(vip, arp->tpa, 4);
+    mac_copy(eth->h_dest, arp->sha);  /* like the kernel: reply to the sender hardware address */
+    mac_copy(eth->h_source, our_mac);
+    arp->oper = mx_htons(ARP_OP_REPLY);
+    mac_copy(arp->tha, arp->sha);
+    __builtin_memcpy(arp->tpa, arp->spa, 4);
+    mac_copy(arp->sha, our_mac);
+    __builtin_memcpy(arp->spa, vip, 4);
+}
+
+/* What the NA needs from the NS, copied out before the frame is resized. */
+struct ns_request {
+    __u8 src_mac[MAC_LEN];
+    __u8 dad;  /* source was ::, answer to all-nodes with S=0 (RFC 4861 7.2.4) */
+    __u8 pad;
+    __u8 src_ip[16];
+    __u8 target[16];
+};
+
+/* Write the whole NA into a frame of exactly NA_FRAME_LEN bytes starting at data. */
+static __always_inline void build_na(void *data, const struct ns_request *req, const __u8 *our_mac)
+{
+    struct ethhdr *eth = data;
+    struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+    struct ndp_msg *na = (void *)(ip6 + 1);
+    struct ndp_lladdr_opt *opt = (void *)(na + 1);
+    __be32 *ip6_first_word = (__be32 *)ip6;
+
+    if (req->dad) {
+        /* 33:33:00:00:00:01, the multicast MAC of ff02::1 (RFC 2464 7) */
+        eth->h_dest[0] = 0x33;
+        eth->h_dest[1] = 0x33;
+        eth->h_dest[2] = 0;
+        eth->h_dest[3] = 0;
+        eth->h_dest[4] = 0;
+        eth->h_dest[5] = 1;
+    } else {
+        mac_copy(eth->h_dest, req->src_mac);
+    }
+    mac_copy(eth->h_source, our_mac);
+    eth->h_proto = mx_htons(ETHERTYPE_IPV6);
+
+    *ip6_first_word = mx_htonl(0x60000000);  /* version 6, traffic class 0, flow label 0 */
+    ip6->payload_len = mx_htons(NA_ICMP6_LEN);
+    ip6->nexthdr = IPPROTO_ICMP6;
+    ip6->hop_limit = NDP_HOP_LIMIT;
+    __builtin_memcpy(&ip6->saddr, req->target, 16);  /* the VIP itself, never link-local */
+    if (req->dad) {
+        __u32 *d = (__u32 *)&ip6->daddr;  /* ff02::1 */
+        d[0] = mx_htonl(0xff020000);
+        d[1] = 0;
+        d[2] = 0;
+        d[3] = mx_htonl(1);
+    } else {
+        __builtin_memcpy(&ip6->daddr, req->src_ip, 16);
+    }
+
+    na->type = ICMP6_NEIGHBOUR_ADVERT;
+    na->code = 0;
+    na->checksum = 0;
+    na->flags = req->dad ? 0 : mx_htonl(NA_FLAG_SOLICITED);  /* R=0, O=0 (MetalLB) */
+    __builtin_memcpy(na->target, req->target, 16);
+
+    opt->type = NDP_OPT_TARGET_LLADDR;
+    opt->len = 1;
+    mac_copy(opt->addr, our_mac);
+}
+
+/* ICMPv6 checksum of a frame built by build_na (RFC 4443 2.3 + RFC 8200 8.1 pseudo-header):
+ * one's-complement sum of src, dst, the ICMPv6 message (contiguous from offset 22 to the
+ * end), the upper-layer length and the next header. Summing 16-bit words in host order and
+ * storing the folded result the same way is byte-order independent (RFC 1071 2.(B)). */
+static __always_inline __u16 na_checksum(const void *data)
+{
+    const __u16 *w = data + NA_CSUM_START;
+    __u32 sum = mx_htons(NA_ICMP6_LEN) + mx_htons(IPPROTO_ICMP6);
+
+#pragma unroll
+    for (int i = 0; i < NA_CSUM_WORDS; i++)
+        sum += w[i];
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return ~sum & 0xffff;
+}
+
+#endif /* METALXDP_VIP_PARSING_H */

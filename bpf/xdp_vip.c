@@ -1,0 +1,290 @@
+/* xdp_vip.c - metalxdp's L2 dataplane: answers ARP requests and IPv6 neighbour solicitations
+ * for the VIPs this node announces, in XDP, and counts traffic per VIP.
+ *
+ * Verdicts: XDP_TX for a reply built in place; XDP_PASS (frame untouched) for everything
+ * else, so the kernel stack sees all traffic it would see without us. The program never
+ * drops. Loaded by agent/dataplane.py through BCC; tables in vip_maps.h.
+ *
+ * Frames handled: Ethernet II only. 802.1Q / 802.1ad tagged frames are passed untouched: the
+ * VIP map is keyed by the ifindex the frame arrived on, and a tagged frame arriving on the
+ * parent belongs to a VLAN sub-interface (attach the program there instead). 802.3 frames
+ * (type field < 0x0600) and anything truncated or malformed are passed untouched too; the
+ * agent refuses to attach to non-Ethernet interfaces (ARPHRD type != 1).
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+
+#include "vip_consts.h"
+#include "vip_structs.h"
+#include "vip_maps.h"
+#include "vip_parsing.h"
+
+static __always_inline void count_global(__u32 index)
+{
+    __u64 *c = mx_global.lookup(&index);
+    if (c)
+        *c += 1;
+}
+
+/* The liveness gate: 1 when the agent's heartbeat is recent enough to keep answering. */
+static __always_inline int agent_alive(void)
+{
+    __u32 zero = 0;
+    struct liveness *l = mx_liveness.lookup(&zero);
+
+    /* An array lookup at index 0 cannot fail; if it ever did, behave as "gate disabled". */
+    if (!l || l->max_age_ns == 0)
+        return 1;
+    return bpf_ktime_get_ns() - l->heartbeat_ns <= l->max_age_ns;
+}
+
+/* Count an IPv4/IPv6 packet addressed to a VIP announced on this interface. */
+static __always_inline void count_vip_traffic(struct vip_key *key, __u64 frame_len)
+{
+    struct vip_info *vip = mx_vips.lookup(key);
+    struct vip_stats *st;
+
+    if (!vip)
+        return;
+    st = mx_stats.lookup(key);
+    if (!st)
+        return;
+    st->rx_packets += 1;
+    st->rx_bytes += frame_len;
+    if (vip->flags & VIP_F_ETP_LOCAL_MISDIRECT)
+        st->misdirected += 1;
+}
+
+static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data_end)
+{
+    struct ethhdr *eth = data;
+    struct arp_eth *arp = HDR_AT(struct arp_eth, data, sizeof(struct ethhdr), data_end);
+    struct vip_key key;
+    struct vip_info *vip;
+    struct vip_stats *st;
+    struct iface_info *iface;
+    __u32 ifindex = ctx->ingress_ifindex;
+
+    if (!arp) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+    if (arp->htype != mx_htons(ARP_HTYPE_ETHER) || arp->ptype != mx_htons(ETHERTYPE_IPV4) ||
+        arp->hlen != MAC_LEN || arp->plen != 4) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+    /* Replies are the kernel's business; gratuitous ARP (sender == target) announces
+     * someone else's mapping and needs no answer. */
+    if (arp->oper != mx_htons(ARP_OP_REQUEST) || ip4_equal(arp->spa, arp->tpa))
+        return XDP_PASS;
+    /* A multicast sender hardware address would make our reply a broadcast: refuse. */
+    if (mac_is_multicast(arp->sha)) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+
+    vip_key_v4(&key, ifindex, arp->tpa);
+    vip = mx_vips.lookup(&key);
+    if (!vip)
+        return XDP_PASS;
+    st = mx_stats.lookup(&key);
+    if (st)
+        st->requests += 1;
+
+    iface = mx_ifaces.lookup(&ifindex);
+    if (!iface) {
+        count_global(G_NO_IFACE);
+        return XDP_PASS;
+    }
+    /* MetalLB answers requests sent to broadcast or to the interface's own MAC only. */
+    if (!mac_is_broadcast(eth->h_dest) && !mac_equal(eth->h_dest, iface->mac)) {
+        count_global(G_NOT_FOR_US);
+        return XDP_PASS;
+    }
+    if (!agent_alive()) {
+        count_global(G_GATED);
+        return XDP_PASS;
+    }
+
+    arp_request_to_reply(eth, arp, iface->mac);
+    if (st)
+        st->replies += 1;
+    count_global(G_ARP_TX);
+    return XDP_TX;
+}
+
+/* Answer a valid neighbour solicitation for a VIP with a neighbour advertisement. */
+static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_end)
+{
+    struct ethhdr *eth = data;
+    struct ipv6hdr *ip6 = HDR_AT(struct ipv6hdr, data, sizeof(struct ethhdr), data_end);
+    struct ndp_msg *ns = HDR_AT(struct ndp_msg, data, sizeof(struct ethhdr) + sizeof(struct ipv6hdr),
+                                data_end);
+    struct ndp_lladdr_opt *opt;
+    struct ns_request req;
+    struct vip_key key;
+    struct vip_info *vip;
+    struct vip_stats *st;
+    struct iface_info *iface;
+    __u32 ifindex = ctx->ingress_ifindex;
+    __u64 frame_len = data_end - data;
+    __u16 payload_len;
+    int has_sllao = 0;
+    long delta;
+
+    if (!ip6 || !ns) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+    payload_len = mx_ntohs(ip6->payload_len);
+    /* RFC 4861 7.1.1 validity: hop limit 255, code 0, ICMP length >= 24, target not
+     * multicast, payload inside the frame. (The incoming checksum is not verified: summing
+     * a variable-length message is costly in XDP; a corrupt NS at worst earns a correct NA.) */
+    if (ip6->hop_limit != NDP_HOP_LIMIT || ns->code != 0 || payload_len < sizeof(struct ndp_msg) ||
+        frame_len < sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + (__u64)payload_len ||
+        ns->target[0] == 0xff) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+    opt = HDR_AT(struct ndp_lladdr_opt, data,
+                 sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct ndp_msg), data_end);
+    /* Only the first option is inspected: enough for the DAD rule below in practice. */
+    if (opt && payload_len >= sizeof(struct ndp_msg) + sizeof(*opt) &&
+        opt->type == NDP_OPT_SOURCE_LLADDR)
+        has_sllao = 1;
+
+    __builtin_memset(&req, 0, sizeof(req));
+    req.dad = ip6_is_unspecified((__u8 *)&ip6->saddr);
+    if (req.dad) {
+        /* DAD probe: must go to the solicited-node group and carry no SLLAO (7.1.1). */
+        if (has_sllao || !ip6_is_solicited_node_of((__u8 *)&ip6->daddr, ns->target)) {
+            count_global(G_PASS_MALFORMED);
+            return XDP_PASS;
+        }
+    } else if (!ip6_is_solicited_node_of((__u8 *)&ip6->daddr, ns->target) &&
+               !ip6_equal((__u8 *)&ip6->daddr, ns->target)) {
+        /* Neither address resolution (solicited-node multicast) nor a unicast NUD probe
+         * to the VIP itself (MetalLB ignores the latter: metallb#2920; we answer it). */
+        return XDP_PASS;
+    }
+    if (mac_is_multicast(eth->h_source)) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+
+    vip_key_v6(&key, ifindex, ns->target);
+    vip = mx_vips.lookup(&key);
+    if (!vip)
+        return XDP_PASS;
+    st = mx_stats.lookup(&key);
+    if (st)
+        st->requests += 1;
+
+    iface = mx_ifaces.lookup(&ifindex);
+    if (!iface) {
+        count_global(G_NO_IFACE);
+        return XDP_PASS;
+    }
+    /* Multicast (solicited-node group) or unicast to this interface. */
+    if (!mac_is_multicast(eth->h_dest) && !mac_equal(eth->h_dest, iface->mac)) {
+        count_global(G_NOT_FOR_US);
+        return XDP_PASS;
+    }
+    if (!agent_alive()) {
+        count_global(G_GATED);
+        return XDP_PASS;
+    }
+
+    mac_copy(req.src_mac, eth->h_source);
+    __builtin_memcpy(req.src_ip, &ip6->saddr, 16);
+    __builtin_memcpy(req.target, ns->target, 16);
+
+    /* Make the frame exactly NA_FRAME_LEN long: grow at the head (XDP guarantees 256 bytes
+     * of headroom in every mode, tail room is driver dependent) or trim the tail. All
+     * packet pointers are invalid after either helper. */
+    delta = (long)frame_len - NA_FRAME_LEN;
+    if (delta < 0) {
+        if (bpf_xdp_adjust_head(ctx, delta))
+            return XDP_PASS;
+    } else if (delta > 0) {
+        if (bpf_xdp_adjust_tail(ctx, -delta))
+            return XDP_PASS;
+    }
+    data = (void *)(long)ctx->data;
+    data_end = (void *)(long)ctx->data_end;
+    if (data + NA_FRAME_LEN > data_end)
+        return XDP_ABORTED;  /* cannot happen after a successful resize; never sends garbage */
+
+    build_na(data, &req, iface->mac);
+    ((struct ndp_msg *)(data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr)))->checksum =
+        na_checksum(data);
+    if (st)
+        st->replies += 1;
+    count_global(G_NA_TX);
+    return XDP_TX;
+}
+
+static __always_inline int handle_ipv6(struct xdp_md *ctx, void *data, void *data_end)
+{
+    struct ipv6hdr *ip6 = HDR_AT(struct ipv6hdr, data, sizeof(struct ethhdr), data_end);
+    struct ndp_msg *icmp;
+    struct vip_key key;
+
+    if (!ip6 || ip6->version != 6) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+    if (ip6->nexthdr == IPPROTO_ICMP6) {
+        icmp = HDR_AT(struct ndp_msg, data, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), data_end);
+        if (icmp && icmp->type == ICMP6_NEIGHBOUR_SOLICIT)
+            return handle_ns(ctx, data, data_end);
+    }
+    vip_key_v6(&key, ctx->ingress_ifindex, (__u8 *)&ip6->daddr);
+    count_vip_traffic(&key, data_end - data);
+    return XDP_PASS;
+}
+
+static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *data_end)
+{
+    struct iphdr *ip = HDR_AT(struct iphdr, data, sizeof(struct ethhdr), data_end);
+    struct vip_key key;
+
+    if (!ip || ip->version != 4) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+    vip_key_v4(&key, ctx->ingress_ifindex, (__u8 *)&ip->daddr);
+    count_vip_traffic(&key, data_end - data);
+    return XDP_PASS;
+}
+
+int xdp_vip(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = HDR_AT(struct ethhdr, data, 0, data_end);
+    __u16 type;
+
+    if (!eth) {
+        count_global(G_PASS_MALFORMED);
+        return XDP_PASS;
+    }
+    type = mx_ntohs(eth->h_proto);
+    switch (type) {
+    case ETHERTYPE_ARP:
+        return handle_arp(ctx, data, data_end);
+    case ETHERTYPE_IPV6:
+        return handle_ipv6(ctx, data, data_end);
+    case ETHERTYPE_IPV4:
+        return handle_ipv4(ctx, data, data_end);
+    case ETHERTYPE_8021Q:
+    case ETHERTYPE_8021AD:
+        count_global(G_PASS_VLAN);  /* see the header comment: never answered */
+        return XDP_PASS;
+    default:
+        return XDP_PASS;  /* other EtherTypes and 802.3 length fields */
+    }
+}

@@ -1,0 +1,359 @@
+"""bpf/xdp_vip.c through the kernel's BPF_PROG_TEST_RUN: a table of (description, input frame,
+expected verdict, expected output frame), plus counters, the liveness gate, truncation at
+every length and pinned-state adoption. Needs root, BCC and kernel headers; without them
+these tests FAIL with the reason (they never skip).
+
+The program reads ``ingress_ifindex``; the kernel resolves it in the test's network
+namespace, so the announced interface is ``lo`` (ifindex 1, present in every namespace).
+"Wrong interface" announces the VIP on an ifindex that is not 1.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pytest
+
+from agent import packets as P
+from agent.dataplane import (BPF_SRC_DIR, VIP_F_ETP_LOCAL_MISDIRECT, XDP_PASS, XDP_TX, Dataplane,
+                             DataplaneError, bpffs_mounted)
+
+LO = 1
+OTHER_IFINDEX = 4242          # an interface the VIP is announced on, but the frame never arrives on
+OUR_MAC = P.mac_bytes("02:00:5e:00:00:01")
+CLIENT_MAC = P.mac_bytes("02:00:5e:00:00:aa")
+OTHER_MAC = P.mac_bytes("02:00:5e:00:00:bb")
+VIP4, VIP6 = "192.0.2.200", "2001:db8:0:1::200"
+OTHER4, OTHER6 = "192.0.2.201", "2001:db8:0:1::201"
+CLIENT4, CLIENT6 = "192.0.2.100", "2001:db8:0:1::100"
+UNCHANGED = object()   # expected output: the input, byte for byte
+
+
+@pytest.fixture(scope="module")
+def dp():
+    try:
+        d = Dataplane(None).open()   # nothing pinned, nothing attached: test_run only
+    except DataplaneError as e:
+        pytest.fail(f"XDP dataplane unavailable (these tests need root, BCC and kernel headers): {e}")
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def fresh(dp):
+    """Empty VIP/stats maps, lo's MAC set, liveness gate off."""
+    for name in ("mx_vips", "mx_stats", "mx_ifaces"):
+        dp.table(name).clear()
+    for i in range(len(dp.table("mx_global"))):  # per-CPU zeroes
+        t = dp.table("mx_global")
+        t[t.Key(i)] = t.Leaf()
+    dp.set_interface(LO, OUR_MAC)
+    dp.set_liveness_max_age(0)
+    dp.heartbeat()
+    return dp
+
+
+# ---- an independent checker for the NA's ICMPv6 checksum (not agent.packets') -------------
+
+def independent_icmpv6_checksum_ok(frame: bytes) -> bool:
+    """Recompute RFC 4443's checksum with plain integer arithmetic over big-endian pairs."""
+    plen = int.from_bytes(frame[18:20], "big")
+    src, dst, msg = frame[22:38], frame[38:54], frame[54:54 + plen]
+    data = src + dst + plen.to_bytes(4, "big") + bytes([0, 0, 0, 58]) + msg
+    total = 0
+    for i in range(0, len(data) - 1, 2):
+        total += (data[i] << 8) | data[i + 1]
+    if len(data) % 2:
+        total += data[-1] << 8
+    while total > 0xFFFF:
+        total = (total >> 16) + (total & 0xFFFF)
+    return total == 0xFFFF
+
+
+# ---- the table ----------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    description: str
+    frame: bytes
+    verdict: int
+    output: object                                   # bytes, or UNCHANGED
+    announce: list = field(default_factory=lambda: [(VIP4, LO), (VIP6, LO)])
+    counters: Optional[dict] = None                  # {(ip, ifindex): {field: value}} expected after
+    global_counters: Optional[dict] = None
+
+
+def arp_req(target=VIP4, sender=CLIENT4, dst_mac=P.BROADCAST_MAC, pad=True):
+    return P.arp_request(CLIENT_MAC, sender, target, dst_mac=dst_mac, pad=pad)
+
+
+def arp_reply_expected(request: bytes) -> bytes:
+    return P.arp_reply_for(P.parse_arp(request), OUR_MAC)[:len(request)] if len(request) < 60 else \
+        P.arp_reply_for(P.parse_arp(request), OUR_MAC)
+
+
+def na_expected(ns: bytes) -> bytes:
+    return P.neighbor_advert_for(P.parse_ndp(ns), OUR_MAC)
+
+
+NS_MCAST = P.neighbor_solicit(CLIENT_MAC, CLIENT6, VIP6)
+NS_UNICAST_NUD = P.neighbor_solicit(CLIENT_MAC, CLIENT6, VIP6, dst_ip=VIP6, dst_mac=OUR_MAC, sllao=False)
+NS_UNICAST_WITH_SLLAO = P.neighbor_solicit(CLIENT_MAC, CLIENT6, VIP6, dst_ip=VIP6, dst_mac=OUR_MAC)
+NS_DAD = P.neighbor_solicit(CLIENT_MAC, "::", VIP6)
+ARP_UNPADDED = arp_req(pad=False)
+UDP4 = P.ipv4_udp(CLIENT_MAC, OUR_MAC, CLIENT4, VIP4, payload=b"y" * 100)
+UDP6 = P.ipv6_udp(CLIENT_MAC, OUR_MAC, CLIENT6, VIP6, payload=b"z" * 200)
+
+
+def _nonce_ns() -> bytes:
+    """A DAD NS with a nonce option (RFC 7527), 8 bytes longer than the NA: the program must
+    trim the tail."""
+    ns = P.neighbor_solicit(CLIENT_MAC, "::", VIP6)
+    icmp = bytearray(ns[54:]) + bytes([14, 1]) + b"\x01\x02\x03\x04\x05\x06"
+    icmp[2:4] = b"\0\0"
+    csum = P.icmpv6_checksum("::", P.solicited_node(VIP6), bytes(icmp))
+    icmp[2:4] = struct.pack("!H", csum)
+    hdr = bytearray(ns[:54])
+    hdr[18:20] = struct.pack("!H", len(icmp))
+    return bytes(hdr) + bytes(icmp)
+
+
+NS_DAD_NONCE = _nonce_ns()
+
+
+def _hop_limit(frame: bytes, hl: int) -> bytes:
+    return frame[:21] + bytes([hl]) + frame[22:]
+
+
+CASES = [
+    # ---- ARP
+    Case("ARP request (broadcast) for a VIP on this interface -> reply with our MAC",
+         arp_req(), XDP_TX, arp_reply_expected(arp_req()),
+         counters={(VIP4, LO): {"requests": 1, "replies": 1, "rx_packets": 0}},
+         global_counters={"arp_tx": 1}),
+    Case("ARP request without Ethernet padding (42 bytes) -> 42-byte reply",
+         ARP_UNPADDED, XDP_TX, arp_reply_expected(ARP_UNPADDED)),
+    Case("ARP request unicast to our MAC (a refresh) -> reply",
+         arp_req(dst_mac=OUR_MAC), XDP_TX, arp_reply_expected(arp_req(dst_mac=OUR_MAC))),
+    Case("ARP probe (sender 0.0.0.0, RFC 5227) for a VIP -> reply defends it",
+         arp_req(sender="0.0.0.0"), XDP_TX, arp_reply_expected(arp_req(sender="0.0.0.0"))),
+    Case("ARP request for a VIP announced on another interface only -> pass",
+         arp_req(), XDP_PASS, UNCHANGED, announce=[(VIP4, OTHER_IFINDEX)],
+         counters={(VIP4, OTHER_IFINDEX): {"requests": 0, "replies": 0}}),
+    Case("ARP request for an address that is no VIP -> pass",
+         arp_req(target=OTHER4), XDP_PASS, UNCHANGED),
+    Case("ARP request for a VIP, unicast to another host's MAC -> pass",
+         arp_req(dst_mac=OTHER_MAC), XDP_PASS, UNCHANGED, global_counters={"not_for_us": 1}),
+    Case("ARP reply about a VIP -> pass (replies are never answered)",
+         P.arp(P.ARP_REPLY, OUR_MAC, CLIENT_MAC, CLIENT_MAC, CLIENT4, OUR_MAC, VIP4), XDP_PASS, UNCHANGED),
+    Case("gratuitous ARP request for a VIP (sender == target) -> pass",
+         P.gratuitous_frames(VIP4, OTHER_MAC)[0], XDP_PASS, UNCHANGED),
+    Case("gratuitous ARP reply for a VIP -> pass",
+         P.gratuitous_frames(VIP4, OTHER_MAC)[1], XDP_PASS, UNCHANGED),
+    Case("802.1Q-tagged ARP request for a VIP -> pass untouched",
+         P.vlan_tagged(arp_req(), 10), XDP_PASS, UNCHANGED, global_counters={"pass_vlan": 1}),
+    Case("802.1ad-tagged ARP request for a VIP -> pass untouched",
+         P.vlan_tagged(arp_req(), 10, tpid=0x88A8), XDP_PASS, UNCHANGED, global_counters={"pass_vlan": 1}),
+    Case("ARP for another protocol type (not IPv4) -> pass",
+         arp_req()[:16] + b"\x86\xdd" + arp_req()[18:], XDP_PASS, UNCHANGED),
+    Case("ARP request from a multicast sender MAC -> pass (would reply to a group)",
+         P.arp(P.ARP_REQUEST, P.BROADCAST_MAC, CLIENT_MAC, b"\x01\x00\x5e\x00\x00\x01", CLIENT4,
+               P.ZERO_MAC, VIP4), XDP_PASS, UNCHANGED),
+    Case("802.3 frame (length field, LLC) -> pass",
+         P.BROADCAST_MAC + CLIENT_MAC + b"\x00\x2e" + b"\xaa" * 46, XDP_PASS, UNCHANGED),
+    # ---- NDP
+    Case("NS to the solicited-node group for a VIP -> solicited NA (S=1, O=0) to the sender",
+         NS_MCAST, XDP_TX, na_expected(NS_MCAST),
+         counters={(VIP6, LO): {"requests": 1, "replies": 1}}, global_counters={"na_tx": 1}),
+    Case("unicast NUD probe to the VIP without SLLAO (metallb#2920) -> NA to the sender's MAC",
+         NS_UNICAST_NUD, XDP_TX, na_expected(NS_UNICAST_NUD)),
+    Case("unicast NS to the VIP with SLLAO -> NA", NS_UNICAST_WITH_SLLAO, XDP_TX, na_expected(NS_UNICAST_WITH_SLLAO)),
+    Case("DAD probe from :: for a VIP -> NA to ff02::1 with S=0", NS_DAD, XDP_TX, na_expected(NS_DAD)),
+    Case("DAD probe with a nonce option (longer than the NA) -> tail trimmed, NA to ff02::1",
+         NS_DAD_NONCE, XDP_TX, na_expected(NS_DAD)),
+    Case("DAD probe carrying a SLLAO (invalid, RFC 4861 7.1.1) -> pass",
+         P.neighbor_solicit(CLIENT_MAC, "::", VIP6, sllao=True), XDP_PASS, UNCHANGED),
+    Case("NS with hop limit 64 (invalid) -> pass", _hop_limit(NS_MCAST, 64), XDP_PASS, UNCHANGED,
+         global_counters={"pass_malformed": 1}),
+    Case("NS for an address that is no VIP -> pass", P.neighbor_solicit(CLIENT_MAC, CLIENT6, OTHER6),
+         XDP_PASS, UNCHANGED),
+    Case("NS for a VIP announced on another interface only -> pass", NS_MCAST, XDP_PASS, UNCHANGED,
+         announce=[(VIP6, OTHER_IFINDEX)]),
+    Case("NS to a group that is not the target's solicited-node group -> pass",
+         P.neighbor_solicit(CLIENT_MAC, CLIENT6, VIP6, dst_ip="ff02::1:ff00:1234"), XDP_PASS, UNCHANGED),
+    Case("802.1Q-tagged NS for a VIP -> pass", P.vlan_tagged(NS_MCAST, 20), XDP_PASS, UNCHANGED),
+    Case("an NA for a VIP (someone else's) -> pass",
+         P.gratuitous_frames(VIP6, OTHER_MAC)[0], XDP_PASS, UNCHANGED),
+    # ---- traffic
+    Case("IPv4 UDP to a VIP -> pass, counted with exact bytes", UDP4, XDP_PASS, UNCHANGED,
+         counters={(VIP4, LO): {"rx_packets": 1, "rx_bytes": len(UDP4), "misdirected": 0, "requests": 0}}),
+    Case("IPv6 UDP to a VIP -> pass, counted with exact bytes", UDP6, XDP_PASS, UNCHANGED,
+         counters={(VIP6, LO): {"rx_packets": 1, "rx_bytes": len(UDP6), "misdirected": 0}}),
+    Case("IPv4 to an ETP=Local VIP without a local endpoint -> pass, counted as misdirected", UDP4,
+         XDP_PASS, UNCHANGED, announce=[(VIP4, LO, True)],
+         counters={(VIP4, LO): {"rx_packets": 1, "rx_bytes": len(UDP4), "misdirected": 1}}),
+    Case("IPv4 to a non-VIP -> pass, nothing counted", P.ipv4_udp(CLIENT_MAC, OUR_MAC, CLIENT4, OTHER4),
+         XDP_PASS, UNCHANGED, counters={(VIP4, LO): {"rx_packets": 0, "rx_bytes": 0}}),
+    Case("IPv4 to a VIP arriving on another interface -> not counted", UDP4, XDP_PASS, UNCHANGED,
+         announce=[(VIP4, OTHER_IFINDEX)], counters={(VIP4, OTHER_IFINDEX): {"rx_packets": 0}}),
+]
+
+
+def _apply(dp: Dataplane, announce) -> None:
+    for row in announce:
+        ip, ifindex, *rest = row
+        dp.announce(ip, ifindex, etp_local_misdirect=bool(rest and rest[0]))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.description for c in CASES])
+def test_table(fresh, case: Case):
+    dp = fresh
+    _apply(dp, case.announce)
+    res = dp.test_run(case.frame, LO)
+    assert res.verdict_name == {XDP_PASS: "XDP_PASS", XDP_TX: "XDP_TX"}[case.verdict]
+    expected = case.frame if case.output is UNCHANGED else case.output
+    assert res.frame.hex() == expected.hex()
+    if res.verdict == XDP_TX and P.parse_ndp(res.frame):
+        na = P.parse_ndp(res.frame)
+        assert independent_icmpv6_checksum_ok(res.frame)
+        assert na.hop_limit == 255 and na.type == P.ND_NEIGHBOR_ADVERT and not na.override
+        assert na.src == ipaddress.ip_address(VIP6) and na.lladdr == OUR_MAC
+    counters = dp.counters()
+    for key, fields in (case.counters or {}).items():
+        got = counters[(str(ipaddress.ip_address(key[0])), key[1])]
+        assert {f: got[f] for f in fields} == fields
+    g = dp.global_counters()
+    for name, value in (case.global_counters or {}).items():
+        assert g[name] == value, g
+
+
+# ---- truncation at every length -------------------------------------------------------------
+
+TRUNCATION_FRAMES = [
+    ("ARP request", arp_req()),
+    ("NS with SLLAO", NS_MCAST),
+    ("DAD NS", NS_DAD),
+    ("IPv4 UDP to VIP", UDP4),
+]
+
+
+@pytest.mark.parametrize("name,full", TRUNCATION_FRAMES, ids=[n for n, _ in TRUNCATION_FRAMES])
+def test_truncated_frames_at_every_length(fresh, name, full):
+    """Every prefix of a frame that would be answered or counted: the kernel refuses test
+    runs shorter than an Ethernet header (as drivers never deliver them); from 14 bytes up
+    to the last byte the needed headers end, the frame passes untouched and nothing is sent."""
+    dp = fresh
+    _apply(dp, [(VIP4, LO), (VIP6, LO)])
+    for n in range(0, 14):
+        with pytest.raises(DataplaneError, match="Invalid argument"):
+            dp.test_run(full[:n], LO)
+    needed = {"ARP request": 42, "NS with SLLAO": 86, "DAD NS": 78, "IPv4 UDP to VIP": 34}[name]
+    for n in range(14, len(full) + 1):
+        res = dp.test_run(full[:n], LO)
+        if n < needed:
+            assert res.verdict == XDP_PASS, f"{name} cut at {n} bytes"
+            assert res.frame == full[:n], f"{name} cut at {n} bytes was modified"
+        elif name == "IPv4 UDP to VIP":
+            assert res.verdict == XDP_PASS and res.frame == full[:n]
+        else:
+            assert res.verdict == XDP_TX, f"{name} at {n} bytes"
+    if name == "IPv4 UDP to VIP":   # counted from the first length holding the IPv4 header
+        assert dp.vip_counters(VIP4, LO)["rx_packets"] == len(full) + 1 - needed
+
+
+def test_ns_whose_payload_length_exceeds_the_frame_passes(fresh):
+    fresh.announce(VIP6, LO)
+    frame = NS_MCAST[:18] + struct.pack("!H", 200) + NS_MCAST[20:]
+    res = fresh.test_run(frame, LO)
+    assert res.verdict == XDP_PASS and res.frame == frame
+
+
+# ---- liveness gate ---------------------------------------------------------------------------
+
+def test_liveness_gate_expired_heartbeat_passes(fresh):
+    dp = fresh
+    dp.announce(VIP4, LO)
+    dp.announce(VIP6, LO)
+    dp.set_liveness_max_age(100)
+    dp.set_heartbeat_ns(time.clock_gettime_ns(time.CLOCK_MONOTONIC) - 1_000_000_000)
+    for frame in (arp_req(), NS_MCAST):
+        res = dp.test_run(frame, LO)
+        assert res.verdict == XDP_PASS and res.frame == frame
+    assert dp.global_counters()["gated"] == 2
+    assert dp.vip_counters(VIP4, LO)["requests"] == 1 and dp.vip_counters(VIP4, LO)["replies"] == 0
+    dp.heartbeat()                                   # the agent is back
+    assert dp.test_run(arp_req(), LO).verdict == XDP_TX
+    dp.set_liveness_max_age(0)                       # gate off: an ancient heartbeat is fine
+    dp.set_heartbeat_ns(1)
+    assert dp.test_run(arp_req(), LO).verdict == XDP_TX
+
+
+def test_missing_interface_mac_passes(fresh):
+    fresh.announce(VIP4, LO)
+    fresh.table("mx_ifaces").clear()
+    res = fresh.test_run(arp_req(), LO)
+    assert res.verdict == XDP_PASS and res.frame == arp_req()
+    assert fresh.global_counters()["no_iface"] == 1
+
+
+def test_counters_sum_over_many_packets_and_withdraw(fresh):
+    dp = fresh
+    dp.announce(VIP4, LO)
+    for _ in range(10):
+        dp.test_run(UDP4, LO)
+    dp.announce(VIP4, LO)                            # re-announce keeps counters
+    c = dp.vip_counters(VIP4, LO)
+    assert (c["rx_packets"], c["rx_bytes"]) == (10, 10 * len(UDP4))
+    dp.withdraw(VIP4, LO)
+    assert dp.announced() == [] and dp.counters() == {}
+    assert dp.test_run(arp_req(), LO).verdict == XDP_PASS
+
+
+# ---- Python <-> C agreement -------------------------------------------------------------------
+
+def test_flag_constant_matches_the_header():
+    text = (BPF_SRC_DIR / "vip_consts.h").read_text()
+    assert re.search(r"#define VIP_F_ETP_LOCAL_MISDIRECT \(1U << 0\)", text)
+    assert VIP_F_ETP_LOCAL_MISDIRECT == 1 << 0
+
+
+def test_generated_ctypes_layouts(dp):
+    import ctypes
+    assert ctypes.sizeof(dp.table("mx_vips").Key) == 24
+    assert [f for f, _ in dp.table("mx_stats").sLeaf._fields_] == \
+        ["rx_packets", "rx_bytes", "requests", "replies", "misdirected"]
+
+
+# ---- pinned state: adopt on same version, rebuild on another ----------------------------------
+
+def test_pinned_state_is_adopted_then_replaced_on_version_change():
+    if not bpffs_mounted("/sys/fs/bpf"):
+        pytest.fail("bpffs is not mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)")
+    pin_dir = f"/sys/fs/bpf/metalxdp-test-{uuid.uuid4().hex[:8]}"
+    try:
+        with Dataplane(pin_dir) as a:
+            assert not a.adopted
+            a.set_interface(LO, OUR_MAC)
+            a.announce(VIP4, LO)
+            a.test_run(UDP4, LO)
+            first_prog = a.prog_id
+        assert sorted(os.listdir(pin_dir)) == sorted(
+            ["mx_vips", "mx_stats", "mx_ifaces", "mx_liveness", "mx_meta", "mx_global", "prog_xdp_vip"])
+        with Dataplane(pin_dir) as b:                # same sources: everything kept
+            assert b.adopted and b.prog_id == first_prog
+            assert b.announced() == [(VIP4, LO, 0)]
+            assert b.vip_counters(VIP4, LO)["rx_packets"] == 1
+            assert b.test_run(arp_req(), LO).verdict == XDP_TX
+        with Dataplane(pin_dir, cflags=["-DMAX_VIPS=1024"]) as c:   # another version
+            assert not c.adopted and c.prog_id != first_prog
+            assert c.announced() == []
+            assert c.table("mx_vips").max_entries == 1024
+    finally:
+        Dataplane.purge(pin_dir)
+    assert not os.path.exists(pin_dir)
