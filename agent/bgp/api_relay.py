@@ -1,0 +1,63 @@
+"""ExaBGP's API helper: relays between ExaBGP's pipes and the driver's Unix socket.
+
+ExaBGP runs this as its ``process ctl`` (``python api_relay.py <socket>``): our stdout is read
+by ExaBGP as commands, our stdin receives its acks ("done"/"error") and JSON events. The driver
+(``agent.bgp.exabgp``) owns the listening socket, so it survives ExaBGP restarts: each new
+ExaBGP starts a new relay, which connects, and the driver then replays every route.
+
+Standard library only: it runs under whatever Python ExaBGP was started with.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+
+CONNECT_TIMEOUT = 10.0   # seconds to wait for the driver's socket before giving up
+
+
+def _connect(path: str) -> socket.socket:
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return s
+        except OSError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _stdin_to_socket(sock: socket.socket) -> None:
+    """ExaBGP -> driver. EOF on stdin means ExaBGP is gone: close so the driver notices."""
+    try:
+        for line in sys.stdin.buffer:
+            sock.sendall(line)
+    except OSError:
+        pass
+    finally:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        os._exit(0)
+
+
+def main() -> None:
+    sock = _connect(sys.argv[1])
+    threading.Thread(target=_stdin_to_socket, args=(sock,), daemon=True).start()
+    out = sys.stdout.buffer
+    # driver -> ExaBGP, line by line, flushed at once: ExaBGP reads commands as they arrive
+    with sock.makefile("rb") as f:
+        for line in f:
+            out.write(line)
+            out.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

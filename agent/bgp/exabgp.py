@@ -1,0 +1,543 @@
+"""The BGP speaker of one node: drives one ExaBGP 5 process through its ``process`` API.
+
+    speaker = BGPSpeaker(NodeAddresses("node1", ip4, ip6), workdir, netns="mx..-node1")
+    speaker.set_peers(active_peers(config, node).values())
+    speaker.set(advertisements_for_node(config, node, services))   # peer name -> routes
+    speaker.session_states()                                       # peer name -> bool
+    speaker.peer_down("router-v4"); speaker.peer_up("router-v4")   # BFD hook
+    speaker.close()
+
+Every public method only queues work and returns: one worker thread owns the ExaBGP process,
+the API connection and all state, so nothing needs a lock except the small snapshot read by
+``session_states``/``announced``.
+
+How it talks to ExaBGP: ExaBGP runs ``api_relay.py`` as its API process; the relay connects to a
+Unix socket this driver listens on (``<workdir>/api.sock``) and copies lines both ways. We send
+``neighbor <addr> announce|withdraw route ...``; ExaBGP answers ``done``/``error`` per command
+and sends JSON events (neighbor state up/down, received NOTIFICATIONs).
+
+Consistency: ``_announced`` is what the current ExaBGP process holds because we told it.
+``set`` diffs the wanted routes against it and sends only the differences. When the process
+dies (or the relay reconnects) ``_announced`` is cleared and everything is sent again. A
+command ExaBGP rejects (``error``: e.g. a neighbor added by a reload not yet known) is
+forgotten from ``_announced`` and retried on the next resync (one second after a reload, and on
+every session ``up``).
+
+Peer changes re-render exabgp.conf and send ExaBGP ``reload``: unchanged sessions stay up,
+removed peers are closed (NOTIFICATION Cease), new ones are opened. ``peer_down`` (BFD said
+the path is dead) takes the peer out of the rendered configuration the same way, so the session
+stays down until ``peer_up``.
+"""
+from __future__ import annotations
+
+import collections
+import ipaddress
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence
+
+from metalxdp.config.types import BGPPeer, IPNetwork
+from metalxdp.log import get_logger
+
+from .advertise import Route
+from .config_render import (NodeAddresses, RenderError, announce_command, exabgp_env,
+                            local_address, render_exabgp_conf, withdraw_command)
+from .metrics import BGPMetrics
+
+RELAY = Path(__file__).resolve().parent / "api_relay.py"
+TICK = 0.2                  # seconds between health checks of the process when idle
+RESYNC_AFTER_RELOAD = 1.0   # seconds: ExaBGP applies a reload on its next loop turn
+RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n
+STABLE_AFTER = 30.0         # a process alive this long resets the restart backoff
+# /proc/net/netstat counters that only move when TCP MD5 signatures disagree
+MD5_COUNTERS = ("TCPMD5Failure", "TCPMD5NotFound", "TCPMD5Unexpected")
+
+
+def default_exabgp() -> list[str]:
+    """The ``exabgp`` next to the running Python (the venv's ExaBGP 5), else from PATH."""
+    cand = Path(sys.executable).parent / "exabgp"
+    return [str(cand)] if cand.exists() else ["exabgp"]
+
+
+class BGPSpeaker:
+    """One node's BGP sessions and announcements, through one ExaBGP process."""
+
+    def __init__(self, node: NodeAddresses, workdir: Path, *, netns: Optional[str] = None,
+                 exabgp: Optional[Sequence[str]] = None, registry=None,
+                 not_established_after: float = 15.0, log_component: str = "agent"):
+        """node: the node's name and addresses (default session source addresses).
+        workdir: private directory for exabgp.conf, exabgp.log and the API socket.
+        netns: run ExaBGP inside this network namespace (``ip netns exec``); None = ours.
+        exabgp: the ExaBGP command (default: the venv's ``exabgp``).
+        registry: prometheus registry for the metrics (default: the global one).
+        not_established_after: seconds after which a configured session that never came up
+            is reported (with the MD5 counters of the namespace when the peer has a password).
+        """
+        self.node = node
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.netns = netns
+        self.exabgp = list(exabgp or default_exabgp())
+        self.metrics = BGPMetrics(registry)
+        self.log = get_logger(log_component)
+        self.not_established_after = not_established_after
+        self.conf_path = self.workdir / "exabgp.conf"
+        self.log_path = self.workdir / "exabgp.log"
+        self.sock_path = self.workdir / "api.sock"
+
+        self._q: "queue.Queue[tuple]" = queue.Queue()
+        self._lock = threading.Lock()          # guards the two snapshots below only
+        self._states_snapshot: dict[str, bool] = {}
+        self._announced_snapshot: dict[str, frozenset[Route]] = {}
+
+        # --- worker-owned state ---
+        self._want_peers: dict[str, BGPPeer] = {}
+        self._admin_down: set[str] = set()
+        self._desired: dict[str, frozenset[Route]] = {}
+        self._owners: Mapping[IPNetwork, Sequence[str]] = {}
+        self._announced: dict[str, dict[IPNetwork, Route]] = {}
+        self._loaded_peers: dict[str, BGPPeer] = {}   # what the running process was given
+        self._rendered: Optional[str] = None
+        self._proc: Optional[subprocess.Popen] = None
+        self._proc_started = 0.0
+        self._restarts = 0
+        self._next_start = 0.0
+        self._conn: Optional[socket.socket] = None
+        self._pending: collections.deque = collections.deque()  # (peer, kind, route) per command
+        self._states: dict[str, bool] = {}
+        self._down_since: dict[str, float] = {}
+        self._reported: set[str] = set()
+        self._resync_at: Optional[float] = None
+        self._closing = False
+        self._md5_base: dict[str, int] = {}
+
+        try:
+            self.sock_path.unlink()
+        except FileNotFoundError:
+            pass
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(self.sock_path))
+        self._listener.listen(4)
+        threading.Thread(target=self._accept_loop, name=f"bgp-accept-{node.name}", daemon=True).start()
+        self._worker = threading.Thread(target=self._run, name=f"bgp-{node.name}", daemon=True)
+        self._worker.start()
+
+    # ---- public API: queue and return ---------------------------------------------------
+    def set_peers(self, peers: Iterable[BGPPeer]) -> None:
+        """The BGPPeers active on this node (all of them: the speaker drops none)."""
+        self._q.put(("peers", {p.name: p for p in peers}))
+
+    def set(self, advertisements: Mapping[str, Iterable[Route]],
+            owners: Optional[Mapping[IPNetwork, Sequence[str]]] = None) -> None:
+        """Peer name -> routes to announce to it (peers missing from the map get none).
+        owners (optional, for the logs): prefix -> service keys announcing it."""
+        ads = {p: frozenset(r) for p, r in advertisements.items()}
+        self._q.put(("set", ads, dict(owners or {})))
+
+    def peer_down(self, peer_name: str) -> None:
+        """Administratively close ``peer_name``'s session and keep it closed (BFD down)."""
+        self._q.put(("admin", peer_name, True))
+
+    def peer_up(self, peer_name: str) -> None:
+        """Undo ``peer_down``: the session is opened again and its routes re-sent."""
+        self._q.put(("admin", peer_name, False))
+
+    def session_states(self) -> dict[str, bool]:
+        with self._lock:
+            return dict(self._states_snapshot)
+
+    def announced(self) -> dict[str, frozenset[Route]]:
+        """Peer name -> routes handed to ExaBGP and acknowledged or in flight (for tests)."""
+        with self._lock:
+            return dict(self._announced_snapshot)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop ExaBGP (its sessions end with a Cease NOTIFICATION) and the worker."""
+        if not self._worker.is_alive():
+            return
+        self._q.put(("close",))
+        self._worker.join(timeout)
+        try:
+            self._listener.close()
+            self.sock_path.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "BGPSpeaker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- socket plumbing (threads that only feed the queue) -----------------------------
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return   # listener closed
+            self._q.put(("conn", conn))
+            threading.Thread(target=self._read_loop, args=(conn,), daemon=True).start()
+
+    def _read_loop(self, conn: socket.socket) -> None:
+        try:
+            with conn.makefile("r", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    self._q.put(("line", conn, line.rstrip("\n")))
+        except (OSError, ValueError):
+            pass
+        self._q.put(("eof", conn))
+
+    # ---- worker -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._q.get(timeout=TICK)
+            except queue.Empty:
+                item = None
+            try:
+                if item is not None:
+                    if item[0] == "close":
+                        self._shutdown()
+                        return
+                    self._handle(item)
+                self._tick()
+            except Exception as e:  # noqa: BLE001 - the speaker must survive any one bad event
+                self.log.error(f"BGP speaker error: {e}", exc_info=True, event="bgpSpeakerError")
+
+    def _handle(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "peers":
+            self._want_peers = item[1]
+            self._apply_peers()
+        elif kind == "set":
+            self._desired, self._owners = item[1], item[2]
+            self._sync()
+        elif kind == "admin":
+            name, down = item[1], item[2]
+            if down and name not in self._admin_down:
+                self._admin_down.add(name)
+                self.log.info("BGP session administratively down (BFD)", event="sessionDown",
+                              peer=name, reason="administratively down")
+                self._apply_peers()
+            elif not down and name in self._admin_down:
+                self._admin_down.discard(name)
+                self.log.info("BGP session administratively up again (BFD)", event="peerAdded",
+                              peer=name)
+                self._apply_peers()
+        elif kind == "conn":
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = item[1]
+            self._pending.clear()
+            self._announced = {}   # a new relay means a new (or respawned) API client: resend
+            self._sync()
+        elif kind == "line" and item[1] is self._conn:
+            self._on_line(item[2])
+        elif kind == "eof" and item[1] is self._conn:
+            self._conn = None
+            self._pending.clear()
+            self._announced = {}
+
+    def _effective_peers(self) -> dict[str, BGPPeer]:
+        return {n: p for n, p in sorted(self._want_peers.items()) if n not in self._admin_down}
+
+    def _apply_peers(self) -> None:
+        peers = self._effective_peers()
+        usable = {}
+        for n, p in peers.items():
+            try:
+                local_address(p, self.node)
+                usable[n] = p
+            except RenderError as e:
+                self.log.error(str(e), event="peerNotUsable", peer=n)
+        for gone in set(self._loaded_peers) - set(usable):
+            self._session_lost(gone, "peer removed from configuration" if gone not in self._admin_down
+                               else "administratively down")
+            self._announced.pop(gone, None)
+            self._states.pop(gone, None)
+            self._down_since.pop(gone, None)
+            self.metrics.forget(str(self._loaded_peers[gone].peer_address))
+            if gone not in self._admin_down:
+                self.log.info("peer removed", event="peerRemoved", peer=gone)
+        for new in set(usable) - set(self._loaded_peers):
+            self._announced[new] = {}
+            self._states[new] = False
+            self._down_since[new] = time.monotonic()
+            self._reported.discard(new)
+            self.metrics.set_session(str(usable[new].peer_address), False)
+            self.log.info("peer added", event="peerAdded", peer=new, address=str(usable[new].peer_address))
+        self._loaded_peers = usable
+        self._publish()
+        if not usable:
+            self._stop_process()
+            self._rendered = None
+            return
+        conf = render_exabgp_conf(list(usable.values()), self.node,
+                                  [sys.executable, str(RELAY), str(self.sock_path)])
+        if conf == self._rendered and self._alive():
+            return
+        tmp = self.conf_path.with_suffix(".tmp")
+        tmp.write_text(conf)
+        os.replace(tmp, self.conf_path)
+        self._rendered = conf
+        if self._alive():
+            # the API command keeps the order with the announces that follow; SIGUSR1 when
+            # the relay is not connected yet
+            if not self._send_raw("reload"):
+                os.kill(self._proc.pid, signal.SIGUSR1)
+            self._resync_at = time.monotonic() + RESYNC_AFTER_RELOAD
+            self._sync()
+        else:
+            self._next_start = 0.0   # start at the next tick
+
+    # ---- the process --------------------------------------------------------------------
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _start_process(self) -> None:
+        env = dict(os.environ)
+        binds = {local_address(p, self.node) for p in self._loaded_peers.values()}
+        env.update(exabgp_env(binds))
+        argv = [*self.exabgp, "server", str(self.conf_path)]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        with open(self.log_path, "ab") as logf:
+            logf.write(f"--- starting {' '.join(argv)} at {time.strftime('%H:%M:%S')}\n".encode())
+            logf.flush()
+            self._proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, env=env,
+                                          start_new_session=True, cwd=self.workdir)
+        self._proc_started = time.monotonic()
+        self._md5_base = {}
+        self._md5_base = self._md5_counters()   # the namespace may have older MD5 traffic
+        now = time.monotonic()
+        for n in self._loaded_peers:
+            self._down_since[n] = now
+            self._reported.discard(n)
+        self.log.info("ExaBGP started", event="exabgpStarted", pid=self._proc.pid,
+                      peers=sorted(self._loaded_peers), restarts=self._restarts)
+
+    def _stop_process(self) -> None:
+        if self._proc is None:
+            return
+        p, self._proc = self._proc, None
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                p.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # the relay's process group is ExaBGP's: it is gone too
+        for n in list(self._states):
+            self._session_lost(n, "ExaBGP stopped")
+        self._announced = {}
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._proc is not None and self._proc.poll() is not None:
+            code = self._proc.returncode
+            self._proc = None
+            self.log.error(f"ExaBGP exited with code {code}; restarting it and re-announcing",
+                           event="exabgpDied", code=code, log=str(self.log_path))
+            for n in list(self._states):
+                self._session_lost(n, "ExaBGP died")
+            self._announced = {}
+            self._conn = None
+            delay = RESTART_BACKOFF[min(self._restarts, len(RESTART_BACKOFF) - 1)]
+            self._restarts += 1
+            self._next_start = now + delay
+        if self._proc is None and self._loaded_peers and not self._closing and now >= self._next_start:
+            if self._rendered is None or not self.conf_path.exists():
+                self._apply_peers()
+            self._start_process()
+        if self._proc is not None and now - self._proc_started > STABLE_AFTER:
+            self._restarts = 0
+        if self._resync_at is not None and now >= self._resync_at:
+            self._resync_at = None
+            self._sync()
+        self._check_not_established(now)
+
+    def _shutdown(self) -> None:
+        self._closing = True
+        self._stop_process()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._publish()
+
+    # ---- sending ------------------------------------------------------------------------
+    def _send_raw(self, line: str, peer: str = "", kind: str = "raw",
+                  route: Optional[Route] = None) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            self._conn.sendall((line + "\n").encode())
+        except OSError:
+            return False
+        self._pending.append((peer, kind, route, line))
+        return True
+
+    def _sync(self) -> None:
+        """Send ExaBGP the difference between the wanted and the announced routes."""
+        if self._conn is None:
+            return
+        for name, peer in self._loaded_peers.items():
+            want = {r.prefix: r for r in self._desired.get(name, frozenset())}
+            have = self._announced.setdefault(name, {})
+            addr = str(peer.peer_address)
+            for prefix in sorted(set(have) - set(want), key=_net_key):
+                route = have.pop(prefix)
+                if self._send_raw(withdraw_command(peer, route), name, "withdraw", route):
+                    self.metrics.update_sent(addr)
+                    self.log.info("withdrawn", event="serviceWithdrawn", peer=name, prefix=str(prefix),
+                                  services=list(self._owners.get(prefix, ())))
+            for prefix, route in sorted(want.items(), key=lambda kv: _net_key(kv[0])):
+                if have.get(prefix) == route:
+                    continue
+                if self._send_raw(announce_command(peer, route), name, "announce", route):
+                    have[prefix] = route
+                    self.metrics.update_sent(addr)
+                    self.log.info("announced", event="serviceAnnounced", peer=name, prefix=str(prefix),
+                                  services=list(self._owners.get(prefix, ())),
+                                  communities=[c.value for c in route.communities],
+                                  localPref=route.local_pref)
+            self.metrics.set_announced(addr, len(have))
+        self._publish()
+
+    # ---- receiving ----------------------------------------------------------------------
+    def _on_line(self, line: str) -> None:
+        line = line.strip()
+        if not line:
+            return
+        if line in ("done", "error"):
+            if not self._pending:
+                return
+            peer, kind, route, cmd = self._pending.popleft()
+            if line == "error":
+                self.log.warning(f"ExaBGP rejected: {cmd}", event="exabgpCommandError", peer=peer)
+                # forget it so that the next resync sends it again
+                if kind == "announce" and route is not None:
+                    have = self._announced.get(peer, {})
+                    if have.get(route.prefix) == route:
+                        del have[route.prefix]
+                        self._resync_at = self._resync_at or time.monotonic() + RESYNC_AFTER_RELOAD
+            return
+        if not line.startswith("{"):
+            return   # "reload in progress" and similar chatter
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return
+        typ = msg.get("type")
+        neigh = msg.get("neighbor", {})
+        addr = (neigh.get("address") or {}).get("peer")
+        name = self._peer_name(addr)
+        if name is None:
+            return
+        if typ == "state":
+            state = neigh.get("state")
+            if state == "up":
+                self._session_up(name)
+            elif state == "down":
+                self._session_lost(name, neigh.get("reason") or "down")
+        elif typ == "notification":
+            n = neigh.get("notification") or neigh.get("message", {}).get("notification") or {}
+            self.log.warning("NOTIFICATION received from peer", event="peerNotification", peer=name,
+                             code=n.get("code"), subcode=n.get("subcode"), data=n.get("message"))
+
+    def _peer_name(self, addr: Optional[str]) -> Optional[str]:
+        if not addr:
+            return None
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return None
+        for n, p in self._loaded_peers.items():
+            if p.peer_address == ip:
+                return n
+        return None
+
+    def _session_up(self, name: str) -> None:
+        if not self._states.get(name):
+            self._states[name] = True
+            self._reported.discard(name)
+            peer = self._loaded_peers[name]
+            self.metrics.set_session(str(peer.peer_address), True)
+            self.log.info("BGP session established", event="sessionUp", peer=name,
+                          address=str(peer.peer_address))
+        self._sync()   # retries anything ExaBGP refused before it knew the neighbor
+
+    def _session_lost(self, name: str, reason: str) -> None:
+        if self._states.get(name):
+            self.log.info("BGP session down", event="sessionDown", peer=name, reason=reason)
+            self._down_since[name] = time.monotonic()
+        if name in self._states:
+            self._states[name] = False
+        peer = self._loaded_peers.get(name)
+        if peer is not None:
+            self.metrics.set_session(str(peer.peer_address), False)
+        self._publish()
+
+    def _check_not_established(self, now: float) -> None:
+        """A session that never comes up is silent in ExaBGP: say so once, with the likely
+        cause. A TCP MD5 mismatch drops segments in the kernel, so the namespace's MD5
+        counters are the evidence."""
+        if self._proc is None:
+            return
+        for name, peer in self._loaded_peers.items():
+            if self._states.get(name) or name in self._reported:
+                continue
+            since = self._down_since.get(name, now)
+            if now - since < self.not_established_after:
+                continue
+            self._reported.add(name)
+            md5 = self._md5_counters()
+            if peer.password or any(md5.values()):
+                cause = ("TCP MD5 signatures rejected in this node's namespace "
+                         f"({', '.join(f'{k}={v}' for k, v in md5.items() if v) or 'no counter moved'}); "
+                         "check that spec.password/passwordSecret matches the router's password")
+                reason = "md5PasswordMismatch" if any(md5.values()) else "notEstablished"
+            else:
+                cause = "check the peer's address, AS numbers and that it is configured for this node"
+                reason = "notEstablished"
+            self.log.error(f"BGP session to {peer.peer_address} not established after "
+                           f"{now - since:.0f}s: {cause}", event="sessionDown", peer=name,
+                           reason=reason, md5Counters=md5)
+
+    def _md5_counters(self) -> dict[str, int]:
+        """TcpExt MD5 counters of ExaBGP's network namespace (``/proc/<pid>/net/netstat``),
+        counted from the process start."""
+        pid = self._proc.pid if self._proc else os.getpid()
+        try:
+            text = Path(f"/proc/{pid}/net/netstat").read_text()
+        except OSError:
+            return {}
+        lines = text.splitlines()
+        for head, vals in zip(lines[::2], lines[1::2]):
+            if head.startswith("TcpExt:"):
+                d = dict(zip(head.split()[1:], vals.split()[1:]))
+                return {k: int(d.get(k, 0)) - self._md5_base.get(k, 0) for k in MD5_COUNTERS}
+        return {}
+
+    def _publish(self) -> None:
+        with self._lock:
+            self._states_snapshot = {n: bool(self._states.get(n)) for n in self._loaded_peers}
+            self._announced_snapshot = {n: frozenset(self._announced.get(n, {}).values())
+                                        for n in self._loaded_peers}
+
+
+def _net_key(n: IPNetwork) -> tuple:
+    return (n.version, n.network_address, n.prefixlen)
