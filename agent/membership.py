@@ -1,0 +1,601 @@
+"""Agent membership: which agents are alive, found by a SWIM-style protocol over UDP.
+
+PURE state machine: no sockets, no clocks, no threads. The caller passes the time (``now``,
+seconds, any monotonic origin) and carries the bytes; ``membership_udp`` does it with a real
+socket, ``bench/membership_sim.py`` with a simulated network in virtual time. Same code.
+
+    m = Membership("node1", ("192.0.2.11", 7946), derive_key(secret), seeds=[("192.0.2.12", 7946)])
+    for addr, data in m.tick(now): sock.sendto(data, addr)                # timers
+    for addr, data in m.receive(now, src, packet): sock.sendto(data, addr)  # replies
+    m.members(now)  -> frozenset of alive names (incl. suspects and self); m.version bumps on change
+    m.drain_events() -> [("joined", "node2"), ("left", "node3"), ...]
+
+Protocol (SWIM, Das et al. 2002, as hashicorp/memberlist does it, with UDP only):
+- every ``probe_interval`` a node PINGs ONE member, round-robin over a shuffled list; no ACK
+  within ``probe_timeout`` -> PING-REQ to ``indirect_checks`` other members, who ping the target
+  for it (a single lost packet or one bad path does not make a node suspect);
+- still no ACK at the end of the interval -> the target is *suspect*; a suspect that hears of
+  it refutes with a higher incarnation; unrefuted after ``suspicion_mult * max(1, log10(n)) *
+  probe_interval`` it is *dead* (``member_left``);
+- state changes (alive/suspect/dead + incarnation) ride piggybacked on every packet, fewest
+  transmissions first, each ``retransmit_mult * ceil(log10(n+1))`` times, plus GOSSIP packets to
+  ``gossip_fanout`` random members every ``gossip_interval`` while there is something to tell;
+- a packet addressed to a node we hold suspect/dead carries that state, so it refutes at once;
+- join: SYNC (full state, push-pull) with up to ``join_fanout`` seeds; every ``sync_interval``
+  a SYNC with one random member repairs any divergence; every ``rejoin_interval`` a PING to one
+  dead member or unanswered seed lets partitioned nodes find each other again.
+Per node and second this sends ~2/probe_interval packets (ping + ack) plus gossip while
+updates are pending: bounded, independent of the cluster size.
+
+Packets are authenticated with HMAC-SHA256 (key derived from the shared Secret value, like
+MetalLB's memberlist ``secretkey``); each carries the sender's epoch (start time, ms) and a
+sequence number, checked against a 64-packet sliding window per sender (as IPsec/DTLS do):
+a replayed or older-epoch packet is dropped. Bad, truncated, replayed or unknown packets are
+counted in ``stats`` and otherwise ignored; ``receive`` never raises on input bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import heapq
+import ipaddress
+import math
+import random
+import struct
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+Addr = tuple[str, int]             # (ip, port)
+Outgoing = tuple[Addr, bytes]
+
+DEFAULT_PORT = 7946                # memberlist's port
+ALIVE, SUSPECT, DEAD = 0, 1, 2
+STATE_NAMES = {ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead"}
+
+MAGIC = b"MX"
+VERSION = 1
+PING, ACK, PING_REQ, GOSSIP, SYNC = 1, 2, 3, 4, 5
+_TYPES = {PING, ACK, PING_REQ, GOSSIP, SYNC}
+MAC_LEN = 32
+# magic, version, type, epoch_ms, seq, sender incarnation, sender port
+_HDR = struct.Struct("!2sBBQQQH")
+_ENTRY = struct.Struct("!BQH")     # state, incarnation, port (then ip, name)
+_U32 = struct.Struct("!I")
+REPLAY_WINDOW = 64                 # packets a sender's stream may be reordered by
+
+
+def derive_key(secret: bytes | str) -> bytes:
+    """The HMAC key from the Secret's value (MetalLB: secret ``memberlist``, key ``secretkey``).
+    Hashed with a label so the same secret never serves as a key elsewhere verbatim."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    if not secret:
+        raise ValueError("empty membership secret")
+    return hashlib.sha256(b"metalxdp-membership-v1\x00" + secret).digest()
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """Timers in seconds. The defaults are the lab profile: a dead node is declared in ~0.5 s
+    on a 3-node cluster (see bench/membership_sim.py for measured figures)."""
+    probe_interval: float = 0.1    # one direct probe per node per interval
+    probe_timeout: float = 0.05    # no ACK by then -> indirect probes; must be < probe_interval
+    indirect_checks: int = 3       # members asked to probe on our behalf
+    suspicion_mult: float = 3.0    # suspect -> dead after mult * max(1, log10(n)) * probe_interval
+    gossip_interval: float = 0.05  # push pending updates this often...
+    gossip_fanout: int = 3         # ...to this many random members
+    retransmit_mult: int = 4       # each update is sent mult * ceil(log10(n+1)) times
+    max_piggyback: int = 8         # updates per packet (also bounded by max_packet)
+    max_packet: int = 1400         # bytes: stays under a 1500 MTU with IP/UDP headers
+    join_fanout: int = 3           # seeds contacted at once when we know nobody
+    rejoin_interval: float = 0.5   # ping one dead member / unanswered seed this often
+    sync_interval: float = 5.0     # full-state exchange with one random member
+    dead_retention: float = 300.0  # forget dead members after this (seeds are kept)
+
+    def __post_init__(self):
+        if not 0 < self.probe_timeout < self.probe_interval:
+            raise ValueError("need 0 < probe_timeout < probe_interval")
+
+    def suspicion_timeout(self, n_members: int) -> float:
+        return self.suspicion_mult * max(1.0, math.log10(max(n_members, 1))) * self.probe_interval
+
+
+@dataclass
+class Member:
+    name: str
+    addr: Addr
+    state: int
+    incarnation: int
+    since: float                   # when this state began (local time)
+    suspect_deadline: float = 0.0
+
+
+@dataclass
+class _Probe:
+    target: str
+    probe_id: int
+    sent: float
+    indirect_sent: bool = False
+    acked: bool = False
+
+
+@dataclass
+class _Replay:
+    epoch: int
+    max_seq: int
+    window: int                    # bit i set = max_seq - i was seen
+
+
+@dataclass
+class _Update:
+    state: int
+    incarnation: int
+    addr: Addr
+    transmits: int = 0
+
+
+class Malformed(ValueError):
+    pass
+
+
+# ---- wire format ---------------------------------------------------------------------------
+
+def _pack_ip(ip: str) -> bytes:
+    b = ipaddress.ip_address(ip).packed
+    return bytes([len(b)]) + b
+
+
+def _pack_name(name: str) -> bytes:
+    b = name.encode()
+    if len(b) > 255:
+        raise ValueError(f"member name too long: {name!r}")
+    return bytes([len(b)]) + b
+
+
+def _pack_entry(state: int, inc: int, addr: Addr, name: str) -> bytes:
+    return _ENTRY.pack(state, inc, addr[1]) + _pack_ip(addr[0]) + _pack_name(name)
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int = 0):
+        self.data, self.pos = data, pos
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise Malformed("truncated")
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def unpack(self, s: struct.Struct):
+        return s.unpack(self.take(s.size))
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def ip(self) -> str:
+        n = self.u8()
+        if n not in (4, 16):
+            raise Malformed("bad address length")
+        return str(ipaddress.ip_address(self.take(n)))
+
+    def name(self) -> str:
+        return self.take(self.u8()).decode()
+
+    def entry(self) -> tuple[int, int, Addr, str]:
+        state, inc, port = self.unpack(_ENTRY)
+        if state not in STATE_NAMES:
+            raise Malformed("bad state")
+        ip = self.ip()
+        return state, inc, (ip, port), self.name()
+
+
+@dataclass
+class Packet:
+    """A decoded, authenticated packet (the unit tests and the simulation look inside)."""
+    type: int
+    epoch: int
+    seq: int
+    sender: str
+    incarnation: int
+    addr: Addr
+    body: tuple                    # PING: (id, target); ACK: (id,); PING_REQ: (id, target, addr);
+    #                                GOSSIP: (); SYNC: (want_reply,)
+    updates: list[tuple[int, int, Addr, str]]
+
+
+def decode(key: bytes, data: bytes) -> Packet:
+    """Verify and decode one packet. Raises ``PermissionError`` (bad MAC) or ``Malformed``."""
+    if len(data) < _HDR.size + MAC_LEN or data[:2] != MAGIC:
+        raise Malformed("not a membership packet")
+    body, mac = data[:-MAC_LEN], data[-MAC_LEN:]
+    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), mac):
+        raise PermissionError("bad MAC")
+    try:
+        r = _Reader(body)
+        magic, version, typ, epoch, seq, inc, port = r.unpack(_HDR)
+        if version != VERSION or typ not in _TYPES:
+            raise Malformed(f"unknown version/type {version}/{typ}")
+        ip = r.ip()
+        sender = r.name()
+        if typ == PING:
+            b: tuple = (r.unpack(_U32)[0], r.name())
+        elif typ == ACK:
+            b = (r.unpack(_U32)[0],)
+        elif typ == PING_REQ:
+            pid = r.unpack(_U32)[0]
+            tname = r.name()
+            tip = r.ip()
+            b = (pid, tname, (tip, struct.unpack("!H", r.take(2))[0]))
+        elif typ == SYNC:
+            b = (bool(r.u8()),)
+        else:
+            b = ()
+        updates = [r.entry() for _ in range(r.u8())]
+        if r.pos != len(body):
+            raise Malformed("trailing bytes")
+        if not sender:
+            raise Malformed("empty sender")
+        return Packet(typ, epoch, seq, sender, inc, (ip, port), b, updates)
+    except (struct.error, UnicodeDecodeError, ValueError) as e:
+        raise Malformed(str(e)) from None
+
+
+# ---- the state machine ---------------------------------------------------------------------
+
+class Membership:
+    """One agent's view of the cluster. Not thread-safe: one caller (the runner) drives it."""
+
+    def __init__(self, name: str, addr: Addr, key: bytes, seeds: Iterable[Addr] = (),
+                 config: MembershipConfig = MembershipConfig(), rng: Optional[random.Random] = None,
+                 epoch: int = 0, incarnation: int = 0,
+                 on_join: Optional[Callable[[str], None]] = None,
+                 on_leave: Optional[Callable[[str], None]] = None):
+        """epoch: this process's start time in ms (wall clock); must grow across restarts so
+        peers' replay windows accept the new stream. rng: injected for deterministic tests."""
+        _pack_name(name)
+        self.name, self.addr, self.key, self.cfg = name, (addr[0], int(addr[1])), key, config
+        self.seeds: set[Addr] = {(s[0], int(s[1])) for s in seeds} - {self.addr}
+        self.rng = rng or random.Random()
+        self.epoch, self.incarnation = epoch, incarnation
+        self.on_join, self.on_leave = on_join, on_leave
+        self._members: dict[str, Member] = {}
+        self._seq = 0
+        self._probe_id = self.rng.randrange(1 << 32)
+        self._probe: Optional[_Probe] = None
+        self._order: list[str] = []
+        self._relays: dict[int, tuple[Addr, int, float]] = {}   # our ping id -> (requester, its id, expiry)
+        self._replay: dict[str, _Replay] = {}
+        self._queue: dict[str, _Update] = {}                   # name -> pending broadcast
+        self._events: list[tuple[str, str]] = []
+        self._next_probe = self._next_gossip = self._next_rejoin = None  # type: Optional[float]
+        self._next_sync: Optional[float] = None
+        self._joined_seeds = False
+        self._left = False
+        self.version = 0
+        self.stats: dict[str, int] = {k: 0 for k in (
+            "tx", "rx", "rx_bad_auth", "rx_malformed", "rx_replayed", "rx_self", "suspected",
+            "declared_dead", "refuted")}
+
+    # ---- queries --------------------------------------------------------------------------
+    def members(self, now: Optional[float] = None) -> frozenset[str]:
+        """Alive names (suspects count, as in memberlist; ones whose suspicion expired before
+        ``now`` do not) including ourselves."""
+        out = {self.name} if not self._left else set()
+        for m in self._members.values():
+            if m.state == ALIVE or (m.state == SUSPECT and (now is None or now < m.suspect_deadline)):
+                out.add(m.name)
+        return frozenset(out)
+
+    def member(self, name: str) -> Optional[Member]:
+        return self._members.get(name)
+
+    def states(self) -> dict[str, str]:
+        return {m.name: STATE_NAMES[m.state] for m in self._members.values()}
+
+    def drain_events(self) -> list[tuple[str, str]]:
+        ev, self._events = self._events, []
+        return ev
+
+    def next_deadline(self) -> float:
+        """The latest time ``tick`` must run next (earlier is harmless)."""
+        times = [t for t in (self._next_probe, self._next_gossip, self._next_rejoin,
+                             self._next_sync) if t is not None]
+        if self._probe and not self._probe.acked and not self._probe.indirect_sent:
+            times.append(self._probe.sent + self.cfg.probe_timeout)
+        times += [m.suspect_deadline for m in self._members.values() if m.state == SUSPECT]
+        return min(times) if times else 0.0
+
+    def _n(self) -> int:
+        return 1 + sum(m.state != DEAD for m in self._members.values())
+
+    # ---- encoding -------------------------------------------------------------------------
+    def _encode(self, typ: int, body: bytes, to: Optional[str] = None,
+                entries: Optional[list[bytes]] = None) -> bytes:
+        self._seq += 1
+        head = (_HDR.pack(MAGIC, VERSION, typ, self.epoch, self._seq, self.incarnation,
+                          self.addr[1]) + _pack_ip(self.addr[0]) + _pack_name(self.name) + body)
+        budget = self.cfg.max_packet - len(head) - 1 - MAC_LEN
+        if entries is None:
+            entries = self._piggyback(to, budget)
+        data = head + bytes([len(entries)]) + b"".join(entries)
+        self.stats["tx"] += 1
+        return data + hmac.new(self.key, data, hashlib.sha256).digest()
+
+    def _piggyback(self, to: Optional[str], budget: int) -> list[bytes]:
+        out: list[bytes] = []
+        m = self._members.get(to) if to else None
+        if m is not None and m.state != ALIVE:
+            # tell a node we think is suspect/dead so, so it can refute right away
+            e = _pack_entry(m.state, m.incarnation, m.addr, m.name)
+            out.append(e)
+            budget -= len(e)
+        if not self._queue:
+            return out
+        limit = self.cfg.retransmit_mult * math.ceil(math.log10(self._n() + 1))
+        for name, u in heapq.nsmallest(self.cfg.max_piggyback - len(out), self._queue.items(),
+                                       key=lambda kv: kv[1].transmits):
+            e = _pack_entry(u.state, u.incarnation, u.addr, name)
+            if len(e) > budget:
+                break
+            out.append(e)
+            budget -= len(e)
+            u.transmits += 1
+            if u.transmits >= limit:
+                del self._queue[name]
+        return out
+
+    def _broadcast(self, name: str, state: int, inc: int, addr: Addr) -> None:
+        self._queue[name] = _Update(state, inc, addr)
+
+    def _ping(self, to_addr: Addr, probe_id: int, target: str) -> Outgoing:
+        return to_addr, self._encode(PING, _U32.pack(probe_id) + _pack_name(target), target or None)
+
+    def _next_id(self) -> int:
+        self._probe_id = (self._probe_id + 1) & 0xFFFFFFFF
+        return self._probe_id
+
+    def _sync_packets(self, to_addr: Addr, want_reply: bool) -> list[Outgoing]:
+        """Our whole table (self included) in as few packets as fit ``max_packet``."""
+        entries = [_pack_entry(ALIVE, self.incarnation, self.addr, self.name)]
+        entries += [_pack_entry(m.state, m.incarnation, m.addr, m.name)
+                    for m in self._members.values()]
+        out, chunk, size = [], [], 0
+        room = self.cfg.max_packet - MAC_LEN - _HDR.size - 300   # header + name upper bound
+        for e in entries:
+            if chunk and (size + len(e) > room or len(chunk) == 255):
+                out.append((to_addr, self._encode(SYNC, bytes([want_reply]), entries=chunk)))
+                chunk, size = [], 0
+            chunk.append(e)
+            size += len(e)
+        if chunk:
+            out.append((to_addr, self._encode(SYNC, bytes([want_reply]), entries=chunk)))
+        return out
+
+    # ---- state changes --------------------------------------------------------------------
+    def _set_state(self, now: float, m: Member, state: int, inc: int) -> None:
+        was_member = m.state != DEAD
+        m.state, m.incarnation, m.since = state, inc, now
+        if state == SUSPECT:
+            m.suspect_deadline = now + self.cfg.suspicion_timeout(self._n())
+        is_member = state != DEAD
+        if was_member != is_member:
+            self._event("joined" if is_member else "left", m.name)
+
+    def _event(self, kind: str, name: str) -> None:
+        self.version += 1
+        self._events.append((kind, name))
+        cb = self.on_join if kind == "joined" else self.on_leave
+        if cb:
+            cb(name)
+
+    def _apply(self, now: float, state: int, inc: int, addr: Addr, name: str) -> None:
+        """One claim "name is <state> at incarnation inc", from gossip or a packet header."""
+        if name == self.name:
+            if self._left:
+                return
+            if state != ALIVE and inc >= self.incarnation:
+                self.incarnation = inc + 1          # refute: we are alive, with a newer number
+                self.stats["refuted"] += 1
+                self._broadcast(self.name, ALIVE, self.incarnation, self.addr)
+            elif state == ALIVE and inc > self.incarnation:
+                self.incarnation = inc              # a peer remembers our previous life
+            return
+        m = self._members.get(name)
+        if m is None:
+            m = Member(name, addr, DEAD, inc, now)
+            self._members[name] = m
+            if state == DEAD:
+                return                              # a dead stranger: remember its address only
+            self._set_state(now, m, state, inc)
+            self._broadcast(name, state, inc, addr)
+            return
+        if state == ALIVE:
+            # only a newer incarnation revives a suspect/dead node (SWIM): it must refute
+            if inc > m.incarnation:
+                if m.state == ALIVE and m.addr == addr:
+                    m.incarnation = inc
+                else:
+                    m.addr = addr
+                    self._set_state(now, m, ALIVE, inc)
+                self._broadcast(name, ALIVE, inc, addr)
+        elif state == SUSPECT:
+            if (m.state == ALIVE and inc >= m.incarnation) or inc > m.incarnation:
+                self._set_state(now, m, SUSPECT, inc)
+                self._broadcast(name, SUSPECT, inc, m.addr)
+        else:  # DEAD
+            if (m.state != DEAD and inc >= m.incarnation) or inc > m.incarnation:
+                self._set_state(now, m, DEAD, inc)
+                self._broadcast(name, DEAD, inc, m.addr)
+
+    def _suspect(self, now: float, name: str) -> None:
+        m = self._members.get(name)
+        if m is not None and m.state == ALIVE:
+            self.stats["suspected"] += 1
+            self._apply(now, SUSPECT, m.incarnation, m.addr, name)
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def receive(self, now: float, src: Addr, data: bytes) -> list[Outgoing]:
+        """Handle one datagram from ``src``; returns the packets to send right away (ACKs,
+        relayed probes, SYNC replies). Never raises on bad input: it is counted and dropped."""
+        try:
+            p = decode(self.key, data)
+        except PermissionError:
+            self.stats["rx_bad_auth"] += 1
+            return []
+        except Malformed:
+            self.stats["rx_malformed"] += 1
+            return []
+        if p.sender == self.name:
+            self.stats["rx_self"] += 1
+            return []
+        if not self._replay_ok(p):
+            self.stats["rx_replayed"] += 1
+            return []
+        self.stats["rx"] += 1
+        if self._left:
+            return []
+        self._apply(now, ALIVE, p.incarnation, p.addr, p.sender)
+        for state, inc, addr, name in p.updates:
+            self._apply(now, state, inc, addr, name)
+        out: list[Outgoing] = []
+        if p.type == PING:
+            out.append((src, self._encode(ACK, _U32.pack(p.body[0]), p.sender)))
+        elif p.type == ACK:
+            pid = p.body[0]
+            if self._probe and self._probe.probe_id == pid:
+                self._probe.acked = True
+            elif pid in self._relays:
+                requester, their_id, _ = self._relays.pop(pid)
+                out.append((requester, self._encode(ACK, _U32.pack(their_id))))
+        elif p.type == PING_REQ:
+            their_id, target, taddr = p.body
+            if target != self.name:
+                mine = self._next_id()
+                self._relays[mine] = (src, their_id, now + self.cfg.probe_interval)
+                out.append(self._ping(taddr, mine, target))
+        elif p.type == SYNC and p.body[0]:
+            out += self._sync_packets(src, want_reply=False)
+        return out
+
+    def _replay_ok(self, p: Packet) -> bool:
+        r = self._replay.get(p.sender)
+        if r is None or p.epoch > r.epoch:
+            self._replay[p.sender] = _Replay(p.epoch, p.seq, 1)
+            return True
+        if p.epoch < r.epoch:
+            return False
+        if p.seq > r.max_seq:
+            shift = p.seq - r.max_seq
+            r.window = ((r.window << shift) | 1) & ((1 << REPLAY_WINDOW) - 1) if shift < REPLAY_WINDOW else 1
+            r.max_seq = p.seq
+            return True
+        age = r.max_seq - p.seq
+        if age >= REPLAY_WINDOW or r.window >> age & 1:
+            return False
+        r.window |= 1 << age
+        return True
+
+    # ---- timers ---------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Outgoing]:
+        """Run the timers due at ``now``; returns the packets to send."""
+        if self._left:
+            return []
+        out: list[Outgoing] = []
+        cfg = self.cfg
+        if not self._joined_seeds:
+            self._joined_seeds = True
+            seeds = sorted(self.seeds)
+            self.rng.shuffle(seeds)
+            for s in seeds[:cfg.join_fanout]:
+                out += self._sync_packets(s, want_reply=True)
+            self._next_probe = now
+            self._next_gossip = now + cfg.gossip_interval
+            self._next_rejoin = now + cfg.rejoin_interval
+            self._next_sync = now + cfg.sync_interval
+
+        # the current probe: indirect checks, then suspicion at the end of the interval
+        pr = self._probe
+        if pr is not None:
+            target = self._members.get(pr.target)
+            if (not pr.acked and not pr.indirect_sent and now >= pr.sent + cfg.probe_timeout
+                    and target is not None):
+                pr.indirect_sent = True
+                helpers = [m for m in self._members.values()
+                           if m.state == ALIVE and m.name != pr.target]
+                for h in self.rng.sample(helpers, min(cfg.indirect_checks, len(helpers))):
+                    body = (_U32.pack(pr.probe_id) + _pack_name(pr.target)
+                            + _pack_ip(target.addr[0]) + struct.pack("!H", target.addr[1]))
+                    out.append((h.addr, self._encode(PING_REQ, body, h.name)))
+            if now >= pr.sent + cfg.probe_interval:
+                if not pr.acked:
+                    self._suspect(now, pr.target)
+                self._probe = None
+
+        if self._probe is None and now >= self._next_probe:
+            self._next_probe = now + cfg.probe_interval
+            name = self._next_target()
+            if name is not None:
+                pid = self._next_id()
+                self._probe = _Probe(name, pid, now)
+                out.append(self._ping(self._members[name].addr, pid, name))
+
+        for m in list(self._members.values()):
+            if m.state == SUSPECT and now >= m.suspect_deadline:
+                self.stats["declared_dead"] += 1
+                self._apply(now, DEAD, m.incarnation, m.addr, m.name)
+            elif m.state == DEAD and now - m.since > cfg.dead_retention and m.addr not in self.seeds:
+                del self._members[m.name]
+                self._queue.pop(m.name, None)
+                self._replay.pop(m.name, None)
+
+        if now >= self._next_gossip:
+            self._next_gossip = now + cfg.gossip_interval
+            if self._queue:
+                peers = [m for m in self._members.values() if m.state != DEAD]
+                for h in self.rng.sample(peers, min(cfg.gossip_fanout, len(peers))):
+                    out.append((h.addr, self._encode(GOSSIP, b"", h.name)))
+
+        if now >= self._next_rejoin:
+            self._next_rejoin = now + cfg.rejoin_interval
+            alive_addrs = {m.addr for m in self._members.values() if m.state != DEAD}
+            lost = sorted({m.addr for m in self._members.values() if m.state == DEAD}
+                          | (self.seeds - alive_addrs))
+            if lost:
+                a = self.rng.choice(lost)
+                owner = next((m.name for m in self._members.values() if m.addr == a), "")
+                out.append(self._ping(a, self._next_id(), owner))
+
+        if now >= self._next_sync:
+            self._next_sync = now + cfg.sync_interval
+            peers = [m for m in self._members.values() if m.state == ALIVE]
+            if peers:
+                out += self._sync_packets(self.rng.choice(peers).addr, want_reply=True)
+
+        for pid in [k for k, v in self._relays.items() if now >= v[2]]:
+            del self._relays[pid]
+        return out
+
+    def _next_target(self) -> Optional[str]:
+        while True:
+            while self._order:
+                name = self._order.pop()
+                m = self._members.get(name)
+                if m is not None and m.state != DEAD:
+                    return name
+            candidates = sorted(n for n, m in self._members.items() if m.state != DEAD)
+            if not candidates:
+                return None
+            self.rng.shuffle(candidates)
+            self._order = candidates
+
+    def leave(self, now: float) -> list[Outgoing]:
+        """Graceful shutdown: tell a few members we are dead, so nobody waits for a timeout."""
+        self.incarnation += 1
+        self._queue.clear()
+        self._broadcast(self.name, DEAD, self.incarnation, self.addr)
+        peers = [m for m in self._members.values() if m.state != DEAD]
+        out = [(h.addr, self._encode(GOSSIP, b"", h.name))
+               for h in self.rng.sample(peers, min(len(peers), 3 * self.cfg.gossip_fanout))]
+        self._left = True
+        return out
