@@ -66,7 +66,6 @@ ATTACHED_MODE_NAMES = {XDP_ATTACHED_DRV: "native", XDP_ATTACHED_SKB: "generic", 
 
 ARPHRD_ETHER = 1
 SIOCGIFHWADDR = 0x8927
-BPF_FS_MAGIC_TYPE = "bpf"
 VIP_F_ETP_LOCAL_MISDIRECT = 1  # mirrors bpf/vip_consts.h; checked against it in the unit tests
 
 
@@ -243,17 +242,57 @@ def kernel_headers_dir() -> Optional[Path]:
     return None
 
 
+BPF_FS_MAGIC = 0xCAFE4A11
+BPFFS_ROOT = "/sys/fs/bpf"
+# `ip netns exec` remounts /sys in a private mount namespace, hiding /sys/fs/bpf. A bind mount
+# of the host's /sys/fs/bpf outside /sys (same bpffs instance) stays visible there.
+BPFFS_ALIAS = os.environ.get("METALXDP_BPFFS_ALIAS", "/run/metalxdp/bpffs")
+
+
+class _StatFs(ctypes.Structure):  # struct statfs (x86_64/arm64 glibc): only f_type is read
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+
+def is_bpffs(path: Union[str, Path]) -> bool:
+    """Is ``path`` (or its nearest existing ancestor) on a bpf filesystem?"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and p != "/":
+        p = os.path.dirname(p)
+    buf = _StatFs()
+    if libc.statfs(p.encode(), ctypes.byref(buf)) != 0:
+        return False
+    return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
+
+
 def bpffs_mounted(path: Union[str, Path]) -> bool:
-    """Is ``path`` (or the directory it will be created in) on a bpf filesystem?"""
+    return is_bpffs(path)
+
+
+def resolve_bpffs_dir(path: str) -> str:
+    """The path through which this process reaches ``path``'s bpffs. Normally ``path`` itself;
+    inside `ip netns exec` (private mount namespace, /sys remounted) the same directory
+    through the bind-mount alias (METALXDP_BPFFS_ALIAS, default /run/metalxdp/bpffs) or through
+    /proc/<parent>/root when the parent lives in the host's mount namespace."""
     path = os.path.abspath(path)
-    best, best_type = "", ""
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            mnt, fstype = parts[1], parts[2]
-            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                best, best_type = mnt, fstype
-    return best_type == BPF_FS_MAGIC_TYPE
+    if is_bpffs(path):
+        return path
+    candidates = []
+    if path == BPFFS_ROOT or path.startswith(BPFFS_ROOT + "/"):
+        candidates.append(BPFFS_ALIAS + path[len(BPFFS_ROOT):])
+    candidates.append(f"/proc/{os.getppid()}/root{path}")
+    for c in candidates:
+        try:
+            if is_bpffs(c) and is_bpffs(os.path.dirname(c.rstrip("/")) or c):
+                return c
+        except OSError:
+            continue
+    raise EnvironmentProblem(
+        f"{path} is not on a bpf filesystem: `mount -t bpf bpf /sys/fs/bpf` (`make setup` does it). "
+        "Inside `ip netns exec` (which remounts /sys) bind-mount the host's /sys/fs/bpf at "
+        f"{BPFFS_ALIAS} first (`mount --bind /sys/fs/bpf {BPFFS_ALIAS}`), or start the agent "
+        "with `nsenter --net=/run/netns/NS`; in a DaemonSet mount the host's /sys/fs/bpf "
+        "(hostPath) so pinned maps survive agent restarts")
 
 
 def check_environment(bpffs_dir: Optional[str]) -> None:
@@ -266,11 +305,8 @@ def check_environment(bpffs_dir: Optional[str]) -> None:
             f"needs /lib/modules/{rel}/build. Run `make setup` (installs linux-headers and "
             f"links /lib/modules/{rel}/build and source), or set BCC_KERNEL_SOURCE; in a "
             "DaemonSet mount the host's /lib/modules and /usr/src read-only.")
-    if bpffs_dir is not None and not bpffs_mounted(bpffs_dir):
-        raise EnvironmentProblem(
-            f"{bpffs_dir} is not on a bpf filesystem: `mount -t bpf bpf /sys/fs/bpf` (`make setup` "
-            "does it); in a DaemonSet mount the host's /sys/fs/bpf (hostPath, "
-            "mountPropagation: Bidirectional) so pinned maps survive agent restarts")
+    if bpffs_dir is not None:
+        resolve_bpffs_dir(bpffs_dir)
 
 
 def source_version(cflags: Iterable[str] = ()) -> int:
@@ -301,6 +337,20 @@ def interface_index(ifname: IfRef) -> int:
         raise DataplaneError(f"no interface {ifname!r} in this network namespace") from e
 
 
+def interface_driver(ifname: str) -> str:
+    """The driver name ethtool reports ("veth", "mlx5_core", ...), or "" if unknown."""
+    ETHTOOL_GDRVINFO, SIOCETHTOOL = 0x00000003, 0x8946
+    info = bytearray(struct.pack("I", ETHTOOL_GDRVINFO) + b"\0" * 192)
+    buf = ctypes.create_string_buffer(bytes(info), len(info))
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(buf))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
+        except OSError:
+            return ""
+    return buf.raw[4:36].split(b"\0", 1)[0].decode(errors="replace")
+
+
 def interface_mac(ifname: str) -> tuple[int, bytes]:
     """(ARPHRD type, MAC) of an interface in the current network namespace."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -326,6 +376,7 @@ class Dataplane:
         self.liveness_max_age_ms = liveness_max_age_ms
         self.cflags = list(cflags)
         self.version = source_version(self.cflags)
+        self.bpffs_path = self.bpffs_dir  # how this process reaches it (see resolve_bpffs_dir)
         self.adopted = False           # True when open() kept a pinned program of our version
         self.prog_fd = -1
         self.prog_id = 0
@@ -341,8 +392,8 @@ class Dataplane:
         self.close()
 
     def _pin(self, name: str) -> str:
-        assert self.bpffs_dir
-        return os.path.join(self.bpffs_dir, name)
+        assert self.bpffs_path
+        return os.path.join(self.bpffs_path, name)
 
     def _pinned_version(self) -> Optional[int]:
         fd = pinned_fd(self._pin("mx_meta"))
@@ -358,12 +409,18 @@ class Dataplane:
 
     def open(self) -> "Dataplane":
         check_environment(self.bpffs_dir)
+        if self.bpffs_dir:
+            reached = resolve_bpffs_dir(self.bpffs_dir)
+            if reached != self.bpffs_dir:
+                log.info("bpffs reached through another path (ip netns exec hides /sys/fs/bpf)",
+                         event="bpffsAlias", dir=self.bpffs_dir, via=reached)
+            self.bpffs_path = reached
         bcc = _import_bcc()
         cflags = [f"-I{BPF_SRC_DIR}", *self.cflags]
         prog_pin_fd = None
         if self.bpffs_dir:
-            os.makedirs(self.bpffs_dir, exist_ok=True)
-            cflags.append(f'-DPIN_DIR="{self.bpffs_dir}"')
+            os.makedirs(self.bpffs_path, exist_ok=True)
+            cflags.append(f'-DPIN_DIR="{self.bpffs_path}"')
             pinned = self._pinned_version()
             prog_pin_fd = pinned_fd(self._pin(PROG_PIN))
             if pinned == self.version and prog_pin_fd is not None:
@@ -372,7 +429,7 @@ class Dataplane:
                 if prog_pin_fd is not None:
                     os.close(prog_pin_fd)
                     prog_pin_fd = None
-                if pinned is not None or os.listdir(self.bpffs_dir):
+                if pinned is not None or os.listdir(self.bpffs_path):
                     log.info("pinned dataplane has another version: building a new one",
                              event="xdpVersionChange", old=f"{pinned or 0:016x}", new=f"{self.version:016x}",
                              dir=self.bpffs_dir)
@@ -417,7 +474,7 @@ class Dataplane:
             if self.bpffs_dir:
                 self._unpin_all()
                 try:
-                    os.rmdir(self.bpffs_dir)
+                    os.rmdir(self.bpffs_path)
                 except OSError:
                     pass
         if self.prog_fd >= 0:
@@ -427,7 +484,7 @@ class Dataplane:
         self._bpf = None
 
     def _unpin_all(self) -> None:
-        if not self.bpffs_dir or not os.path.isdir(self.bpffs_dir):
+        if not self.bpffs_dir or not os.path.isdir(self.bpffs_path):
             return
         for name in (*MAP_NAMES, PROG_PIN):
             try:
@@ -601,6 +658,10 @@ class Dataplane:
             try:
                 xdp_attach_fd(ifindex, self.prog_fd, XDP_FLAGS_DRV_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST)
                 self.attached[ifindex] = "native"
+                if isinstance(ifname, str) and interface_driver(ifname) == "veth":
+                    log.warning("native XDP on a veth: replies (XDP_TX) are dropped unless the peer "
+                                "veth runs an XDP program too (xdp_cli --pass-only), or use generic mode",
+                                event="xdpVethNative", ifname=ifname)
             except DataplaneError as e:
                 if mode == "native":
                     raise DataplaneError(f"native XDP on {ifname} failed: {e}") from e
@@ -625,3 +686,30 @@ class Dataplane:
     # ---- testing ----------------------------------------------------------------------------
     def test_run(self, frame: bytes, ingress_ifindex: int = 1, repeat: int = 1) -> TestRunResult:
         return prog_test_run(self.prog_fd, frame, ingress_ifindex, repeat)
+
+
+def attach_pass_program(ifname: str, mode: str = "native") -> int:
+    """Attach bpf/xdp_pass.c (XDP_PASS for every frame) to ``ifname`` in the current netns and
+    return its program id; an xdp_pass already there is kept. For veth peers in the lab: native
+    XDP_TX on a veth is delivered only when its peer runs an XDP program. The attachment
+    outlives this process; ``ip link set dev IF xdp off`` (or deleting the netns) removes it."""
+    bcc = _import_bcc()
+    ifindex = interface_index(ifname)
+    current_id, _ = xdp_query(ifindex)
+    if current_id:
+        fd = _check(libbpf().bpf_prog_get_fd_by_id(current_id), "bpf_prog_get_fd_by_id")
+        try:
+            name = prog_info(fd)[1]
+        finally:
+            os.close(fd)
+        if name == "xdp_pass":
+            return current_id
+        raise DataplaneError(f"{ifname} already runs XDP program {name!r}")
+    check_environment(None)
+    b = bcc.BPF(src_file=str(BPF_SRC_DIR / "xdp_pass.c").encode())
+    try:
+        fn = b.load_func(b"xdp_pass", bcc.BPF.XDP)
+        xdp_attach_fd(ifindex, fn.fd, MODE_FLAGS[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST)
+        return prog_info(fn.fd)[0]
+    finally:
+        b.cleanup()

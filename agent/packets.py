@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 IPv4 = ipaddress.IPv4Address
 IPv6 = ipaddress.IPv6Address
@@ -274,3 +274,32 @@ def ipv6_udp(src_mac: bytes, dst_mac: bytes, src: AnyIP, dst: AnyIP, payload: by
 def vlan_tagged(frame: bytes, vid: int, tpid: int = ETH_P_8021Q) -> bytes:
     """Insert an 802.1Q (or 802.1ad) tag after the MAC addresses."""
     return frame[:12] + struct.pack("!HH", tpid, vid & 0x0FFF) + frame[12:]
+
+
+# ---- the answering rules, as a pure function ---------------------------------------------
+
+def answer_for(frame: bytes, our_mac: bytes, is_vip: Callable[[Union[IPv4, IPv6]], bool]) -> Optional[bytes]:
+    """The reply bpf/xdp_vip.c sends for ``frame`` received on an interface with ``our_mac``
+    (None: no answer), for responders outside XDP (the userspace baseline). Same rules:
+    ARP requests only, never gratuitous ones, to broadcast or our MAC; NS with hop limit 255
+    to the target's solicited-node group or to the target itself (unicast NUD), DAD probes
+    answered to all-nodes. Unlike XDP it also verifies the NS checksum."""
+    a = parse_arp(frame)
+    if a is not None:
+        if (a.op != ARP_REQUEST or a.is_gratuitous or a.sha[0] & 1 or
+                (a.eth_dst != BROADCAST_MAC and a.eth_dst != our_mac) or not is_vip(a.tpa)):
+            return None
+        return arp_reply_for(a, our_mac)
+    n = parse_ndp(frame)
+    if n is None or n.type != ND_NEIGHBOR_SOLICIT:
+        return None
+    if n.hop_limit != 255 or n.code != 0 or not n.checksum_ok or n.target.is_multicast:
+        return None
+    if n.src.is_unspecified:
+        if n.lladdr is not None or n.dst != solicited_node(n.target):
+            return None
+    elif n.dst != solicited_node(n.target) and n.dst != n.target:
+        return None
+    if n.eth_src[0] & 1 or (not n.eth_dst[0] & 1 and n.eth_dst != our_mac) or not is_vip(n.target):
+        return None
+    return neighbor_advert_for(n, our_mac)

@@ -357,3 +357,18 @@ def test_pinned_state_is_adopted_then_replaced_on_version_change():
     finally:
         Dataplane.purge(pin_dir)
     assert not os.path.exists(pin_dir)
+
+
+# ---- the userspace baseline answers by the same rules ------------------------------------------
+
+@pytest.mark.parametrize("case", [c for c in CASES if all(len(a) == 2 for a in c.announce)],
+                         ids=[c.description for c in CASES if all(len(a) == 2 for a in c.announce)])
+def test_userspace_rules_match_xdp(case: Case):
+    """agent.packets.answer_for (used by userspace_responder.py) decides like the program;
+    its frames are padded to 60 bytes where XDP keeps the request's length."""
+    announced = {ipaddress.ip_address(ip) for ip, ifindex in case.announce if ifindex == LO}
+    reply = P.answer_for(case.frame, OUR_MAC, lambda ip: ip in announced)
+    if case.verdict == XDP_PASS:
+        assert reply is None
+    else:
+        assert reply is not None and reply[:len(case.output)] == case.output
