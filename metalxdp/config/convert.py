@@ -172,7 +172,8 @@ def convert_configmap(cm: Any, namespace: Optional[str] = None) -> list[dict]:
     aliases = _mapping(config.get("bgp-communities"), "bgp-communities")
     if aliases:
         communities.append(_obj("Community", "communities", namespace, {
-            "communities": [{"name": str(k), "value": str(v)} for k, v in sorted(aliases.items())]}))
+            "communities": [{"name": str(k), "value": str(v)}
+                            for k, v in sorted(aliases.items(), key=lambda kv: str(kv[0]))]}))
     return peers + pools + l2ads + bgpads + bfds + communities
 
 

@@ -678,7 +678,9 @@ def _l2_advertisements(run: _Run, objs: list[_Obj], pool_infos: Mapping[str, _Po
             for i, raw in enumerate(s.list("preferredNodeSelectors")):
                 p = Fields(o.label, f"spec.preferredNodeSelectors[{i}]", raw, required=True)
                 weight = p.int("weight", 1, 100, required=True)
-                preferred.append((weight, parse_selector(o.label, p.at("preference"), p.get("preference") or {})))
+                if not p.has("preference"):
+                    raise p.error("preference", "is required: the label selector of the preferred nodes")
+                preferred.append((weight, parse_selector(o.label, p.at("preference"), p.get("preference"))))
         except ConfigError as e:
             run.add(e)
             continue

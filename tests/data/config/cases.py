@@ -12,6 +12,9 @@ does this): start from an empty metallb-system namespace, apply ``resources[:-1]
 - ``level="valid"``: accepted (``warning`` if set is returned as an admission warning);
 - ``level="parser"``: rejected by the webhook, the message contains ``error_substring``;
 - ``level="schema"``: rejected by the CRD schema (ranges/enums/required), before the webhook;
+- ``level="controller"``: a problem with a referenced Secret (wrong type, no ``password`` key).
+  The webhook ACCEPTS it - like MetalLB it does not read Secrets at admission - and ``parse()``
+  (the controller) rejects it permanently;
 - ``level="transient"``: a reference to something that may not exist yet (Secret, BFDProfile,
   Community alias). The webhook ACCEPTS it (MetalLB blanks these at admission); ``parse()``
   with ``strict_transient=True`` reports it as a transient ConfigError.
@@ -33,7 +36,7 @@ NS = "metallb-system"
 class Case:
     id: str
     resources: list
-    level: str = "valid"                   # valid | parser | schema | transient
+    level: str = "valid"                   # valid | parser | schema | controller | transient
     error_field: Optional[str] = None      # substring of ConfigError.field
     error_substring: Optional[str] = None  # substring of the message
     warning: Optional[str] = None          # substring of a Config.warnings entry (valid cases)
@@ -237,10 +240,10 @@ CASES: list[Case] = [
          "transient", "spec.passwordSecret", "not found", rule="C.3 secret exists (transient)"),
     Case("peer-secret-wrong-type", [secret("opaque", type_="Opaque"),
                                     peer("a", passwordSecret={"name": "opaque", "namespace": NS})],
-         "parser", "spec.passwordSecret", "kubernetes.io/basic-auth", rule="C.3 secret type"),
+         "controller", "spec.passwordSecret", "kubernetes.io/basic-auth", rule="C.3 secret type"),
     Case("peer-secret-no-password-key", [secret("nopass", password=None, username="bgp"),
                                          peer("a", passwordSecret={"name": "nopass", "namespace": NS})],
-         "parser", "spec.passwordSecret", "password not specified", rule="C.3 secret key"),
+         "controller", "spec.passwordSecret", "password not specified", rule="C.3 secret key"),
     Case("peer-bfd-profile-ok", [bfd("slow"), peer("a", bfdProfile="slow")], rule="C.3 bfd profile exists"),
     Case("peer-bfd-profile-missing", [peer("a", bfdProfile="nope")], "transient", "spec.bfdProfile",
          "does not exist", rule="C.3 bfd profile exists (transient)"),
