@@ -16,7 +16,10 @@ Protocol (SWIM, Das et al. 2002, as hashicorp/memberlist does it, with UDP only)
   for it (a single lost packet or one bad path does not make a node suspect);
 - still no ACK at the end of the interval -> the target is *suspect*; a suspect that hears of
   it refutes with a higher incarnation; unrefuted after ``suspicion_mult * max(1, log10(n)) *
-  probe_interval`` it is *dead* (``member_left``);
+  probe_interval`` it is *dead* (``member_left``). Death is always decided locally: a DEAD
+  heard from others only makes the member suspect here (a node back from a partition gossips
+  its stale view; the live members refute it instead of flapping), except from the member
+  itself (graceful leave);
 - state changes (alive/suspect/dead + incarnation) ride piggybacked on every packet, fewest
   transmissions first, each ``retransmit_mult * ceil(log10(n+1))`` times, plus GOSSIP packets to
   ``gossip_fanout`` random members every ``gossip_interval`` while there is something to tell;
@@ -389,8 +392,10 @@ class Membership:
         if cb:
             cb(name)
 
-    def _apply(self, now: float, state: int, inc: int, addr: Addr, name: str) -> None:
-        """One claim "name is <state> at incarnation inc", from gossip or a packet header."""
+    def _apply(self, now: float, state: int, inc: int, addr: Addr, name: str,
+               origin: Optional[str] = None) -> None:
+        """One claim "name is <state> at incarnation inc", from gossip or a packet header;
+        ``origin`` is the sender of the packet that carried it (None = our own decision)."""
         if name == self.name:
             if self._left:
                 return
@@ -424,9 +429,20 @@ class Membership:
                 self._set_state(now, m, SUSPECT, inc)
                 self._broadcast(name, SUSPECT, inc, m.addr)
         else:  # DEAD
-            if (m.state != DEAD and inc >= m.incarnation) or inc > m.incarnation:
-                self._set_state(now, m, DEAD, inc)
-                self._broadcast(name, DEAD, inc, m.addr)
+            if origin is None or origin == name:
+                # our own suspicion expired, or the member said goodbye itself
+                if (m.state != DEAD and inc >= m.incarnation) or inc > m.incarnation:
+                    self._set_state(now, m, DEAD, inc)
+                    self._broadcast(name, DEAD, inc, m.addr)
+            elif m.state == DEAD:
+                m.incarnation = max(m.incarnation, inc)
+            elif inc > m.incarnation or (m.state == ALIVE and inc == m.incarnation):
+                # Hearsay of a death: suspect it, and let OUR suspicion timer decide. A node back
+                # from a partition gossips its stale "everybody died" view; the live members
+                # refute the suspicion instead of flapping. A real death was already suspected
+                # here through gossip, so this costs observers little.
+                self._set_state(now, m, SUSPECT, inc)
+                self._broadcast(name, SUSPECT, inc, m.addr)
 
     def _suspect(self, now: float, name: str) -> None:
         m = self._members.get(name)
@@ -457,7 +473,7 @@ class Membership:
             return []
         self._apply(now, ALIVE, p.incarnation, p.addr, p.sender)
         for state, inc, addr, name in p.updates:
-            self._apply(now, state, inc, addr, name)
+            self._apply(now, state, inc, addr, name, origin=p.sender)
         out: list[Outgoing] = []
         if p.type == PING:
             out.append((src, self._encode(ACK, _U32.pack(p.body[0]), p.sender)))

@@ -157,7 +157,12 @@ def test_rejoin_after_death():
     net.until(lambda: "node3" not in net.view("node1") and "node3" not in net.view("node2"), 3.0)
     net.run(1.0)
     net.cut.clear()
+    mark = len(net.log)
     took = net.until(lambda: all(net.view(n) == ALL3 for n in ALL3), limit=3.0)
+    net.run(2.0)
+    # node3 comes back believing node1 and node2 dead: they must not flap because of it
+    assert [e for e in net.log[mark:] if e[2] == "left"] == []
+    assert all(net.view(n) == ALL3 for n in ALL3)
     assert took <= CFG.rejoin_interval * 2 + 0.2
     assert net.nodes["node3"].incarnation >= 1          # it refuted its death
     rejoined = [(obs, who) for _, obs, kind, who in net.log if kind == "joined"]
