@@ -48,7 +48,7 @@ BPF_MAIN = BPF_SRC_DIR / "xdp_vip.c"
 PROG_FUNC = "xdp_vip"
 DEFAULT_BPFFS_DIR = "/sys/fs/bpf/metalxdp"
 PROG_PIN = "prog_xdp_vip"
-MAP_NAMES = ("mx_vips", "mx_stats", "mx_ifaces", "mx_liveness", "mx_meta", "mx_global")
+MAP_NAMES = ("mx_vips", "mx_stats", "mx_liveness", "mx_meta", "mx_global")
 IfRef = Union[str, int]
 
 # XDP verdicts (uapi enum xdp_action)
@@ -382,7 +382,7 @@ class Dataplane:
         self.prog_id = 0
         self.attached: dict[int, str] = {}   # ifindex -> "native" | "generic"
         self._bpf = None
-        self._ifnames: dict[int, str] = {}
+        self._macs: dict[int, bytes] = {}    # ifindex -> MAC answered with there
 
     # ---- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Dataplane":
@@ -546,41 +546,62 @@ class Dataplane:
 
     # ---- control ------------------------------------------------------------------------
     def set_interface(self, ifname: IfRef, mac: Optional[bytes] = None) -> int:
-        """Record the MAC the program answers with on this interface; returns its ifindex.
-        ``mac`` defaults to the interface's own (refuses non-Ethernet interfaces)."""
+        """Record the MAC the program answers with on this interface (copied into each of its
+        VIP entries, so the hot path does one lookup); returns its ifindex. ``mac`` defaults
+        to the interface's own; non-Ethernet interfaces are refused."""
         ifindex = interface_index(ifname)
         if mac is None:
-            if isinstance(ifname, int):
-                ifname = socket.if_indextoname(ifname)
-            hwtype, mac = interface_mac(ifname)
+            name = socket.if_indextoname(ifindex) if isinstance(ifname, int) else ifname
+            hwtype, mac = interface_mac(name)
             if hwtype != ARPHRD_ETHER:
-                raise DataplaneError(f"{ifname} is not an Ethernet interface (ARPHRD {hwtype}): "
+                raise DataplaneError(f"{name} is not an Ethernet interface (ARPHRD {hwtype}): "
                                      "ARP/NDP answering needs Ethernet")
-        if isinstance(ifname, str):
-            self._ifnames[ifindex] = ifname
-        t = self.table("mx_ifaces")
-        leaf = t.Leaf()
-        ctypes.memmove(leaf.mac, bytes(mac), 6)
-        t[t.Key(ifindex)] = leaf
+        mac = bytes(mac)
+        self._macs[ifindex] = mac
+        vips = self.table("mx_vips")
+        for k, v in list(vips.items()):   # a changed MAC reaches the VIPs already announced
+            if k.ifindex == ifindex and bytes(v.mac) != mac:
+                ctypes.memmove(v.mac, mac, 6)
+                vips[k] = v
         return ifindex
 
-    def announce(self, ip, ifname: IfRef, etp_local_misdirect: bool = False) -> None:
-        """Answer ARP/NS for ``ip`` on ``ifname`` (and count its traffic there)."""
-        key = self.vip_key(ip, ifname)
+    def _free_slot(self) -> int:
+        used = {v.slot for v in self.table("mx_vips").values()}
+        for slot in range(self.table("mx_stats").max_entries):
+            if slot not in used:
+                return slot
+        raise DataplaneError("no free counter slot: more VIPs than MAX_VIPS")
+
+    def _zero_slot(self, slot: int) -> None:
         stats = self.table("mx_stats")
-        if stats.get(key) is None:  # keep counters across re-announce and restart
-            stats[key] = stats.Leaf()
+        stats[stats.Key(slot)] = stats.Leaf()
+
+    def announce(self, ip, ifname: IfRef, etp_local_misdirect: bool = False) -> None:
+        """Answer ARP/NS for ``ip`` on ``ifname`` (and count its traffic there). Re-announcing
+        keeps the counters (also across agent restarts)."""
+        key = self.vip_key(ip, ifname)
+        if key.ifindex not in self._macs:
+            self.set_interface(ifname)
         vips = self.table("mx_vips")
-        vips[key] = vips.Leaf(VIP_F_ETP_LOCAL_MISDIRECT if etp_local_misdirect else 0)
+        leaf = vips.get(key)
+        if leaf is None:
+            leaf = vips.Leaf()
+            leaf.slot = self._free_slot()
+            self._zero_slot(leaf.slot)
+        leaf.flags = VIP_F_ETP_LOCAL_MISDIRECT if etp_local_misdirect else 0
+        ctypes.memmove(leaf.mac, self._macs[key.ifindex], 6)
+        vips[key] = leaf
 
     def withdraw(self, ip, ifname: IfRef) -> None:
-        """Stop answering for ``ip`` on ``ifname``; its counters go too."""
+        """Stop answering for ``ip`` on ``ifname``; its counters go too (the slot is zeroed
+        after the entry is gone, so the program can no longer reach it)."""
         key = self.vip_key(ip, ifname)
-        for name in ("mx_vips", "mx_stats"):  # vips first: the program never counts a withdrawn VIP
-            try:
-                del self.table(name)[key]
-            except KeyError:
-                pass
+        vips = self.table("mx_vips")
+        leaf = vips.get(key)
+        if leaf is None:
+            return
+        del vips[key]
+        self._zero_slot(leaf.slot)
 
     def announced(self) -> list[tuple[str, int, int]]:
         """[(ip, ifindex, flags)] currently in the VIP map (after a restart: what survived)."""
@@ -614,7 +635,8 @@ class Dataplane:
         t = self.table("mx_stats")
         fields = [f for f, _ in t.sLeaf._fields_]
         out = {}
-        for k, per_cpu in t.items():
+        for k, v in self.table("mx_vips").items():
+            per_cpu = t[t.Key(v.slot)]
             out[(self._key_ip(k), k.ifindex)] = {f: sum(getattr(c, f) for c in per_cpu) for f in fields}
         return out
 
@@ -630,8 +652,7 @@ class Dataplane:
         """Attach to ``ifname`` (call after filling the maps); returns the mode in use."""
         mode = mode or self.xdp_mode
         ifindex = interface_index(ifname)
-        ifaces = self.table("mx_ifaces")
-        if ifaces.get(ifaces.Key(ifindex)) is None:
+        if ifindex not in self._macs:
             self.set_interface(ifname)
         current_id, current_mode = xdp_query(ifindex)
         if current_id == self.prog_id:

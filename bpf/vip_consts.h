@@ -12,11 +12,6 @@
 #define MAX_VIPS 4096
 #endif
 
-/* Interfaces whose MAC the program may answer with. */
-#ifndef MAX_IFACES
-#define MAX_IFACES 256
-#endif
-
 /* vip_info.flags: the Service has externalTrafficPolicy=Local and no ready endpoint on this
  * node, so traffic that reaches us for it is "misdirected" (the leader should not be us). */
 #define VIP_F_ETP_LOCAL_MISDIRECT (1U << 0)
@@ -62,10 +57,8 @@
 #define G_PASS_VLAN 0       /* 802.1Q/802.1ad frame: passed untouched, never answered */
 #define G_PASS_MALFORMED 1  /* truncated or invalid ARP/IPv4/IPv6/NS frame */
 #define G_GATED 2           /* request for a VIP left unanswered: agent heartbeat too old */
-#define G_NO_IFACE 3        /* request for a VIP on an interface whose MAC userspace never set */
-#define G_ARP_TX 4          /* ARP replies sent */
-#define G_NA_TX 5           /* neighbour advertisements sent */
-#define G_NOT_FOR_US 6      /* request for a VIP, but to another host's MAC */
-#define G_COUNTERS 8
+#define G_NOT_FOR_US 3      /* request for a VIP, but to another host's MAC */
+#define G_COUNTERS 4
+/* Replies are counted per VIP only (vip_stats.replies): no global counter on the hot path. */
 
 #endif /* METALXDP_VIP_CONSTS_H */

@@ -3,8 +3,8 @@
  * agent restart keeps the VIPs, counters and heartbeat). Without PIN_DIR (unit tests,
  * benchmarks) the maps live only as long as the loading process.
  *
- * Userspace writes mx_vips, mx_ifaces, mx_liveness, mx_meta and creates mx_stats entries;
- * the program only reads them and increments counters (it never inserts).
+ * Userspace writes mx_vips, mx_liveness and mx_meta and zeroes a mx_stats slot before giving
+ * it to a VIP; the program only reads them and increments counters (it never inserts).
  */
 #ifndef METALXDP_VIP_MAPS_H
 #define METALXDP_VIP_MAPS_H
@@ -16,14 +16,11 @@
 #define MX_MAP(_type, _key, _leaf, _name, _max) BPF_TABLE(_type, _key, _leaf, _name, _max)
 #endif
 
-/* (VIP, ifindex) -> flags: the VIPs this node answers for, on which interface. */
+/* (VIP, ifindex) -> flags, counter slot, MAC: the VIPs this node answers for, and where. */
 MX_MAP("hash", struct vip_key, struct vip_info, mx_vips, MAX_VIPS);
 
-/* (VIP, ifindex) -> counters, per CPU; entries created by userspace on announce. */
-MX_MAP("percpu_hash", struct vip_key, struct vip_stats, mx_stats, MAX_VIPS);
-
-/* ifindex -> MAC to answer with (userspace reads it from the interface). */
-MX_MAP("hash", __u32, struct iface_info, mx_ifaces, MAX_IFACES);
+/* vip_info.slot -> counters, per CPU (an array: its lookup is inlined, no second hash). */
+MX_MAP("percpu_array", __u32, struct vip_stats, mx_stats, MAX_VIPS);
 
 /* [0] -> agent heartbeat and max age: the split-brain liveness gate. */
 MX_MAP("array", __u32, struct liveness, mx_liveness, 1);

@@ -13,11 +13,15 @@ struct vip_key {
     __u8 addr[16];
 };
 
+/* Everything the answer needs in the one hash lookup the hot path does. */
 struct vip_info {
-    __u32 flags;  /* VIP_F_* */
+    __u32 flags;        /* VIP_F_* */
+    __u32 slot;         /* index of this VIP's counters in mx_stats (userspace allocates) */
+    __u8 mac[MAC_LEN];  /* the MAC to answer with: the interface's (ifindex in the key) */
+    __u8 pad[2];
 };
 
-/* Per VIP, per CPU (summed in userspace). Bytes are whole Ethernet frames as XDP sees them
+/* Per VIP slot, per CPU (summed in userspace). Bytes are whole Ethernet frames as XDP sees them
  * (destination MAC to end of payload, no FCS). */
 struct vip_stats {
     __u64 rx_packets;   /* IPv4/IPv6 packets to the VIP (neighbour discovery excluded) */
@@ -25,11 +29,6 @@ struct vip_stats {
     __u64 requests;     /* ARP requests / neighbour solicitations for the VIP */
     __u64 replies;      /* ARP replies / neighbour advertisements sent by XDP_TX */
     __u64 misdirected;  /* packets to a VIP flagged VIP_F_ETP_LOCAL_MISDIRECT */
-};
-
-struct iface_info {
-    __u8 mac[MAC_LEN];  /* the MAC this interface answers with */
-    __u8 pad[2];
 };
 
 /* Split-brain guard: answers stop when now - heartbeat_ns > max_age_ns (max_age_ns 0: off).

@@ -48,7 +48,7 @@ static __always_inline void count_vip_traffic(struct vip_key *key, __u64 frame_l
 
     if (!vip)
         return;
-    st = mx_stats.lookup(key);
+    st = mx_stats.lookup(&vip->slot);
     if (!st)
         return;
     st->rx_packets += 1;
@@ -64,7 +64,6 @@ static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data
     struct vip_key key;
     struct vip_info *vip;
     struct vip_stats *st;
-    struct iface_info *iface;
     __u32 ifindex = ctx->ingress_ifindex;
 
     if (!arp) {
@@ -90,17 +89,12 @@ static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data
     vip = mx_vips.lookup(&key);
     if (!vip)
         return XDP_PASS;
-    st = mx_stats.lookup(&key);
+    st = mx_stats.lookup(&vip->slot);
     if (st)
         st->requests += 1;
 
-    iface = mx_ifaces.lookup(&ifindex);
-    if (!iface) {
-        count_global(G_NO_IFACE);
-        return XDP_PASS;
-    }
     /* MetalLB answers requests sent to broadcast or to the interface's own MAC only. */
-    if (!mac_is_broadcast(eth->h_dest) && !mac_equal(eth->h_dest, iface->mac)) {
+    if (!mac_is_broadcast(eth->h_dest) && !mac_equal(eth->h_dest, vip->mac)) {
         count_global(G_NOT_FOR_US);
         return XDP_PASS;
     }
@@ -109,10 +103,9 @@ static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data
         return XDP_PASS;
     }
 
-    arp_request_to_reply(eth, arp, iface->mac);
+    arp_request_to_reply(eth, arp, vip->mac);
     if (st)
         st->replies += 1;
-    count_global(G_ARP_TX);
     return XDP_TX;
 }
 
@@ -128,7 +121,6 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
     struct vip_key key;
     struct vip_info *vip;
     struct vip_stats *st;
-    struct iface_info *iface;
     __u32 ifindex = ctx->ingress_ifindex;
     __u64 frame_len = data_end - data;
     __u16 payload_len;
@@ -179,17 +171,12 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
     vip = mx_vips.lookup(&key);
     if (!vip)
         return XDP_PASS;
-    st = mx_stats.lookup(&key);
+    st = mx_stats.lookup(&vip->slot);
     if (st)
         st->requests += 1;
 
-    iface = mx_ifaces.lookup(&ifindex);
-    if (!iface) {
-        count_global(G_NO_IFACE);
-        return XDP_PASS;
-    }
     /* Multicast (solicited-node group) or unicast to this interface. */
-    if (!mac_is_multicast(eth->h_dest) && !mac_equal(eth->h_dest, iface->mac)) {
+    if (!mac_is_multicast(eth->h_dest) && !mac_equal(eth->h_dest, vip->mac)) {
         count_global(G_NOT_FOR_US);
         return XDP_PASS;
     }
@@ -218,12 +205,11 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
     if (data + NA_FRAME_LEN > data_end)
         return XDP_ABORTED;  /* cannot happen after a successful resize; never sends garbage */
 
-    build_na(data, &req, iface->mac);
+    build_na(data, &req, vip->mac);
     ((struct ndp_msg *)(data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr)))->checksum =
         na_checksum(data);
     if (st)
         st->replies += 1;
-    count_global(G_NA_TX);
     return XDP_TX;
 }
 
