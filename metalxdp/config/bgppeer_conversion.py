@@ -26,34 +26,39 @@ class ConversionError(ValueError):
     """The object cannot be converted (not a BGPPeer, unknown version, malformed selectors)."""
 
 
-def _v1beta1_selector_to_label_selector(sel: Any) -> dict:
+def _copied(value: Any) -> Any:
+    """A copy; lists stay lists. Ill-typed values pass through for the parser to report."""
+    return list(value) if isinstance(value, list) else copy.deepcopy(value)
+
+
+def _expressions(expressions: Any) -> Any:
+    if not isinstance(expressions, list):
+        return copy.deepcopy(expressions)
+    return [{"key": e.get("key"), "operator": e.get("operator"), "values": _copied(e.get("values") or [])}
+            if isinstance(e, dict) else copy.deepcopy(e) for e in expressions]
+
+
+def _v1beta1_selector_to_label_selector(sel: Any) -> Any:
     """parseNodeSelector: an empty selector stays {}; otherwise matchLabels is always present."""
     if not isinstance(sel, dict):
-        raise ConversionError(f"parsing node selector: must be a mapping, got {sel!r}")
+        return copy.deepcopy(sel)
     labels = sel.get("matchLabels") or {}
     expressions = sel.get("matchExpressions") or []
-    if not isinstance(labels, dict) or not isinstance(expressions, list):
-        raise ConversionError("parsing node selector: matchLabels must be a mapping and matchExpressions a list")
     if not labels and not expressions:
         return {}
-    out: dict = {"matchLabels": dict(labels)}
+    out: dict = {"matchLabels": _copied(labels) if not isinstance(labels, dict) else dict(labels)}
     if expressions:
-        out["matchExpressions"] = [
-            {"key": e.get("key"), "operator": e.get("operator"), "values": list(e.get("values") or [])}
-            if isinstance(e, dict) else e for e in expressions]
+        out["matchExpressions"] = _expressions(expressions)
     return out
 
 
-def _label_selector_to_v1beta1_selector(sel: Any) -> dict:
+def _label_selector_to_v1beta1_selector(sel: Any) -> Any:
     """labelsToLegacySelector: both keys always present; values copied."""
     if not isinstance(sel, dict):
-        raise ConversionError(f"node selector must be a mapping, got {sel!r}")
-    return {
-        "matchLabels": dict(sel.get("matchLabels") or {}),
-        "matchExpressions": [
-            {"key": e.get("key"), "operator": e.get("operator"), "values": list(e.get("values") or [])}
-            for e in (sel.get("matchExpressions") or []) if isinstance(e, dict)],
-    }
+        return copy.deepcopy(sel)
+    labels = sel.get("matchLabels") or {}
+    return {"matchLabels": dict(labels) if isinstance(labels, dict) else copy.deepcopy(labels),
+            "matchExpressions": _expressions(sel.get("matchExpressions") or [])}
 
 
 def convert_bgppeer(obj: dict, to_version: str) -> dict:

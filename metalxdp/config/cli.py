@@ -20,7 +20,7 @@ from .convert import ConvertError, convert_resources, is_legacy_configmap, to_ya
 from .yamlio import load_all
 from .crds import crd_documents, render
 from .parse import GROUP, validate_with_config
-from .types import Config, ConfigError
+from .types import Config
 
 DEFAULT_NAMESPACE = "metallb-system"
 YAML_SUFFIXES = (".yaml", ".yml", ".json")

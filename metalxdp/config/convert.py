@@ -227,7 +227,8 @@ def convert_resources(docs: Iterable[Any], namespace: Optional[str] = None) -> l
             try:
                 out.append(convert_bgppeer(doc, "v1beta2"))
             except ConversionError as e:
-                raise ConvertError(f"BGPPeer/{(doc.get('metadata') or {}).get('name')}: {e}") from None
+                meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+                raise ConvertError(f"BGPPeer/{meta.get('name')}: {e}") from None
         else:
             out.append(doc)
     return out

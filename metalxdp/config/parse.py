@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
 from .fields import Fields, reject_duplicates, type_name
@@ -278,8 +278,11 @@ def _envelope(index: int, raw: Any) -> Optional[_Obj]:
         raise ConfigError(label, "metadata.labels", "must be a mapping of strings to strings")
     spec = Fields(label, "spec", raw.get("spec"))
     if kind == "BGPPeer" and version == "v1beta1":
-        from .bgppeer_conversion import convert_bgppeer  # noqa: PLC0415 (avoid a cycle at import)
-        raw = convert_bgppeer(raw, "v1beta2")
+        from .bgppeer_conversion import ConversionError, convert_bgppeer  # noqa: PLC0415 (import cycle)
+        try:
+            raw = convert_bgppeer(raw, "v1beta2")
+        except ConversionError as e:
+            raise ConfigError(label, "spec", f"cannot read this v1beta1 BGPPeer: {e}") from None
         spec = Fields(label, "spec", raw.get("spec"))
     return _Obj(kind, version, name, namespace or "", labels, spec, raw, index)
 
@@ -382,7 +385,6 @@ def _peers(run: _Run, objs: list[_Obj], bfd_profiles: Mapping[str, BFDProfile]) 
 
 def _peer_conflict(run: _Run, o: _Obj, peer: BGPPeer, accepted: list[tuple[_Obj, BGPPeer]]) -> Optional[ConfigError]:
     """Rules between peers: one speaker per node means one AS, one router ID, one session per address."""
-    from dataclasses import replace
     nodes = run.nodes_for(peer.node_selectors)
     for other_obj, other in accepted:
         if replace(other, name=peer.name) == peer:

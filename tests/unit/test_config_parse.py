@@ -226,6 +226,8 @@ def test_unknown_fields_are_ignored_and_status_kinds_skipped():
     ([peer("p", nodeSelectors="zone=a")], "spec.nodeSelectors"),
     ([peer("p", nodeSelectors=[{"matchLabels": {"a": None}}])], "spec.nodeSelectors[0].matchLabels"),
     ([l2("x", preferredNodeSelectors=[{"weight": 10}])], "preference"),
+    ([obj("BGPPeer", "old", {"myASN": 1, "peerASN": 2, "peerAddress": "10.0.0.1", "nodeSelectors": "x"})], "spec"),
+    ([obj("BGPPeer", "old", {"myASN": 1, "peerASN": 2, "peerAddress": "10.0.0.1", "nodeSelectors": ["x"]})], "spec"),
 ])
 def test_garbage_is_a_config_error(resources, where):
     with pytest.raises(ConfigError) as info:
