@@ -109,8 +109,7 @@ def _neighbor(peer: BGPPeer, node: NodeAddresses) -> list[str]:
     if peer.enable_graceful_restart:
         out += ["\tcapability {", f"\t\tgraceful-restart {GRACEFUL_RESTART_TIME};", "\t}"]
     out += ["\tfamily {", f"\t\t{fam} unicast;", "\t}",
-            "\tapi {", f"\t\tprocesses [ {API_PROCESS} ];", "\t\tneighbor-changes;",
-            "\t\treceive {", "\t\t\tnotification;", "\t\t}", "\t}",
+            "\tapi {", f"\t\tprocesses [ {API_PROCESS} ];", "\t\tneighbor-changes;", "\t}",
             "}", ""]
     return out
 

@@ -14,7 +14,8 @@ the API connection and all state, so nothing needs a lock except the small snaps
 How it talks to ExaBGP: ExaBGP runs ``api_relay.py`` as its API process; the relay connects to a
 Unix socket this driver listens on (``<workdir>/api.sock``) and copies lines both ways. We send
 ``neighbor <addr> announce|withdraw route ...``; ExaBGP answers ``done``/``error`` per command
-and sends JSON events (neighbor state up/down, received NOTIFICATIONs).
+and sends JSON events (neighbor state connected/up/down with a reason; a NOTIFICATION from
+the peer shows up as the reason).
 
 Consistency: ``_announced`` is what the current ExaBGP process holds because we told it.
 ``set`` diffs the wanted routes against it and sends only the differences. When the process
@@ -35,6 +36,7 @@ import ipaddress
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -58,6 +60,8 @@ RESYNC_AFTER_RELOAD = 1.0   # seconds: ExaBGP applies a reload on its next loop 
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n
 STABLE_AFTER = 30.0         # a process alive this long resets the restart backoff
 # /proc/net/netstat counters that only move when TCP MD5 signatures disagree
+# ExaBGP's "down" reason when the peer sent a NOTIFICATION: "notification received (6,2)"
+NOTIFICATION_REASON = re.compile(r"notification received \((\d+),\s*(\d+)\)")
 MD5_COUNTERS = ("TCPMD5Failure", "TCPMD5NotFound", "TCPMD5Unexpected")
 
 
@@ -452,11 +456,14 @@ class BGPSpeaker:
             if state == "up":
                 self._session_up(name)
             elif state == "down":
-                self._session_lost(name, neigh.get("reason") or "down")
-        elif typ == "notification":
-            n = neigh.get("notification") or neigh.get("message", {}).get("notification") or {}
-            self.log.warning("NOTIFICATION received from peer", event="peerNotification", peer=name,
-                             code=n.get("code"), subcode=n.get("subcode"), data=n.get("message"))
+                reason = neigh.get("reason") or "down"
+                m = NOTIFICATION_REASON.match(reason)
+                if m:
+                    # the peer closed the session itself (e.g. Cease/Administrative Shutdown)
+                    self.log.warning(f"NOTIFICATION received from peer: {reason}",
+                                     event="peerNotification", peer=name,
+                                     code=int(m.group(1)), subcode=int(m.group(2)))
+                self._session_lost(name, reason)
 
     def _peer_name(self, addr: Optional[str]) -> Optional[str]:
         if not addr:

@@ -1,0 +1,371 @@
+"""BGP mode against a real FRR router: one ExaBGP per node namespace, driven by BGPSpeaker.
+
+Lab as seed 002: router 192.0.2.1 AS 64512, nodes 192.0.2.1x AS 64513 (eBGP), plus an iBGP
+variant. The configuration goes through the real parser and the pure advertisement plan, so
+these tests exercise the same path the agent takes. Everything is checked in the router's
+kernel (``ip route``) or FRR's own JSON, never in our state alone.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agent.bgp.advertise import NodeView, ServiceView, active_peers, plan_for_node
+from agent.bgp.config_render import NodeAddresses
+from agent.bgp.exabgp import BGPSpeaker
+from metalxdp.config.parse import parse
+from metalxdp.rig.frr import Neighbor, RouterSpec, render_frr_conf
+from metalxdp.rig.netns import Host, Topology
+from metalxdp.rig.procs import wait_for
+
+pytestmark = pytest.mark.integration
+
+NS = "metallb-system"
+ROUTER_ASN, NODE_ASN = 64512, 64513
+ip = ipaddress.ip_address
+V4, V6 = "203.0.113.10", "2001:db8:0:2::10"
+
+
+# ---- helpers (also used by test_bgp_bird.py) -----------------------------------------------
+
+def cr(kind: str, name: str, spec: dict, version: str = "v1beta1") -> dict:
+    return {"apiVersion": f"metallb.io/{version}", "kind": kind,
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+
+def peer_cr(name: str, address: str, my_asn: int = NODE_ASN, peer_asn: int = ROUTER_ASN, **spec) -> dict:
+    return cr("BGPPeer", name, {"myASN": my_asn, "peerASN": peer_asn, "peerAddress": address,
+                                "holdTime": "9s", **spec}, "v1beta2")
+
+
+def lab_resources(*, my_asn: int = NODE_ASN, peer_asn: int = ROUTER_ASN, ads: Optional[list] = None,
+                  v4_peer: Optional[dict] = None, v6_peer: Optional[dict] = None) -> list[dict]:
+    return [cr("IPAddressPool", "bgp", {"addresses": ["203.0.113.0/24", "2001:db8:0:2::/64"]}),
+            *(ads if ads is not None else [cr("BGPAdvertisement", "bgp", {"ipAddressPools": ["bgp"]})]),
+            peer_cr("router-v4", "192.0.2.1", my_asn, peer_asn, **(v4_peer or {})),
+            peer_cr("router-v6", "2001:db8:0:1::1", my_asn, peer_asn, **(v6_peer or {}))]
+
+
+def service(key="default/web", ips=(V4, V6), **kw) -> ServiceView:
+    kw.setdefault("has_any_ready_endpoint", True)
+    return ServiceView(key, tuple(ip(a) for a in ips), **kw)
+
+
+class Node:
+    """A node namespace with its labels and its BGPSpeaker."""
+
+    def __init__(self, host: Host, labels: dict, speaker: BGPSpeaker):
+        self.host, self.labels, self.speaker = host, labels, speaker
+
+    @property
+    def view(self) -> NodeView:
+        return NodeView(self.host.name, self.labels)
+
+    def apply(self, config, services) -> None:
+        """What the agent does on every change: active peers, then the plan's routes."""
+        self.speaker.set_peers(active_peers(config, self.view).values())
+        plan = plan_for_node(config, self.view, services)
+        self.speaker.set(plan.advertisements, plan.prefix_owners)
+
+
+def add_nodes(topology: Topology, count: int, workroot: Path, registry=None, **speaker_kw) -> list[Node]:
+    nodes = []
+    for i in range(1, count + 1):
+        name = f"node{i}"
+        h = topology.add_host(name, ipv4=[f"192.0.2.1{i}/24"], ipv6=[f"2001:db8:0:1::1{i}/64"])
+        sp = BGPSpeaker(NodeAddresses(name, ip(h.ip4), ip(h.ip6)), workroot / name, netns=h.netns,
+                        registry=registry or CollectorRegistry(), **speaker_kw)
+        nodes.append(Node(h, {"kubernetes.io/hostname": name}, sp))
+    return nodes
+
+
+def router_spec(nodes: list[Node], asn: int = ROUTER_ASN, node_asn: int = NODE_ASN,
+                passwords: Optional[dict] = None) -> RouterSpec:
+    pw = passwords or {}
+    neigh = []
+    for n in nodes:
+        neigh += [Neighbor(n.host.ip4, node_asn, password=pw.get(n.host.name, "")),
+                  Neighbor(n.host.ip6, node_asn, password=pw.get(n.host.name, ""))]
+    return RouterSpec(asn=asn, router_id="192.0.2.1", neighbors=tuple(neigh))
+
+
+def wait_nexthops(router, prefix: str, want: set, timeout: float = 30) -> None:
+    wait_for(f"{prefix} via {sorted(want)} in the router's kernel (have {router.kernel_nexthops(prefix)})",
+             lambda: router.kernel_nexthops(prefix) == want, timeout)
+
+
+class LogCapture(logging.Handler):
+    """Collects the structured fields of the agent's JSON log records."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[dict] = []
+
+    def emit(self, record):
+        self.records.append({"msg": record.getMessage(), "level": record.levelname.lower(),
+                             **getattr(record, "fields", {})})
+
+    def events(self, event: str, **match) -> list[dict]:
+        return [r for r in self.records if r.get("event") == event
+                and all(r.get(k) == v for k, v in match.items())]
+
+
+@pytest.fixture
+def workroot():
+    d = Path(tempfile.mkdtemp(prefix="metalxdp-bgp-"))
+    yield d
+
+
+@pytest.fixture
+def logs():
+    from metalxdp.log import get_logger
+    get_logger("agent")  # make sure logging is configured
+    cap = LogCapture()
+    lg = logging.getLogger("metalxdp.agent")
+    lg.addHandler(cap)
+    yield cap
+    lg.removeHandler(cap)
+
+
+@pytest.fixture
+def lab(topology, frr_router, workroot):
+    """Factory: lab(count) -> nodes; every speaker is closed afterwards (before the namespaces
+    go, so ExaBGP ends cleanly)."""
+    made: list[Node] = []
+
+    def make(count: int = 3, **kw) -> list[Node]:
+        nodes = add_nodes(topology, count, workroot, **kw)
+        made.extend(nodes)
+        return nodes
+
+    yield make
+    for n in made:
+        n.speaker.close()
+
+
+# ---- tests ---------------------------------------------------------------------------------
+
+def test_ebgp_sessions_ecmp_v4_v6_and_withdraw(lab, frr_router):
+    nodes = lab(3)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources())
+    svc = service()
+    for n in nodes:
+        n.apply(config, [svc])
+    addrs4 = {n.host.ip4 for n in nodes}
+    addrs6 = {n.host.ip6 for n in nodes}
+    wait_for("6 sessions Established at the router", lambda: frr_router.established() == addrs4 | addrs6, 30)
+    wait_nexthops(frr_router, f"{V4}/32", addrs4)
+    wait_nexthops(frr_router, f"{V6}/128", addrs6)
+    for n in nodes:
+        wait_for("speaker reports its sessions up",
+                 lambda: n.speaker.session_states() == {"router-v4": True, "router-v6": True}, 10)
+    # eBGP: the path is 64513, next hop the node itself
+    paths = frr_router.json(f"show bgp ipv4 unicast {V4}/32")["paths"]
+    assert {p["aspath"]["string"] for p in paths} == {str(NODE_ASN)}
+
+    # the service goes away -> withdrawn everywhere
+    for n in nodes:
+        n.apply(config, [])
+    wait_nexthops(frr_router, f"{V4}/32", set())
+    wait_nexthops(frr_router, f"{V6}/128", set())
+    assert frr_router.established() == addrs4 | addrs6   # sessions untouched
+
+
+def test_ibgp_communities_large_communities_local_pref_and_aggregation(lab, frr_router):
+    nodes = lab(2)
+    frr_router.start(render_frr_conf(router_spec(nodes, asn=ROUTER_ASN, node_asn=ROUTER_ASN)))
+    ads = [cr("BGPAdvertisement", "tagged", {
+               "ipAddressPools": ["bgp"], "localPref": 250,
+               "communities": ["64512:300", "large:64512:1:2", "64512:100"]}),
+           cr("BGPAdvertisement", "agg", {"ipAddressPools": ["bgp"], "aggregationLength": 24,
+                                          "aggregationLengthV6": 64})]
+    config = parse(lab_resources(my_asn=ROUTER_ASN, peer_asn=ROUTER_ASN, ads=ads))
+    for n in nodes:
+        n.apply(config, [service()])
+    both4 = {n.host.ip4 for n in nodes}
+    wait_nexthops(frr_router, f"{V4}/32", both4)                       # iBGP ECMP
+    wait_nexthops(frr_router, "203.0.113.0/24", both4)                # aggregationLength 24
+    wait_nexthops(frr_router, "2001:db8:0:2::/64", {n.host.ip6 for n in nodes})
+    wait_nexthops(frr_router, f"{V6}/128", {n.host.ip6 for n in nodes})
+    path = frr_router.json(f"show bgp ipv4 unicast {V4}/32")["paths"][0]
+    assert path["community"]["string"] == "64512:100 64512:300"
+    assert path["largeCommunity"]["string"] == "64512:1:2"
+    assert path["locPrf"] == 250
+    assert path["peer"]["type"] == "internal"
+    agg = frr_router.json("show bgp ipv4 unicast 203.0.113.0/24")["paths"][0]
+    assert "community" not in agg and agg.get("locPrf", 100) == 100   # the other ad: no attributes
+    v6 = frr_router.json(f"show bgp ipv6 unicast {V6}/128")["paths"][0]
+    assert v6["locPrf"] == 250 and v6["largeCommunity"]["string"] == "64512:1:2"
+
+
+def test_ebgp_does_not_send_local_pref(lab, frr_router):
+    nodes = lab(1)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources(ads=[cr("BGPAdvertisement", "lp", {"ipAddressPools": ["bgp"],
+                                                                    "localPref": 250})]))
+    nodes[0].apply(config, [service()])
+    wait_nexthops(frr_router, f"{V4}/32", {nodes[0].host.ip4})
+    path = frr_router.json(f"show bgp ipv4 unicast {V4}/32")["paths"][0]
+    assert path.get("locPrf", 100) == 100
+
+
+def test_peer_node_selectors_and_advertisement_peers_and_node_selectors(lab, frr_router):
+    nodes = lab(3)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    n1, n2, n3 = nodes
+    ads = [cr("BGPAdvertisement", "v6-not-node2", {
+        "ipAddressPools": ["bgp"], "peers": ["router-v6"],
+        "nodeSelectors": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn",
+                                                 "values": ["node2"]}]}]}),
+        cr("BGPAdvertisement", "v4-only", {"ipAddressPools": ["bgp"], "peers": ["router-v4"],
+                                           "aggregationLength": 28})]
+    v4_peer = {"nodeSelectors": [{"matchExpressions": [{"key": "kubernetes.io/hostname",
+                                                        "operator": "In", "values": ["node1", "node2"]}]}]}
+    config = parse(lab_resources(ads=ads, v4_peer=v4_peer))
+    for n in nodes:
+        n.apply(config, [service()])
+    # the v4 peer is active on node1 and node2 only: node3 never opens that session
+    wait_nexthops(frr_router, "203.0.113.0/28", {n1.host.ip4, n2.host.ip4})
+    # the v6 advertisement skips node2 and goes to router-v6 only
+    wait_nexthops(frr_router, f"{V6}/128", {n1.host.ip6, n3.host.ip6})
+    # peers restrict: the v4-only ad sends no /128 aggregate, the v6 ad sends no /32
+    assert frr_router.kernel_nexthops(f"{V4}/32") == set()
+    assert n3.host.ip4 not in frr_router.established()
+    assert set(n3.speaker.session_states()) == {"router-v6"}
+
+
+def test_etp_local_limits_next_hops_to_nodes_with_endpoints(lab, frr_router):
+    nodes = lab(3)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources())
+    with_endpoint = {"node2"}
+    for n in nodes:
+        n.apply(config, [service(etp_local=True, has_ready_local_endpoint=n.host.name in with_endpoint)])
+    wait_nexthops(frr_router, f"{V4}/32", {nodes[1].host.ip4})
+    wait_nexthops(frr_router, f"{V6}/128", {nodes[1].host.ip6})
+    # the endpoint moves to node3
+    with_endpoint = {"node3"}
+    for n in nodes:
+        n.apply(config, [service(etp_local=True, has_ready_local_endpoint=n.host.name in with_endpoint)])
+    wait_nexthops(frr_router, f"{V4}/32", {nodes[2].host.ip4})
+
+
+def test_md5_password_right_and_wrong(lab, frr_router, logs):
+    nodes = lab(2, not_established_after=6.0)
+    good, bad = nodes
+    frr_router.start(render_frr_conf(router_spec(nodes, passwords={"node1": "s3cret-pw", "node2": "s3cret-pw"})))
+    right = parse(lab_resources(v4_peer={"password": "s3cret-pw"}, v6_peer={"password": "s3cret-pw"}))
+    wrong = parse(lab_resources(v4_peer={"password": "not-it"}, v6_peer={"password": "not-it"}))
+    good.apply(right, [service()])
+    bad.apply(wrong, [service()])
+    wait_nexthops(frr_router, f"{V4}/32", {good.host.ip4})
+    wait_nexthops(frr_router, f"{V6}/128", {good.host.ip6})
+    wait_for("a clear log line about the MD5 mismatch",
+             lambda: logs.events("sessionDown", peer="router-v4", reason="md5PasswordMismatch"), 30)
+    line = logs.events("sessionDown", peer="router-v4", reason="md5PasswordMismatch")[0]
+    assert "password" in line["msg"] and "192.0.2.1" in line["msg"]
+    assert bad.host.ip4 not in frr_router.established()
+    assert bad.speaker.session_states() == {"router-v4": False, "router-v6": False}
+    assert frr_router.kernel_nexthops(f"{V4}/32") == {good.host.ip4}
+
+
+def test_exabgp_killed_is_restarted_and_routes_come_back(lab, frr_router, logs):
+    nodes = lab(2)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources())
+    for n in nodes:
+        n.apply(config, [service()])
+    all4 = {n.host.ip4 for n in nodes}
+    wait_nexthops(frr_router, f"{V4}/32", all4)
+    victim = nodes[0].speaker
+    old_pid = victim._proc.pid
+    os.kill(old_pid, signal.SIGKILL)
+    # the router sees the TCP session die (the kernel resets it), the route loses that hop...
+    wait_nexthops(frr_router, f"{V4}/32", {nodes[1].host.ip4}, timeout=20)
+    # ...and the driver restarts ExaBGP and re-announces
+    wait_nexthops(frr_router, f"{V4}/32", all4, timeout=30)
+    wait_nexthops(frr_router, f"{V6}/128", {n.host.ip6 for n in nodes}, timeout=30)
+    assert victim._proc.pid != old_pid
+    assert logs.events("exabgpDied")
+
+
+def test_router_closes_session_then_it_is_retried(lab, frr_router, logs):
+    nodes = lab(1)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources())
+    n = nodes[0]
+    n.apply(config, [service()])
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4})
+    frr_router.vtysh("configure terminal", "router bgp 64512", f"neighbor {n.host.ip4} shutdown")
+    wait_for("sessionDown logged", lambda: logs.events("sessionDown", peer="router-v4"), 20)
+    wait_for("NOTIFICATION logged", lambda: logs.events("peerNotification", peer="router-v4"), 20)
+    assert n.speaker.session_states()["router-v4"] is False
+    frr_router.vtysh("configure terminal", "router bgp 64512", f"no neighbor {n.host.ip4} shutdown")
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=60)
+    # the other session never noticed
+    assert n.speaker.session_states()["router-v6"] is True
+    assert frr_router.kernel_nexthops(f"{V6}/128") == {n.host.ip6}
+
+
+def test_peer_down_and_up_for_bfd(lab, frr_router):
+    nodes = lab(2)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources())
+    for n in nodes:
+        n.apply(config, [service()])
+    all4 = {n.host.ip4 for n in nodes}
+    wait_nexthops(frr_router, f"{V4}/32", all4)
+    sp = nodes[0].speaker
+    t0 = time.monotonic()
+    sp.peer_down("router-v4")
+    wait_nexthops(frr_router, f"{V4}/32", {nodes[1].host.ip4}, timeout=10)
+    took = time.monotonic() - t0
+    assert took < 3.0, f"peer_down took {took:.2f}s to reach the router"
+    # stays down (no reconnect) while administratively down; the v6 session is untouched
+    time.sleep(3)
+    assert nodes[0].host.ip4 not in frr_router.established()
+    assert frr_router.kernel_nexthops(f"{V6}/128") == {n.host.ip6 for n in nodes}
+    sp.peer_up("router-v4")
+    wait_nexthops(frr_router, f"{V4}/32", all4, timeout=30)
+
+
+def test_adding_a_peer_keeps_the_existing_session(lab, frr_router):
+    nodes = lab(1)
+    n = nodes[0]
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources())
+    only_v4 = replace(config, peers={"router-v4": config.peers["router-v4"]})
+    n.apply(only_v4, [service()])
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4})
+    before = frr_router.json("show bgp ipv4 unicast summary")["peers"][n.host.ip4]["connectionsEstablished"]
+    n.apply(config, [service()])                  # the v6 peer appears: ExaBGP reloads
+    wait_nexthops(frr_router, f"{V6}/128", {n.host.ip6})
+    after = frr_router.json("show bgp ipv4 unicast summary")["peers"][n.host.ip4]
+    assert after["connectionsEstablished"] == before and after["state"] == "Established"
+    n.apply(only_v4, [service()])                 # and goes away again
+    wait_nexthops(frr_router, f"{V6}/128", set())
+    assert frr_router.kernel_nexthops(f"{V4}/32") == {n.host.ip4}
+
+
+def test_metrics(lab, frr_router):
+    reg = CollectorRegistry()
+    nodes = lab(1, registry=reg)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    nodes[0].apply(parse(lab_resources()), [service(), service("default/b", ("203.0.113.11",))])
+    wait_nexthops(frr_router, "203.0.113.11/32", {nodes[0].host.ip4})
+    wait_for("session_up metric", lambda: reg.get_sample_value("metallb_bgp_session_up",
+                                                                {"peer": "192.0.2.1"}) == 1, 10)
+    assert reg.get_sample_value("metallb_bgp_announced_prefixes_total", {"peer": "192.0.2.1"}) == 2
+    assert reg.get_sample_value("metallb_bgp_announced_prefixes_total", {"peer": "2001:db8:0:1::1"}) == 1
+    assert reg.get_sample_value("metallb_bgp_updates_total", {"peer": "192.0.2.1"}) >= 2
