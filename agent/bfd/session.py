@@ -212,8 +212,10 @@ class Session:
         elif old == State.UP:
             self.counters.session_down += 1
         if new in (State.DOWN, State.ADMIN_DOWN):
-            # back to the slow rate; no poll: the peer is not Up with us any more
             self.poll_active = self._poll_pending = False
+        if new == State.DOWN:
+            # back to the slow rate; no poll: the peer is not Up with us any more. (AdminDown
+            # keeps the current rate so the peer hears it before its detection timer fires.)
             self.adv_tx_us = self.eff_tx_us = max(self.config.desired_min_tx_us, SLOW_TX_US)
             self.adv_rx_us = self.eff_rx_us = self.config.required_min_rx_us
         if send_now and (self._may_send_periodic() or new == State.ADMIN_DOWN):

@@ -240,7 +240,9 @@ def test_admin_down():
     assert acts.changes == [(State.UP, State.ADMIN_DOWN, Diag.ADMIN_DOWN)]
     p = acts.send[0]
     assert p.state == State.ADMIN_DOWN and p.diag == Diag.ADMIN_DOWN and p.your_discr == REMOTE
-    again = s.on_timer(s.tx_deadline).send[0]               # keeps telling the peer
+    t = s.tx_deadline
+    assert t - 2.0 <= 0.3                                   # at the Up rate, not the slow one
+    again = s.on_timer(t).send[0]                           # keeps telling the peer
     assert again.state == State.ADMIN_DOWN
     assert s.detect_deadline is None                        # no detection while AdminDown
     assert s.admin_down(3.0).send == []
