@@ -92,12 +92,20 @@ class MembershipConfig:
     max_packet: int = 1400         # bytes: stays under a 1500 MTU with IP/UDP headers
     join_fanout: int = 3           # seeds contacted at once when we know nobody
     rejoin_interval: float = 0.5   # ping one dead member / unanswered seed this often
-    sync_interval: float = 5.0     # full-state exchange with one random member
+    sync_interval: float = 10.0    # full-state exchange with one random member (scaled up
+    #                                beyond 32 members, see sync_interval_for)
     dead_retention: float = 300.0  # forget dead members after this (seeds are kept)
 
     def __post_init__(self):
         if not 0 < self.probe_timeout < self.probe_interval:
             raise ValueError("need 0 < probe_timeout < probe_interval")
+
+    def sync_interval_for(self, n_members: int) -> float:
+        """memberlist's pushPullScale: one more multiple per doubling beyond 32 members, so a
+        full table (1,000 members = ~25 packets) is exchanged about once a minute, not flooded."""
+        if n_members <= 32:
+            return self.sync_interval
+        return self.sync_interval * (math.ceil(math.log2(n_members) - 5) + 1)
 
     def suspicion_timeout(self, n_members: int) -> float:
         return self.suspicion_mult * max(1.0, math.log10(max(n_members, 1))) * self.probe_interval
@@ -263,6 +271,12 @@ class Membership:
         self.epoch, self.incarnation = epoch, incarnation
         self.on_join, self.on_leave = on_join, on_leave
         self._members: dict[str, Member] = {}
+        # indexes kept in step with _members by _set_state, so no timer or packet scans the
+        # whole table (1,000 members): live (alive+suspect) names with O(1) removal, suspects, dead
+        self._live: list[str] = []
+        self._live_pos: dict[str, int] = {}
+        self._suspects: set[str] = set()
+        self._dead: set[str] = set()
         self._seq = 0
         self._probe_id = self.rng.randrange(1 << 32)
         self._probe: Optional[_Probe] = None
@@ -284,10 +298,12 @@ class Membership:
     def members(self, now: Optional[float] = None) -> frozenset[str]:
         """Alive names (suspects count, as in memberlist; ones whose suspicion expired before
         ``now`` do not) including ourselves."""
-        out = {self.name} if not self._left else set()
-        for m in self._members.values():
-            if m.state == ALIVE or (m.state == SUSPECT and (now is None or now < m.suspect_deadline)):
-                out.add(m.name)
+        out = set(self._live)
+        if now is not None:
+            out.difference_update(n for n in self._suspects
+                                  if now >= self._members[n].suspect_deadline)
+        if not self._left:
+            out.add(self.name)
         return frozenset(out)
 
     def member(self, name: str) -> Optional[Member]:
@@ -306,11 +322,11 @@ class Membership:
                              self._next_sync) if t is not None]
         if self._probe and not self._probe.acked and not self._probe.indirect_sent:
             times.append(self._probe.sent + self.cfg.probe_timeout)
-        times += [m.suspect_deadline for m in self._members.values() if m.state == SUSPECT]
+        times += [self._members[n].suspect_deadline for n in self._suspects]
         return min(times) if times else 0.0
 
     def _n(self) -> int:
-        return 1 + sum(m.state != DEAD for m in self._members.values())
+        return 1 + len(self._live)
 
     # ---- encoding -------------------------------------------------------------------------
     def _encode(self, typ: int, body: bytes, to: Optional[str] = None,
@@ -381,9 +397,32 @@ class Membership:
         m.state, m.incarnation, m.since = state, inc, now
         if state == SUSPECT:
             m.suspect_deadline = now + self.cfg.suspicion_timeout(self._n())
+            self._suspects.add(m.name)
+        else:
+            self._suspects.discard(m.name)
         is_member = state != DEAD
+        if is_member:
+            self._dead.discard(m.name)
+        else:
+            self._dead.add(m.name)
         if was_member != is_member:
+            if is_member:
+                self._live_pos[m.name] = len(self._live)
+                self._live.append(m.name)
+            else:
+                i = self._live_pos.pop(m.name)
+                last = self._live.pop()
+                if last != m.name:
+                    self._live[i] = last
+                    self._live_pos[last] = i
             self._event("joined" if is_member else "left", m.name)
+
+    def _sample_live(self, k: int, exclude: str = "", alive_only: bool = False) -> list[Member]:
+        """Up to k random live members (O(k), not O(n))."""
+        picked = self.rng.sample(self._live, min(len(self._live), k + 1))
+        out = [self._members[n] for n in picked if n != exclude
+               and (not alive_only or self._members[n].state == ALIVE)]
+        return out[:k]
 
     def _event(self, kind: str, name: str) -> None:
         self.version += 1
@@ -411,7 +450,8 @@ class Membership:
             m = Member(name, addr, DEAD, inc, now)
             self._members[name] = m
             if state == DEAD:
-                return                              # a dead stranger: remember its address only
+                self._dead.add(name)                # a dead stranger: remember its address only
+                return
             self._set_state(now, m, state, inc)
             self._broadcast(name, state, inc, addr)
             return
@@ -537,9 +577,8 @@ class Membership:
             if (not pr.acked and not pr.indirect_sent and now >= pr.sent + cfg.probe_timeout
                     and target is not None):
                 pr.indirect_sent = True
-                helpers = [m for m in self._members.values()
-                           if m.state == ALIVE and m.name != pr.target]
-                for h in self.rng.sample(helpers, min(cfg.indirect_checks, len(helpers))):
+                for h in self._sample_live(cfg.indirect_checks, exclude=pr.target,
+                                           alive_only=True):
                     body = (_U32.pack(pr.probe_id) + _pack_name(pr.target)
                             + _pack_ip(target.addr[0]) + struct.pack("!H", target.addr[1]))
                     out.append((h.addr, self._encode(PING_REQ, body, h.name)))
@@ -556,37 +595,37 @@ class Membership:
                 self._probe = _Probe(name, pid, now)
                 out.append(self._ping(self._members[name].addr, pid, name))
 
-        for m in list(self._members.values()):
-            if m.state == SUSPECT and now >= m.suspect_deadline:
-                self.stats["declared_dead"] += 1
-                self._apply(now, DEAD, m.incarnation, m.addr, m.name)
-            elif m.state == DEAD and now - m.since > cfg.dead_retention and m.addr not in self.seeds:
-                del self._members[m.name]
-                self._queue.pop(m.name, None)
-                self._replay.pop(m.name, None)
+        for name in [n for n in self._suspects if now >= self._members[n].suspect_deadline]:
+            m = self._members[name]
+            self.stats["declared_dead"] += 1
+            self._apply(now, DEAD, m.incarnation, m.addr, m.name)
 
         if now >= self._next_gossip:
             self._next_gossip = now + cfg.gossip_interval
             if self._queue:
-                peers = [m for m in self._members.values() if m.state != DEAD]
-                for h in self.rng.sample(peers, min(cfg.gossip_fanout, len(peers))):
+                for h in self._sample_live(cfg.gossip_fanout):
                     out.append((h.addr, self._encode(GOSSIP, b"", h.name)))
 
         if now >= self._next_rejoin:
             self._next_rejoin = now + cfg.rejoin_interval
-            alive_addrs = {m.addr for m in self._members.values() if m.state != DEAD}
-            lost = sorted({m.addr for m in self._members.values() if m.state == DEAD}
-                          | (self.seeds - alive_addrs))
+            for name in [n for n in self._dead if now - self._members[n].since > cfg.dead_retention]:
+                del self._members[name]
+                self._dead.discard(name)
+                self._queue.pop(name, None)
+                self._replay.pop(name, None)
+            dead = {self._members[n].addr: n for n in self._dead}
+            lost = set(dead)
+            if self.seeds:
+                lost |= self.seeds - {self._members[n].addr for n in self._live}
             if lost:
-                a = self.rng.choice(lost)
-                owner = next((m.name for m in self._members.values() if m.addr == a), "")
-                out.append(self._ping(a, self._next_id(), owner))
+                a = self.rng.choice(sorted(lost))
+                out.append(self._ping(a, self._next_id(), dead.get(a, "")))
 
         if now >= self._next_sync:
-            self._next_sync = now + cfg.sync_interval
-            peers = [m for m in self._members.values() if m.state == ALIVE]
+            self._next_sync = now + cfg.sync_interval_for(self._n())
+            peers = self._sample_live(1, alive_only=True)
             if peers:
-                out += self._sync_packets(self.rng.choice(peers).addr, want_reply=True)
+                out += self._sync_packets(peers[0].addr, want_reply=True)
 
         for pid in [k for k, v in self._relays.items() if now >= v[2]]:
             del self._relays[pid]
@@ -610,8 +649,7 @@ class Membership:
         self.incarnation += 1
         self._queue.clear()
         self._broadcast(self.name, DEAD, self.incarnation, self.addr)
-        peers = [m for m in self._members.values() if m.state != DEAD]
         out = [(h.addr, self._encode(GOSSIP, b"", h.name))
-               for h in self.rng.sample(peers, min(len(peers), 3 * self.cfg.gossip_fanout))]
+               for h in self._sample_live(3 * self.cfg.gossip_fanout)]
         self._left = True
         return out
