@@ -279,3 +279,20 @@ def test_clean_detach_on_sigterm(lab):
     assert json.loads(lab.node.run(["bpftool", "-j", "net"]).stdout)[0]["xdp"] == []
     assert not os.path.exists(lab.pin_dir)
     assert arping(lab.client, 2, 0.05)[1] == 0
+
+
+def test_gratuitous_rhythm_and_cancel():
+    """The sender's schedule with an injected send (no socket): immediate burst, then every
+    interval until duration; cancel stops at once."""
+    from agent.garp import GratuitousSender
+    sent = []
+    mac = bytes.fromhex("02005e000001")
+    with GratuitousSender(interval_s=0.1, duration_s=0.45, send=lambda ifname, f: sent.append((time.monotonic(), f))) as g:
+        g.start(VIP4, "eth0", mac)
+        g.start("192.0.2.201", "eth0", mac)
+        time.sleep(0.05)
+        g.cancel("192.0.2.201")
+        time.sleep(0.6)
+        assert g.active() == []
+        counts = g.sent()
+    assert counts == {VIP4: 10, "192.0.2.201": 2}      # 5 bursts x (request + reply); 1 burst then cancelled
