@@ -56,6 +56,9 @@ def k8s_namespace(kube_api) -> str:
     core = client.CoreV1Api(kube_api)
     core.create_namespace({"metadata": {"name": name}})
     yield name
+    # Services go first and synchronously: a later test's controller must not see them
+    for svc in core.list_namespaced_service(name).items:
+        core.delete_namespaced_service(svc.metadata.name, name)
     core.delete_namespace(name)
 
 

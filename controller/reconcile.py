@@ -1,0 +1,355 @@
+"""The controller's reconcile loop: watches Services, Namespaces and the metallb.io resources,
+and gives every LoadBalancer Service its IPs through the pure allocator.
+
+Durability (beyond MetalLB, whose users hit duplicate IPs after restarts, #1774/#2479): nothing
+is allocated until every watched collection has been listed, and then *every* IP already in a
+Service's status is learned (oldest Service first) before the first new allocation. Decisions
+are made by one thread, so a burst of concurrent creations cannot race; writes are ordered per
+Service (see writer.py). A Service whose IP is still in a pool keeps it; one whose IP left every
+pool gets ClearAssignment and a new IP if one is free; a pending Service is retried as soon as
+an IP frees up or the configuration changes. An invalid new configuration is refused and the
+last good one stays in force (ConfigurationState says so, and metallb_k8s_client_config_stale_bool).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Optional
+
+from metalxdp.config.parse import parse
+from metalxdp.config.types import Config, ConfigError
+from metalxdp.kube import ApiException, client
+from metalxdp.log import get_logger
+from metalxdp.watch import Informer, obj_key
+
+from .allocator import (AllocationError, Allocator, ServiceSpecError, service_spec_from_k8s,
+                        status_ips_from_k8s, wants_load_balancer)
+from .metrics import ControllerMetrics
+from .writer import POOL_ANNOTATION, ServiceWriter
+
+log = get_logger("controller")
+
+# metallb.io collections the configuration is made of: (version, plural)
+CONFIG_KINDS = [("v1beta1", "ipaddresspools"), ("v1beta1", "l2advertisements"),
+                ("v1beta1", "bgpadvertisements"), ("v1beta2", "bgppeers"),
+                ("v1beta1", "bfdprofiles"), ("v1beta1", "communities"), ("v1beta1", "addresspools")]
+CONFIG_KEY = "\0config"
+
+
+class WorkQueue:
+    """A FIFO of keys without duplicates; ``CONFIG_KEY`` jumps the line."""
+
+    def __init__(self):
+        self._q: deque[str] = deque()
+        self._set: set[str] = set()
+        self._cv = threading.Condition()
+
+    def add(self, key: str) -> None:
+        with self._cv:
+            if key in self._set:
+                return
+            self._set.add(key)
+            (self._q.appendleft if key == CONFIG_KEY else self._q.append)(key)
+            self._cv.notify()
+
+    def get(self, timeout: float) -> Optional[str]:
+        with self._cv:
+            if not self._q and not self._cv.wait_for(lambda: bool(self._q), timeout):
+                return None
+            key = self._q.popleft()
+            self._set.discard(key)
+            return key
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._q)
+
+
+def _ingress_ips(svc: dict) -> list[str]:
+    ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return [i["ip"] for i in ing if i.get("ip")]
+
+
+def _annotation(svc: dict, name: str) -> Optional[str]:
+    return ((svc.get("metadata") or {}).get("annotations") or {}).get(name)
+
+
+class Controller:
+    def __init__(self, api: client.ApiClient, namespace: str = "metallb-system",
+                 lb_class: Optional[str] = None, metrics: Optional[ControllerMetrics] = None,
+                 writer: Optional[ServiceWriter] = None):
+        self.api, self.namespace, self.lb_class = api, namespace, lb_class
+        self.metrics = metrics
+        self.writer = writer or ServiceWriter(api, metrics)
+        self.queue = WorkQueue()
+        self.allocator = Allocator()
+        self.config: Optional[Config] = None
+        self.config_error: Optional[ConfigError] = None
+        self.pending: set[str] = set()        # services waiting for a free IP
+        self.leading = threading.Event()      # only the leader allocates and writes
+        self._learned = False
+        self._stop = threading.Event()
+        self._pools_dirty = False
+        enqueue_svc = lambda typ, obj: self.queue.add(obj_key(obj))  # noqa: E731
+        enqueue_cfg = lambda typ, obj: self.queue.add(CONFIG_KEY)    # noqa: E731
+        self.services = Informer(api, "/api/v1/services", enqueue_svc)
+        self.namespaces = Informer(api, "/api/v1/namespaces", self._namespace_changed)
+        self.secrets = Informer(api, f"/api/v1/namespaces/{namespace}/secrets", enqueue_cfg)
+        self.config_informers = [
+            Informer(api, f"/apis/metallb.io/{v}/namespaces/{namespace}/{plural}", enqueue_cfg, optional=True)
+            for v, plural in CONFIG_KINDS]
+        self.informers = [self.services, self.namespaces, self.secrets, *self.config_informers]
+
+    # ---- inputs --------------------------------------------------------------------------
+    def _namespace_changed(self, typ: str, obj: dict) -> None:
+        # namespace labels decide namespaceSelector pools: reconsider that namespace's services
+        if self._learned:
+            ns = obj["metadata"]["name"]
+            for s in self.services.items():
+                if s["metadata"].get("namespace") == ns:
+                    self.queue.add(obj_key(s))
+        self.queue.add(CONFIG_KEY)
+
+    def namespace_labels(self, ns: str) -> dict:
+        o = self.namespaces.get(ns)
+        return dict((o or {}).get("metadata", {}).get("labels") or {})
+
+    def config_resources(self) -> list[dict]:
+        return [o for inf in self.config_informers for o in inf.items()]
+
+    # ---- config -------------------------------------------------------------------------
+    def _reload_config(self) -> None:
+        secrets = {obj_key(s): s for s in self.secrets.items()}
+        namespaces = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in self.namespaces.items()}
+        try:
+            cfg = parse(self.config_resources(), secrets=secrets, namespaces=namespaces)
+        except ConfigError as e:
+            self.config_error = e
+            if self.metrics:
+                self.metrics.config_stale.set(1 if self.config is not None else 0)
+            log.error("failed to parse the configuration; keeping the last good one" if self.config
+                      else "failed to parse the configuration", event="configStale",
+                      error=str(e), transient=e.transient)
+            self._write_configuration_state()
+            if e.transient:   # a Secret or BFDProfile that may appear: look again soon
+                threading.Timer(2.0, self.queue.add, args=(CONFIG_KEY,)).start()
+            return
+        changed = cfg != self.config
+        self.config, self.config_error = cfg, None
+        if self.metrics:
+            self.metrics.config_loaded.set(1)
+            self.metrics.config_stale.set(0)
+        self._write_configuration_state()
+        if not changed and self._learned:
+            return
+        log.info("config reloaded", event="configLoaded", pools=sorted(cfg.pools))
+        cleared = self.allocator.set_pools(cfg.pools)
+        if self.metrics:
+            self.metrics.forget_pools_except(cfg.pools)
+        self._pools_dirty = True
+        if not self._learned:
+            self._learn_existing()
+        for key in cleared:
+            log.info("IP no longer in any pool", event="clearAssignment", service=key, reason="notAllowedByConfig")
+            svc = self.services.get(key)
+            if svc:
+                self.writer.event(svc, "Normal", "ClearAssignment",
+                                  "current IP not allowed by config, clearing")
+        # MetalLB reprocesses every service on a config change
+        for s in self.services.items():
+            self.queue.add(obj_key(s))
+
+    def _learn_existing(self) -> None:
+        """Learn every IP already in a Service status before allocating anything."""
+        svcs = [s for s in self.services.items() if wants_load_balancer(s, self.lb_class) and _ingress_ips(s)]
+        svcs.sort(key=lambda s: (s["metadata"].get("creationTimestamp", ""), obj_key(s)))
+        kept = conflicts = 0
+        for s in svcs:
+            key = obj_key(s)
+            try:
+                spec, _ = service_spec_from_k8s(s, self.namespace_labels(s["metadata"]["namespace"]))
+                self.allocator.assign(spec, status_ips_from_k8s(s))
+                kept += 1
+            except (ServiceSpecError, AllocationError) as e:
+                conflicts += 1
+                log.warning("existing IP cannot be kept", event="clearAssignment", service=key,
+                            ips=_ingress_ips(s), reason=getattr(e, "code", getattr(e, "reason", "")),
+                            error=str(e))
+        self._learned = True
+        log.info("learned existing assignments", services=kept, conflicts=conflicts)
+
+    # ---- services -----------------------------------------------------------------------
+    def _clear(self, key: str, svc: dict) -> None:
+        if _ingress_ips(svc) or _annotation(svc, POOL_ANNOTATION):
+            self.writer.update(key, (), None)
+
+    def _released(self, key: str) -> None:
+        self._pools_dirty = True
+        for k in list(self.pending):      # an IP freed up: pending services get another try
+            self.queue.add(k)
+
+    def sync_service(self, key: str) -> None:
+        svc = self.services.get(key)
+        if svc is None:
+            if self.allocator.release(key):
+                log.info("service deleted", event="serviceDeleted", service=key)
+                self._released(key)
+            self.pending.discard(key)
+            return
+        if not wants_load_balancer(svc, self.lb_class):
+            self.pending.discard(key)
+            if self.allocator.release(key):
+                log.info("not a LoadBalancer any more", event="clearAssignment", service=key,
+                         reason="notLoadBalancer")
+                self._released(key)
+            if _annotation(svc, POOL_ANNOTATION):   # only undo what we wrote
+                self.writer.update(key, (), None)
+            return
+        if self.config is None:
+            return
+        try:
+            spec, warnings = service_spec_from_k8s(svc, self.namespace_labels(svc["metadata"]["namespace"]))
+        except ServiceSpecError as e:
+            self.writer.event(svc, "Warning", e.reason, e.message)
+            log.warning("service cannot be allocated", event="clearAssignment", service=key,
+                        reason=e.reason, error=e.message)
+            if self.allocator.release(key):
+                self._released(key)
+            self._clear(key, svc)
+            return
+        for w in warnings:
+            self.writer.event(svc, "Warning", w.reason, w.message)
+        had = self.allocator.ips_of(key)
+        try:
+            alloc = self.allocator.allocate(spec)
+        except AllocationError as e:
+            if e.cleared:
+                self.writer.event(svc, "Normal", "ClearAssignment", f"{e.cleared}: clearing {[str(i) for i in e.previous_ips]}")
+                self._released(key)
+            self.pending.add(key)
+            self.writer.event(svc, "Warning", "AllocationFailed", f"Failed to allocate IP for {key}: {e.message}")
+            log.warning("IP allocation failed", event="allocationFailed", service=key, reason=e.code,
+                        error=e.message)
+            self._clear(key, svc)
+            return
+        self.pending.discard(key)
+        if alloc.cleared:
+            self.writer.event(svc, "Normal", "ClearAssignment",
+                              f"{alloc.cleared}: clearing {[str(i) for i in alloc.previous_ips]}")
+            log.info("cleared assignment", event="clearAssignment", service=key, reason=alloc.cleared,
+                     ips=[str(i) for i in alloc.previous_ips])
+            self._released(key)
+        if alloc.additional_failed:
+            self.writer.event(svc, "Normal", "AdditionalAssignFailed", alloc.additional_failed)
+        ips = [str(i) for i in alloc.ips]
+        if ips != _ingress_ips(svc) or _annotation(svc, POOL_ANNOTATION) != alloc.pool_name:
+            self.writer.update(key, tuple(ips), alloc.pool_name)
+        if set(alloc.ips) != set(had):
+            self._pools_dirty = True
+            self.writer.event(svc, "Normal", "IPAllocated", f"Assigned IP {ips}")
+            log.info("IP address assigned by controller", event="ipAllocated", service=key, ip=ips,
+                     pool=alloc.pool_name)
+
+    # ---- status objects -----------------------------------------------------------------
+    def _write_configuration_state(self) -> None:
+        err = self.config_error
+        body = {"status": {
+            "result": "Invalid" if err else "Valid",
+            # no empty strings: the 1.20 API server reads "" in a CR status as null and refuses it;
+            # the status is written with PUT, so an omitted errorSummary is cleared
+            **({"errorSummary": str(err)} if err else {}),
+            "conditions": [{"type": "configReconcilerValid", "status": "False" if err else "True",
+                            "reason": "ConfigurationError" if err else "Reconciled",
+                            "message": (str(err) + ("; the last valid configuration stays in force"
+                                                    if self.config else "")) if err else "configuration is valid",
+                            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]}}
+        self.writer.keyed("\0configurationstate", lambda: self._put_configuration_state(body))
+
+    def _put_configuration_state(self, body: dict) -> None:
+        # GET + PUT of the status, not PATCH: the Python client's patch turns "" into null,
+        # which the schema (errorSummary: string) rightly refuses
+        co = client.CustomObjectsApi(self.api)
+        args = ("metallb.io", "v1beta1", self.namespace, "configurationstates")
+        for _ in range(5):
+            try:
+                try:
+                    cur = co.get_namespaced_custom_object(*args, "controller")
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    cur = co.create_namespaced_custom_object(*args, {
+                        "apiVersion": "metallb.io/v1beta1", "kind": "ConfigurationState",
+                        "metadata": {"name": "controller",
+                                     "labels": {"metallb.io/component-type": "controller"}}})
+                cur["status"] = body["status"]
+                co.replace_namespaced_custom_object_status(*args, "controller", cur)
+                return
+            except ApiException as e:
+                if e.status == 409:
+                    continue
+                log.warning("ConfigurationState not written", status=e.status, reason=e.reason,
+                            body=str(e.body)[:300])
+                return
+
+    def _write_pool_status(self) -> None:
+        if not self.config:
+            return
+        co = client.CustomObjectsApi(self.api)
+        for name in self.config.pools:
+            c = self.allocator.counters(name)
+            if self.metrics:
+                self.metrics.set_pool(name, c)
+            st = self.allocator.pool_status(name)
+            body = {"status": {"assignedIPv4": st.assigned_ipv4, "assignedIPv6": st.assigned_ipv6,
+                               "availableIPv4": st.available_ipv4, "availableIPv6": st.available_ipv6}}
+            try:
+                co.patch_namespaced_custom_object_status("metallb.io", "v1beta1", self.namespace,
+                                                         "ipaddresspools", name, body)
+            except ApiException:
+                pass   # a legacy AddressPool or a pool deleted meanwhile
+
+    # ---- loop -----------------------------------------------------------------------------
+    def start_informers(self, timeout: float = 60) -> None:
+        for inf in self.informers:
+            inf.start()
+        for inf in self.informers:
+            if not inf.wait_synced(timeout):
+                raise RuntimeError(f"could not list {inf.path} within {timeout}s")
+
+    def run(self) -> None:
+        """Process the queue while leading. Blocks until ``stop``."""
+        self.queue.add(CONFIG_KEY)
+        last_pool_write = 0.0
+        while not self._stop.is_set():
+            key = self.queue.get(timeout=0.5)
+            if key is not None and self.leading.is_set():
+                try:
+                    if key == CONFIG_KEY:
+                        self._reload_config()
+                    elif self._learned:
+                        self.sync_service(key)
+                except Exception:  # noqa: BLE001 - one bad object must not stop the loop
+                    log.error("reconcile failed", exc_info=True, key=key)
+            if self._pools_dirty and (len(self.queue) == 0 or time.monotonic() - last_pool_write > 1):
+                self._pools_dirty = False
+                last_pool_write = time.monotonic()
+                self.writer.keyed("\0poolstatus", self._write_pool_status)
+
+    def start_leading(self) -> None:
+        """Called when this replica becomes leader: forget everything, list Services afresh (the
+        previous leader's last writes must be seen before anything is allocated), learn, go."""
+        self.allocator = Allocator()
+        self.config, self._learned = None, False
+        self.pending.clear()
+        self.services._list()
+        self.leading.set()
+        if self.metrics:
+            self.metrics.is_leader.set(1)
+        self.queue.add(CONFIG_KEY)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for inf in self.informers:
+            inf.stop()
+        self.writer.close()

@@ -1,0 +1,128 @@
+"""Writes the controller's decisions to the API server: Service status and annotation, events,
+IPAddressPool status, ConfigurationState.
+
+The reconcile loop decides serially (one thread, so two services can never be given the same
+IP by a race); writes go through a small pool of threads so a burst of creations is not
+limited by one HTTP round trip at a time. Per service, only the latest desired state is
+written and writes never overlap, so an older decision can never land after a newer one.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
+
+from metalxdp.kube import ApiException, client
+from metalxdp.log import get_logger
+
+from .metrics import ControllerMetrics
+
+log = get_logger("controller")
+POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
+COMPONENT = "metallb-controller"
+
+
+class ServiceWriter:
+    """``update(key, ips, pool)`` / ``event(svc, type, reason, message)``; asynchronous, ordered
+    per service. ``flush()`` waits until everything queued so far is written."""
+
+    def __init__(self, api: client.ApiClient, metrics: Optional[ControllerMetrics] = None,
+                 workers: int = 8):
+        self.core = client.CoreV1Api(api)
+        self.metrics = metrics
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="writer")
+        self._lock = threading.Lock()
+        self._desired: dict[str, Callable[[], None]] = {}   # key -> newest write not yet done
+        self._inflight: set[str] = set()
+        self._idle = threading.Condition(self._lock)
+
+    # ---- service status + annotation ----------------------------------------------------
+    def update(self, key: str, ips: tuple[str, ...], pool: Optional[str]) -> None:
+        ips = tuple(ips)
+        self.keyed(key, lambda: self._write(key, ips, pool))
+
+    def keyed(self, key: str, write: Callable[[], None]) -> None:
+        """Run ``write`` on a writer thread; for one ``key`` only the newest pending write runs,
+        and never two at once (so an older state can never overwrite a newer one)."""
+        with self._lock:
+            self._desired[key] = write
+            if key in self._inflight:
+                return          # the running write picks the newest state up when it finishes
+            self._inflight.add(key)
+        self._pool.submit(self._write_loop, key)
+
+    def _write_loop(self, key: str) -> None:
+        while True:
+            with self._lock:
+                if key not in self._desired:
+                    self._inflight.discard(key)
+                    self._idle.notify_all()
+                    return
+                write = self._desired.pop(key)
+            try:
+                write()
+            except Exception:  # noqa: BLE001 - a failed write must not wedge the key
+                log.error("write failed", exc_info=True, key=key)
+
+    def _write(self, key: str, ips: tuple[str, ...], pool: Optional[str]) -> None:
+        ns, name = key.split("/", 1)
+        for attempt in range(5):
+            try:
+                # metadata first: when both land, readers of the pool annotation never see an IP
+                # from a pool other than the annotated one for long
+                self.core.patch_namespaced_service(
+                    name, ns, {"metadata": {"annotations": {POOL_ANNOTATION: pool}}})
+                self.core.patch_namespaced_service_status(
+                    name, ns, {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips] or None}}})
+                if self.metrics:
+                    self.metrics.updates_total.inc()
+                return
+            except ApiException as e:
+                if e.status == 404:
+                    return      # deleted meanwhile: nothing to write
+                if self.metrics:
+                    self.metrics.update_errors_total.inc()
+                log.warning("service status update failed; retrying", service=key, status=e.status,
+                            attempt=attempt + 1)
+            except Exception as e:  # noqa: BLE001 - connection errors: retry
+                log.warning("service status update failed; retrying", service=key, error=str(e),
+                            attempt=attempt + 1)
+            time.sleep(min(0.1 * 2 ** attempt, 2))
+        log.error("giving up on service status update", service=key)
+
+    def flush(self, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._inflight or self._desired:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    # ---- events -------------------------------------------------------------------------
+    def event(self, svc: dict, type_: str, reason: str, message: str) -> None:
+        self._pool.submit(self._event, svc, type_, reason, message)
+
+    def _event(self, svc: dict, type_: str, reason: str, message: str) -> None:
+        m = svc.get("metadata") or {}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {"metadata": {"generateName": f"{m.get('name', 'svc')}.", "namespace": m.get("namespace")},
+                "involvedObject": {"kind": "Service", "apiVersion": "v1", "name": m.get("name"),
+                                   "namespace": m.get("namespace"), "uid": m.get("uid"),
+                                   "resourceVersion": m.get("resourceVersion")},
+                "reason": reason, "message": message, "type": type_, "count": 1,
+                "firstTimestamp": now, "lastTimestamp": now, "source": {"component": COMPONENT}}
+        try:
+            self.core.create_namespaced_event(m.get("namespace"), body)
+        except Exception as e:  # noqa: BLE001 - events are best effort
+            log.debug("event not written", reason=reason, error=str(e))
+
+    def submit(self, fn: Callable, *args) -> None:
+        """Run another write (pool status, ConfigurationState) on the writer threads."""
+        self._pool.submit(fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
