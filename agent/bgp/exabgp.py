@@ -249,6 +249,12 @@ class BGPSpeaker:
         elif kind == "eof" and item[1] is self._conn:
             self._conn = None
             self._pending.clear()
+            if self._alive() and not self._closing:
+                # the relay died but ExaBGP lives on with routes we can no longer withdraw
+                # through it: start over from a clean process rather than guess its RIB
+                self.log.warning("ExaBGP's API relay went away; restarting ExaBGP",
+                                 event="exabgpDied", reason="api relay closed")
+                self._stop_process()
             self._announced = {}
 
     def _effective_peers(self) -> dict[str, BGPPeer]:
