@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 from metalxdp.config.types import BFDProfile
 from metalxdp.log import get_logger
@@ -111,6 +111,29 @@ def up_down_callback(peer_up: Callable[[str], None], peer_down: Callable[[str], 
     return on_change
 
 
+@dataclass(frozen=True)
+class SessionSpec:
+    """What one BFD session should look like (the unit ``BFDManager.sync`` works in)."""
+    local_ip: Optional[str]
+    profile: BFDProfile
+    multihop: bool = False
+
+
+def sessions_for_peers(peers: Iterable, profiles: Mapping[str, BFDProfile]) -> dict[str, SessionSpec]:
+    """Pure: the BFD sessions a node needs for its selected ``BGPPeer``s (those with a
+    ``bfdProfile``), keyed by peer address. ``ebgpMultiHop`` peers get RFC 5883 multi-hop
+    sessions, as MetalLB's FRR mode does; the source address is the peer's ``sourceAddress``
+    or, when unset, whatever the kernel routes from."""
+    out: dict[str, SessionSpec] = {}
+    for p in peers:
+        if not p.bfd_profile or p.bfd_profile not in profiles:
+            continue
+        out[normalize(str(p.peer_address))] = SessionSpec(
+            str(p.source_address) if p.source_address else None, profiles[p.bfd_profile],
+            bool(p.ebgp_multihop))
+    return out
+
+
 def _enter_netns(netns: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
@@ -172,6 +195,15 @@ class BFDManager:
         """AdminDown (diagnostic 7) to the peer now, repeated for up to one detection time
         (at most 3 s) in the background; the callback reports the move to AdminDown."""
         self._call(lambda: self._remove(normalize(peer_ip)))
+
+    def sync(self, wanted: Mapping[str, SessionSpec]) -> None:
+        """Make the running sessions match ``wanted`` (peer -> SessionSpec): add the missing,
+        poll/final the ones whose timers changed, re-create the ones whose local address or
+        hop mode changed, AdminDown the ones no longer wanted."""
+        for spec in wanted.values():
+            if spec.profile.echo_mode:
+                raise ValueError(f"BFD profile {spec.profile.name}: echo mode is not supported")
+        self._call(lambda: self._sync({normalize(k): v for k, v in wanted.items()}))
 
     def states(self) -> dict[str, str]:
         """peer -> "AdminDown" | "Down" | "Init" | "Up" (sessions being removed excluded)."""
@@ -367,6 +399,19 @@ class BFDManager:
         self._apply(peer, e, s.admin_down(now))
         drain = (s.remote_detect_mult * s.tx_interval_us() / 1e6) if heard else 0.0
         e.drain_until = now + min(drain, MAX_DRAIN_S)
+
+    def _sync(self, wanted: Mapping[str, SessionSpec]) -> None:
+        for peer, e in list(self._entries.items()):
+            if e.drain_until is None and peer not in wanted:
+                self._remove(peer)
+        for peer, spec in wanted.items():
+            e = self._entries.get(peer)
+            local = normalize(spec.local_ip) if spec.local_ip else None
+            if e is None or e.drain_until is not None or e.multihop != spec.multihop \
+                    or (local is not None and local != e.sender.local):
+                self._add(peer, local, spec.profile, spec.multihop)
+            elif e.profile != spec.profile:
+                self._update(peer, spec.profile)
 
     def _forget(self, peer: str) -> None:
         e = self._entries.pop(peer)

@@ -239,3 +239,25 @@ def test_ttl_other_than_255_is_ignored_single_hop(lab, bfd):
     assert bfd.sessions()[ROUTER4].control_packet_input == 0
     frr.host.run(["nft", "delete table ip mx"])
     wait_until("session Up once TTL is 255", lambda: bfd.states().get(ROUTER4) == "Up", 15)
+
+
+def test_sync_follows_the_configuration(lab, bfd, events):
+    """The agent's path: sessions_for_peers(config) -> BFDManager.sync(), on every config change."""
+    import ipaddress
+    from agent.bfd.runner import sessions_for_peers
+    from metalxdp.config.types import BGPPeer
+    _, frr, _ = lab
+    frr_add_peer(frr, NODE4, ROUTER4)
+    bgp_peer = BGPPeer(name="router", my_asn=64501, peer_asn=64500,
+                       peer_address=ipaddress.ip_address(ROUTER4), bfd_profile="p")
+    slow, fast = BFDProfile("p"), BFDProfile("p", receive_interval_ms=200, transmit_interval_ms=200)
+    bfd.sync(sessions_for_peers([bgp_peer], {"p": slow}))
+    wait_until("session Up", lambda: frr_status(frr, NODE4) == "up"
+               and bfd.states().get(ROUTER4) == "Up", 15)
+    bfd.sync(sessions_for_peers([bgp_peer], {"p": fast}))          # timers: poll/final
+    wait_until("FRR to learn 200 ms", lambda: frr_peer(frr, NODE4)["remote-receive-interval"] == 200, 10)
+    assert frr_counters(frr, NODE4)["session-down"] == 0
+    bfd.sync({})                                                    # peer gone: AdminDown
+    wait_until("FRR to hear AdminDown", lambda: frr_peer(frr, NODE4)["remote-diagnostic"]
+               == "administratively down", 3)
+    assert bfd.states() == {}
