@@ -6,12 +6,15 @@ the BFDManager at scrape time, so the BFD thread does no metric work per packet.
 
 exposes, per peer address:
   metallb_bfd_session_up             gauge    1 while the session is Up
-  metallb_bfd_control_packet_input   counter  control packets received for the session
-  metallb_bfd_control_packet_output  counter  control packets sent
-  metallb_bfd_session_up_events      counter  transitions to Up
-  metallb_bfd_session_down_events    counter  transitions from Up to Down / AdminDown
-Counter names carry no ``_total`` suffix, exactly as MetalLB's collector (Go, const metrics)
-exports them, so existing dashboards and alerts work unchanged. Echo metrics are absent: no echo.
+  metallb_bfd_control_packet_input   counter* control packets received for the session
+  metallb_bfd_control_packet_output  counter* control packets sent
+  metallb_bfd_session_up_events      counter* transitions to Up
+  metallb_bfd_session_down_events    counter* transitions from Up to Down / AdminDown
+*The names carry no ``_total`` suffix, exactly as MetalLB's collector (Go const metrics) exports
+them, so existing dashboards and alerts work unchanged. prometheus_client always renames a
+``counter`` family to ``<name>_total`` in the text format, so these monotonic values are exposed
+as ``untyped`` under the exact MetalLB names (``rate()``/``increase()`` work on them the same).
+Echo metrics are absent: no echo.
 """
 from __future__ import annotations
 
@@ -48,10 +51,10 @@ class BFDCollector(Collector):
         except RuntimeError:                      # manager closed: no sessions
             sessions = {}
         up = _metric(SESSION_UP, "BFD session state (1 is up, 0 is down)", "gauge")
-        rx = _metric(PACKET_INPUT, "Number of received BFD control packets", "counter")
-        tx = _metric(PACKET_OUTPUT, "Number of sent BFD control packets", "counter")
-        ups = _metric(UP_EVENTS, "Number of BFD session up events", "counter")
-        downs = _metric(DOWN_EVENTS, "Number of BFD session down events", "counter")
+        rx = _metric(PACKET_INPUT, "Number of received BFD control packets", "unknown")
+        tx = _metric(PACKET_OUTPUT, "Number of sent BFD control packets", "unknown")
+        ups = _metric(UP_EVENTS, "Number of BFD session up events", "unknown")
+        downs = _metric(DOWN_EVENTS, "Number of BFD session down events", "unknown")
         for peer, s in sorted(sessions.items()):
             lbl = {"peer": peer}
             up.add_sample(SESSION_UP, lbl, 1.0 if s.state == "Up" else 0.0)
