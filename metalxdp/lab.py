@@ -87,7 +87,7 @@ class Lab:
         state: dict = {"id": topo.id, "name": self.name, "spec": spec.__dict__, "pids": {},
                        "topology": topo.to_dict(), "started": time.time()}
         self._save(state)
-        steps = 6
+        steps = 8
         try:
             progress(f"[lab 1/{steps}] control plane: etcd + kube-apiserver + controller-manager")
             cp = start_control_plane(self.dir / "cp")
@@ -130,7 +130,19 @@ class Lab:
             self._register_nodes(spec, topo)
             self._install_api(state)
 
-            progress(f"[lab 6/{steps}] done: lab {self.name!r} ({topo.id}) is up")
+            progress(f"[lab 6/{steps}] pod networks (198.18.N.0/24, 2001:db8:100:N::/64) and kube-proxy stand-in")
+            self._pod_networks(spec, topo)
+            proxy = start("lab-proxy", [sys.executable, "-m", "metalxdp.labsvc", "--kubeconfig",
+                                        state["kubeconfig"],
+                                        *sum((["--node", f"{n}={topo.hosts[n].netns}"] for n in spec.node_names()), [])],
+                          self.dir / "logs")
+            state["pids"]["lab-proxy"] = proxy.pid
+            self._save(state)
+
+            progress(f"[lab 7/{steps}] metalxdp: controller, one agent per node (XDP + ExaBGP), lab resources")
+            self._start_metalxdp(state, spec, topo)
+
+            progress(f"[lab 8/{steps}] done: lab {self.name!r} ({topo.id}) is up")
             state["ready"] = True
             self._save(state)
             return state
@@ -159,6 +171,138 @@ class Lab:
                                 "message": "lab node (network namespace)",
                                 "lastHeartbeatTime": now, "lastTransitionTime": now}]}}
             core.patch_node_status(n, status)
+
+    def _pod_networks(self, spec: LabSpec, topo: Topology) -> None:
+        from .labsvc import pod_cidrs, pod_gateway
+        names = spec.node_names()
+        for i, n in enumerate(names, 1):
+            h = topo.hosts[n]
+            gw4, gw6 = pod_gateway(i)
+            for cmd in (["ip", "link", "add", "pods", "type", "bridge"],
+                        ["ip", "addr", "add", f"{gw4}/24", "dev", "pods"],
+                        ["ip", "addr", "add", f"{gw6}/64", "dev", "pods", "nodad"],
+                        ["ip", "link", "set", "pods", "up"],
+                        ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                        ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+                        ["sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0"],
+                        ["sysctl", "-qw", "net.ipv4.conf.eth0.send_redirects=0"]):
+                h.run(cmd)
+            for j, other in enumerate(names, 1):
+                if j != i:
+                    c4, c6 = pod_cidrs(j)
+                    h.run(["ip", "route", "add", c4, "via", topo.hosts[other].ip4])
+                    h.run(["ip", "-6", "route", "add", c6, "via", topo.hosts[other].ip6])
+
+    def _start_metalxdp(self, state: dict, spec: LabSpec, topo: Topology) -> None:
+        import base64
+        import secrets as pysecrets
+        from .kube import api_client, apply, client
+        kc = state["kubeconfig"]
+        api = api_client(kc)
+        client.CoreV1Api(api).create_namespaced_secret(NAMESPACE, {
+            "metadata": {"name": "memberlist"}, "type": "Opaque",
+            "data": {"secretkey": base64.b64encode(pysecrets.token_bytes(96)).decode()}})
+        logs = self.dir / "logs"
+        py = sys.executable
+        ctl = start("controller", [py, "-m", "metalxdp.cli", "controller", "--kubeconfig", kc,
+                                   "--namespace", NAMESPACE, "--metrics-port", "0", "--lease-duration", "5",
+                                   *self._webhook_args()], logs)
+        state["pids"]["controller"] = ctl.pid
+        self._save(state)
+        for n in spec.node_names():
+            # native XDP_TX on a veth needs an XDP program on the peer: the bridge port
+            r = subprocess.run(["ip", "netns", "exec", topo.switch_netns, py, "-m", "agent.xdp_cli",
+                                "--iface", topo.hosts[n].peer_ifname, "--pass-only"],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise RigError(f"XDP_PASS program on the bridge port of {n} failed: {r.stderr[-800:]}")
+            agent = start(f"agent-{n}", [py, "-m", "metalxdp.cli", "agent", "--node-name", n,
+                                         "--kubeconfig", kc, "--namespace", NAMESPACE,
+                                         "--bpffs-dir", str(BPFFS_ROOT / f"{topo.id}-{n}"),
+                                         "--workdir", str(self.dir / "agent"), "--metrics-port", "7472"],
+                          logs, netns=topo.hosts[n].netns)
+            state["pids"][f"agent-{n}"] = agent.pid
+            self._save(state)
+        for obj in spec.metallb_resources():
+            apply(api, obj)
+
+    def _webhook_args(self) -> list[str]:
+        try:
+            import controller.webhook  # noqa: F401
+        except ImportError:
+            return ["--webhook-mode", "disabled"]
+        from .rig.procs import free_port
+        port = free_port()
+        return ["--webhook-port", str(port), "--webhook-host", "127.0.0.1",
+                "--webhook-url", f"https://127.0.0.1:{port}"]
+
+    # ---- backends ("pods") ---------------------------------------------------------------
+    def add_backend(self, name: str, node: str, labels: dict, namespace: str = "default",
+                    port: int = 8080) -> dict:
+        """An HTTP server "pod" on ``node``: netns + Pod object with Ready status."""
+        from .kube import api_client, client
+        from .labsvc import pod_gateway
+        state = self.load()
+        topo = self.topology(state)
+        backends = state.setdefault("backends", {})
+        if name in backends:
+            raise RigError(f"backend {name} exists")
+        idx = self.node_index(node)
+        k = 10 + len(backends)
+        ns = f"{state['id']}-p-{name}"
+        host = topo.hosts[node]
+        vnode = f"v{k}"
+        gw4, gw6 = pod_gateway(idx)
+        ip4, ip6 = f"198.18.{idx}.{k}", f"2001:db8:100:{idx}::{k}"
+        backends[name] = {"netns": ns, "node": node, "ipv4": ip4, "ipv6": ip6, "namespace": namespace}
+        state["topology"]["namespaces"].append(ns)
+        self._save(state)
+        run = lambda cmd, netns=None: subprocess.run(  # noqa: E731
+            (["ip", "netns", "exec", netns] if netns else []) + cmd, check=True, capture_output=True)
+        run(["ip", "netns", "add", ns])
+        run(["ip", "link", "add", vnode, "type", "veth", "peer", "name", "eth0", "netns", ns], host.netns)
+        run(["ip", "link", "set", "dev", vnode, "master", "pods", "up"], host.netns)
+        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{ip4}/24", "dev", "eth0"],
+                    ["ip", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad"], ["ip", "link", "set", "eth0", "up"],
+                    ["ip", "route", "add", "default", "via", gw4], ["ip", "-6", "route", "add", "default", "via", gw6]):
+            run(cmd, ns)
+        proc = start(f"backend-{name}", [sys.executable, "-m", "metalxdp.rig.httpd", "--name", name,
+                                         "--node", node, "--port", str(port)], self.dir / "logs", netns=ns)
+        state["pids"][f"backend-{name}"] = proc.pid
+        self._save(state)
+        core = client.CoreV1Api(api_client(state["kubeconfig"]))
+        core.create_namespaced_pod(namespace, {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "web", "image": "lab/httpd",
+                                                       "ports": [{"containerPort": port}]}]}})
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        core.patch_namespaced_pod_status(name, namespace, {"status": {
+            "phase": "Running", "podIP": ip4, "podIPs": [{"ip": ip4}, {"ip": ip6}], "hostIP": host.ip4,
+            "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
+                           for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")]}})
+        return backends[name]
+
+    def remove_backend(self, name: str) -> None:
+        from .kube import ApiException, api_client, client
+        state = self.load()
+        b = state.get("backends", {}).pop(name, None)
+        if not b:
+            return
+        try:
+            client.CoreV1Api(api_client(state["kubeconfig"])).delete_namespaced_pod(name, b["namespace"])
+        except ApiException:
+            pass
+        pid = state["pids"].pop(f"backend-{name}", None)
+        if pid:
+            stop_pid(pid)
+        destroy_namespaces([b["netns"]])
+        self._save(state)
+
+    def node_index(self, node: str) -> int:
+        return int(node.removeprefix("node"))
+
+    def set_link(self, host: str, up: bool) -> None:
+        self.topology().set_link(host, up)
 
     def _install_api(self, state: dict) -> None:
         from .kube import api_client, client

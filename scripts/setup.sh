@@ -53,6 +53,10 @@ fi
 if ! mountpoint -q /sys/fs/bpf; then
   mount -t bpf bpf /sys/fs/bpf || die "cannot mount bpffs at /sys/fs/bpf: is BPF enabled in this kernel?"
 fi
+# `ip netns exec` remounts /sys, hiding /sys/fs/bpf from agents inside lab namespaces; /run is not
+# remounted, so an alias there lets them reach the same bpffs (pins survive agent restarts)
+mkdir -p /run/metalxdp/bpffs
+mountpoint -q /run/metalxdp/bpffs || mount --bind /sys/fs/bpf /run/metalxdp/bpffs
 [ -e /proc/sys/net/core/bpf_jit_enable ] || die "no BPF JIT (/proc/sys/net/core/bpf_jit_enable): this kernel lacks BPF support."
 
 # ---- 3. kube-apiserver (+ controller-manager) from Debian's source, cached --------------

@@ -1,0 +1,82 @@
+"""`metalxdp agent`: the DaemonSet's process (one per node, hostNetwork). See agent/node.py."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+from prometheus_client import CollectorRegistry, start_http_server
+
+from metalxdp import log as mlog
+from metalxdp.kube import api_client
+
+
+@click.command()
+@click.option("--node-name", envvar="METALLB_NODE_NAME", required=True,
+              help="This node's name (the Node object); in a DaemonSet from spec.nodeName.")
+@click.option("--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig; in a pod the service account is used.")
+@click.option("--namespace", default=lambda: os.environ.get("METALLB_NAMESPACE", "metallb-system"),
+              show_default="metallb-system", help="Namespace of the metallb.io resources and the memberlist Secret.")
+@click.option("--lb-class", default=None, help="Only handle Services with this spec.loadBalancerClass.")
+@click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic", "off"]), default="auto", show_default=True,
+              help="auto: native XDP, falling back to generic (SKB) mode; off: no L2 answering (BGP only).")
+@click.option("--bpffs-dir", default="/sys/fs/bpf/metalxdp", show_default=True,
+              help="Where the XDP program and maps are pinned (survive agent restarts).")
+@click.option("--detach-on-exit", is_flag=True, help="On exit, detach the XDP program and remove its pins "
+              "(default: keep answering so a restart is hitless).")
+@click.option("--liveness-max-age-ms", default=400, show_default=True, type=int,
+              help="Split-brain guard: XDP stops answering this long after the agent stops refreshing it (0: off).")
+@click.option("--ml-bind-port", default=7946, show_default=True, type=int, help="Membership (gossip) UDP port.")
+@click.option("--ml-secret-name", default="memberlist", show_default=True,
+              help="Secret (key 'secretkey') whose value authenticates membership packets.")
+@click.option("--ignore-exclude-lb", is_flag=True,
+              help="Announce from nodes labelled node.kubernetes.io/exclude-from-external-load-balancers too.")
+@click.option("--metrics-port", default=7472, show_default=True, type=int, help="Prometheus metrics port (0: off).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True)
+@click.option("--bgp/--no-bgp", default=True, show_default=True, help="Speak BGP (ExaBGP) to the BGPPeers.")
+@click.option("--workdir", default="/run/metalxdp/agent", show_default=True, type=click.Path(),
+              help="Private state (ExaBGP config, logs, API socket).")
+@click.option("--log-level", type=click.Choice(list(mlog.LEVELS)), default="info", show_default=True)
+def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detach_on_exit, liveness_max_age_ms,
+          ml_bind_port, ml_secret_name, ignore_exclude_lb, metrics_port, metrics_host, bgp, workdir, log_level):
+    """Run the node agent: answer ARP/NDP for the VIPs this node owns (XDP), advertise VIPs
+    over BGP (ExaBGP) with BFD, and export per-VIP traffic counters."""
+    mlog.setup(log_level)
+    log = mlog.get_logger("agent")
+    from .garp import GratuitousSender
+    from .metrics import AgentMetrics, XDPCollector
+    from .node import Agent, AgentSettings
+
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry)
+    dp = None
+    if xdp_mode != "off":
+        from .dataplane import Dataplane, DataplaneError
+        try:
+            dp = Dataplane(bpffs_dir, xdp_mode=xdp_mode, detach_on_exit=detach_on_exit,
+                           liveness_max_age_ms=liveness_max_age_ms).open()
+        except DataplaneError as e:
+            log.error(str(e), event="xdpUnavailable")
+            raise SystemExit(2)
+    settings = AgentSettings(node_name, namespace, lb_class, ignore_exclude_lb, ml_bind_port, ml_secret_name,
+                             liveness_max_age_ms, bgp_workdir=Path(workdir), enable_bgp=bgp)
+    garp = GratuitousSender()
+    node = Agent(api_client(kubeconfig), settings, dp, garp, metrics, registry)
+    registry.register(XDPCollector(node.xdp_counters))
+    if metrics_port:
+        start_http_server(metrics_port, addr=metrics_host, registry=registry)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    node.start()
+    log.info("agent started", node=node_name, xdp_mode=xdp_mode, bpffs_dir=bpffs_dir)
+    stop.wait()
+    log.info("agent stopping", node=node_name, detach=detach_on_exit)
+    node.stop(planned=not detach_on_exit)
+    garp.close()
+    if dp is not None:
+        dp.close()
+    sys.exit(0)

@@ -1,0 +1,425 @@
+"""The agent: one per node. Watches Services, EndpointSlices, Nodes and the metallb.io
+configuration; decides (pure modules) what this node announces; applies it.
+
+* L2: ``agent.election`` picks one node per Service (identical on every agent, fed by the
+  ``agent.membership`` view); the winner puts the VIPs into the XDP program's map (ARP/NDP
+  answered in XDP) and sends MetalLB's gratuitous bursts; everyone else withdraws.
+* BGP: ``agent.bgp.advertise`` computes the routes for each peer; ``agent.bgp.BGPSpeaker``
+  (ExaBGP) sends them. BFD sessions (``agent.bfd``) tear a peer's BGP session down when they go
+  Down and bring it back when Up.
+* Split-brain guard: the XDP program stops answering when the agent's heartbeat is older than
+  ``liveness_max_age_ms`` (a dead agent's node goes quiet); a clean stop extends the window so a
+  planned restart loses nothing (the new agent adopts the pinned program and maps).
+
+Everything runs from one reconcile thread, triggered (debounced) by any input change.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from metalxdp.config.parse import parse
+from metalxdp.config.types import Config, ConfigError
+from metalxdp.kube import ApiException, client
+from metalxdp.log import get_logger
+from metalxdp.watch import Informer, obj_key
+
+from controller.allocator import wants_load_balancer
+
+from . import election
+from .bgp import advertise as bgpadv
+from .metrics import AgentMetrics
+
+log = get_logger("agent")
+
+CONFIG_KINDS = [("v1beta1", "ipaddresspools"), ("v1beta1", "l2advertisements"),
+                ("v1beta1", "bgpadvertisements"), ("v1beta2", "bgppeers"),
+                ("v1beta1", "bfdprofiles"), ("v1beta1", "communities"), ("v1beta1", "addresspools")]
+
+
+def _ips(svc: dict) -> tuple:
+    ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    out = []
+    for i in ing:
+        try:
+            out.append(ipaddress.ip_address(i.get("ip", "")))
+        except ValueError:
+            pass
+    return tuple(out)
+
+
+def local_interfaces() -> dict[str, int]:
+    """name -> ifindex of the interfaces that are up and can do ARP (MetalLB's responder rules:
+    UP, BROADCAST, not NOARP, not enslaved)."""
+    out = {}
+    for name in os.listdir("/sys/class/net"):
+        base = f"/sys/class/net/{name}"
+        try:
+            flags = int(open(f"{base}/flags").read(), 16)
+            if not flags & 0x1 or not flags & 0x2 or flags & 0x80 or os.path.exists(f"{base}/master"):
+                continue   # IFF_UP, IFF_BROADCAST, IFF_NOARP, bond/bridge port
+            out[name] = int(open(f"{base}/ifindex").read())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+@dataclass
+class AgentSettings:
+    node_name: str
+    namespace: str = "metallb-system"
+    lb_class: Optional[str] = None
+    ignore_exclude_lb: bool = False
+    ml_port: int = 7946                 # membership UDP port (memberlist's)
+    ml_secret_name: str = "memberlist"  # Secret with key "secretkey", as MetalLB
+    liveness_max_age_ms: int = 400      # XDP stops answering this long after the agent dies
+    stop_grace_ms: int = 15000          # ...and this long after a clean stop (planned restart)
+    bgp_workdir: Path = Path("/run/metalxdp/agent")
+    enable_bgp: bool = True
+
+
+class Agent:
+    def __init__(self, api: client.ApiClient, settings: AgentSettings, dataplane, garp, metrics: AgentMetrics,
+                 registry=None):
+        self.api, self.s, self.dp, self.garp, self.metrics = api, settings, dataplane, garp, metrics
+        self.registry = registry
+        self.node = settings.node_name
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.config: Optional[Config] = None
+        self.l2_announced: dict[tuple[str, str], str] = {}     # (ip, ifname) -> service key
+        self.l2_services: set[str] = set()                     # services we announce (L2)
+        self.membership = None
+        self.speaker = None
+        self.bfd = None
+        self._peer_by_ip: dict[str, str] = {}
+        self._announced_metric: set[tuple] = set()
+        self._l2_status: dict[str, tuple] = {}                  # service key -> (name, interfaces)
+        poke = lambda typ, obj: self._wake.set()  # noqa: E731
+        self.services = Informer(api, "/api/v1/services", poke)
+        self.nodes = Informer(api, "/api/v1/nodes", poke)
+        self.slices = Informer(api, self._endpointslice_path(), poke)
+        self.secrets = Informer(api, f"/api/v1/namespaces/{settings.namespace}/secrets", poke)
+        self.config_informers = [
+            Informer(api, f"/apis/metallb.io/{v}/namespaces/{settings.namespace}/{plural}", poke, optional=True)
+            for v, plural in CONFIG_KINDS]
+        self.informers = [self.services, self.nodes, self.slices, self.secrets, *self.config_informers]
+
+    def _endpointslice_path(self) -> str:
+        """discovery.k8s.io/v1 (Kubernetes >= 1.21) when served, else v1beta1 (1.20)."""
+        try:
+            self.api.call_api("/apis/discovery.k8s.io/v1", "GET", auth_settings=["BearerToken"],
+                              _preload_content=False, _return_http_data_only=True, _request_timeout=10)
+            return "/apis/discovery.k8s.io/v1/endpointslices"
+        except ApiException:
+            return "/apis/discovery.k8s.io/v1beta1/endpointslices"
+
+    # ---- start / stop --------------------------------------------------------------------
+    def start(self) -> None:
+        for inf in self.informers:
+            inf.start()
+        for inf in self.informers:
+            if not inf.wait_synced(60):
+                raise RuntimeError(f"could not list {inf.path}")
+        self._start_membership()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._loop, name="agent-reconcile", daemon=True).start()
+        self._wake.set()
+
+    def _my_node(self) -> dict:
+        return self.nodes.get(self.node) or {}
+
+    def _my_addresses(self) -> list[str]:
+        return election.node_internal_ips(self._my_node())
+
+    def _start_membership(self) -> None:
+        from .membership import Membership, MembershipConfig, derive_key
+        from .membership_udp import MembershipRunner, open_socket
+        secret = self.secrets.get(f"{self.s.namespace}/{self.s.ml_secret_name}")
+        key = ((secret or {}).get("data") or {}).get("secretkey")
+        mine = [a for a in self._my_addresses() if ":" not in a]
+        if not key or not mine:
+            log.warning("membership disabled: every node counts as alive for L2 election "
+                        "(as MetalLB without memberlist)", reason="no memberlist secret" if not key
+                        else "node has no IPv4 InternalIP")
+            return
+        import base64
+        seeds = []
+        for n in self.nodes.items():
+            if n["metadata"]["name"] != self.node:
+                seeds += [(a, self.s.ml_port) for a in election.node_internal_ips(n) if ":" not in a][:1]
+        m = Membership(self.node, (mine[0], self.s.ml_port), derive_key(base64.b64decode(key)),
+                       seeds=seeds, config=MembershipConfig(), epoch=time.time_ns() // 1_000_000)
+        self.membership = MembershipRunner(m, open_socket(mine[0], self.s.ml_port),
+                                           on_join=lambda n: self._wake.set(),
+                                           on_leave=lambda n: self._wake.set()).start()
+        log.info("membership started", event="membershipStarted", bind=mine[0], seeds=len(seeds))
+
+    def stop(self, planned: bool = True) -> None:
+        """Stop. ``planned``: keep XDP answering for ``stop_grace_ms`` so a restarted agent takes
+        over without a gap (it adopts the pinned program and maps)."""
+        self._stop.set()
+        self._wake.set()
+        if self.dp is not None and planned:
+            self.dp.set_liveness_max_age(self.s.stop_grace_ms)
+            self.dp.heartbeat()
+        for inf in self.informers:
+            inf.stop()
+        if self.membership:
+            self.membership.stop(leave=True)
+        if self.bfd:
+            self.bfd.close()
+        if self.speaker:
+            self.speaker.close()
+
+    def _heartbeat_loop(self) -> None:
+        period = max(0.02, self.s.liveness_max_age_ms / 4000) if self.s.liveness_max_age_ms else 1.0
+        while not self._stop.is_set():
+            if self.dp is not None:
+                try:
+                    self.dp.heartbeat()
+                except Exception:  # noqa: BLE001
+                    log.error("heartbeat failed", exc_info=True)
+            self._stop.wait(period)
+
+    # ---- reconcile -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            time.sleep(0.01)      # coalesce bursts of events
+            self._wake.clear()
+            try:
+                self.reconcile()
+            except Exception:  # noqa: BLE001 - one bad object must not stop the agent
+                log.error("reconcile failed", exc_info=True)
+
+    def _load_config(self) -> Optional[Config]:
+        resources = [o for inf in self.config_informers for o in inf.items()]
+        secrets = {obj_key(s): s for s in self.secrets.items()}
+        try:
+            cfg = parse(resources, secrets=secrets)
+        except ConfigError as e:
+            if self.metrics:
+                self.metrics.config_stale.set(1 if self.config else 0)
+            log.error("failed to parse the configuration" + ("; keeping the last good one" if self.config else ""),
+                      event="configStale", error=str(e))
+            return self.config
+        if cfg != self.config:
+            log.info("config reloaded", event="configLoaded", pools=sorted(cfg.pools), peers=sorted(cfg.peers))
+        if self.metrics:
+            self.metrics.config_loaded.set(1)
+            self.metrics.config_stale.set(0)
+        return cfg
+
+    def reconcile(self) -> None:
+        cfg = self.config = self._load_config()
+        if cfg is None:
+            return
+        nodes = {n["metadata"]["name"]: election.node_view_from_k8s(n) for n in self.nodes.items()}
+        members = self.membership.members() if self.membership else None
+        if self.metrics and members is not None:
+            self.metrics.members.set(len(members))
+        slices_by_svc: dict[str, list] = {}
+        for sl in self.slices.items():
+            svc_name = ((sl.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name")
+            if svc_name:
+                slices_by_svc.setdefault(f"{sl['metadata']['namespace']}/{svc_name}", []).append(sl)
+        want_l2: dict[tuple[str, str], tuple[str, bool]] = {}   # (ip, ifname) -> (svc key, misdirect)
+        bgp_views = []
+        l2_status: dict[str, tuple] = {}
+        ifaces = local_interfaces()
+        for svc in self.services.items():
+            key = obj_key(svc)
+            if not wants_load_balancer(svc, self.s.lb_class):
+                continue
+            ips = _ips(svc)
+            if not ips:
+                continue
+            has_serving, ready_nodes = election.endpoint_summary(slices_by_svc.get(key, []))
+            spec = svc.get("spec") or {}
+            meta = svc.get("metadata") or {}
+            etp_local = spec.get("externalTrafficPolicy") == "Local"
+            pool = (meta.get("annotations") or {}).get("metallb.io/ip-allocated-from-pool")
+            labels = meta.get("labels") or {}
+            view = election.ServiceView(key, ips, labels, pool, etp_local, has_serving, ready_nodes,
+                                        (meta.get("annotations") or {}).get("metallb.io/allow-shared-ip", ""))
+            decision = election.announcing_node_for(view, nodes, cfg, members, self.s.ignore_exclude_lb)
+            if decision.node == self.node:
+                names = election.filter_interfaces(ifaces, decision.interfaces)
+                if not names:
+                    log.warning("no interface to announce on", event="announceFailed", service=key,
+                                wanted=sorted(decision.interfaces))
+                misdirect = etp_local and self.node not in ready_nodes
+                for ip in ips:
+                    for ifname in names:
+                        want_l2[(str(ip), ifname)] = (key, misdirect)
+                l2_status[key] = (tuple(sorted(names)), svc)
+            bgp_views.append(bgpadv.ServiceView(key, ips, pool, labels, etp_local,
+                                                self.node in ready_nodes, has_serving))
+        self._apply_l2(want_l2, l2_status)
+        if self.s.enable_bgp:
+            self._apply_bgp(cfg, nodes, bgp_views)
+
+    # ---- L2 --------------------------------------------------------------------------------
+    def _apply_l2(self, want: dict, l2_status: dict) -> None:
+        if self.dp is None:
+            return
+        for (ip, ifname), svc_key in list(self.l2_announced.items()):
+            if (ip, ifname) not in want:
+                self.dp.withdraw(ip, ifname)
+                self.garp.cancel(ip, ifname)
+                del self.l2_announced[(ip, ifname)]
+                log.info("service withdrawn", event="serviceWithdrawn", protocol="layer2", service=svc_key,
+                         ip=ip, interface=ifname)
+        attached = set()
+        for (ip, ifname), (svc_key, misdirect) in want.items():
+            new = (ip, ifname) not in self.l2_announced
+            self.dp.announce(ip, ifname, etp_local_misdirect=misdirect)
+            if ifname not in attached and ifname not in self._attached_ifaces():
+                self.dp.attach(ifname)
+            attached.add(ifname)
+            if new:
+                self.l2_announced[(ip, ifname)] = svc_key
+                self.garp.start(ip, ifname)
+                log.info("service announced", event="serviceAnnounced", protocol="layer2", service=svc_key,
+                         ip=ip, interface=ifname, node=self.node)
+        # events, ServiceL2Status and metrics follow the set of services we announce
+        for key, (names, svc) in l2_status.items():
+            if key not in self.l2_services:
+                self._event(svc, "Normal", "nodeAssigned", f"announcing from node \"{self.node}\" with protocol \"layer2\"")
+        self.l2_services = set(l2_status)
+        self._sync_l2_status(l2_status)
+        self._sync_announced_metric("layer2", {(k, str(ip)) for (ip, _), (k, _m) in want.items()})
+
+    def _attached_ifaces(self) -> set[str]:
+        from .dataplane import interface_index
+        idx = {i for i in self.dp.attached}
+        return {n for n, i in local_interfaces().items() if i in idx}
+
+    def _sync_announced_metric(self, protocol: str, current: set) -> None:
+        if not self.metrics:
+            return
+        cur = {(svc, protocol, self.node, ip) for svc, ip in current}
+        for gone in {m for m in self._announced_metric if m[1] == protocol} - cur:
+            try:
+                self.metrics.announced.remove(*gone)
+            except KeyError:
+                pass
+            self._announced_metric.discard(gone)
+        for m in cur - self._announced_metric:
+            self.metrics.announced.labels(*m).set(1)
+            self._announced_metric.add(m)
+
+    def _event(self, svc: dict, type_: str, reason: str, message: str) -> None:
+        m = svc.get("metadata") or {}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {"metadata": {"generateName": f"{m.get('name', 'svc')}.", "namespace": m.get("namespace")},
+                "involvedObject": {"kind": "Service", "apiVersion": "v1", "name": m.get("name"),
+                                   "namespace": m.get("namespace"), "uid": m.get("uid")},
+                "reason": reason, "message": message, "type": type_, "count": 1,
+                "firstTimestamp": now, "lastTimestamp": now,
+                "source": {"component": "metallb-speaker", "host": self.node}}
+        threading.Thread(target=self._post_event, args=(m.get("namespace"), body), daemon=True).start()
+
+    def _post_event(self, ns: str, body: dict) -> None:
+        try:
+            client.CoreV1Api(self.api).create_namespaced_event(ns, body)
+        except Exception as e:  # noqa: BLE001 - events are best effort
+            log.debug("event not written", error=str(e))
+
+    def _sync_l2_status(self, l2_status: dict) -> None:
+        """ServiceL2Status objects for the services this node announces (MetalLB's layer2 status
+        controller): created when we start announcing, deleted when we stop."""
+        want = {k: names for k, (names, _svc) in l2_status.items()}
+        if want == {k: v[1] for k, v in self._l2_status.items()}:
+            return
+        co = client.CustomObjectsApi(self.api)
+        args = ("metallb.io", "v1beta1", self.s.namespace, "servicel2statuses")
+        for key, (name, names) in list(self._l2_status.items()):
+            if want.get(key) != names:
+                try:
+                    co.delete_namespaced_custom_object(*args, name)
+                except ApiException:
+                    pass
+                del self._l2_status[key]
+        for key, names in want.items():
+            if key in self._l2_status:
+                continue
+            ns, svc_name = key.split("/", 1)
+            body = {"apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
+                    "metadata": {"generateName": "l2-", "labels": {
+                        "metallb.io/node": self.node, "metallb.io/service-name": svc_name,
+                        "metallb.io/service-namespace": ns}}}
+            try:
+                created = co.create_namespaced_custom_object(*args, body)
+                name = created["metadata"]["name"]
+                created["status"] = {"node": self.node, "serviceName": svc_name, "serviceNamespace": ns,
+                                     "interfaces": [{"name": n} for n in names]}
+                co.replace_namespaced_custom_object_status(*args, name, created)
+                self._l2_status[key] = (name, names)
+            except ApiException as e:
+                log.debug("ServiceL2Status not written", service=key, status=e.status)
+
+    # ---- BGP -------------------------------------------------------------------------------
+    def _ensure_speaker(self):
+        if self.speaker is None:
+            from .bgp.config_render import NodeAddresses
+            from .bgp.exabgp import BGPSpeaker
+            addrs = self._my_addresses()
+            v4 = next((ipaddress.ip_address(a) for a in addrs if ":" not in a), None)
+            v6 = next((ipaddress.ip_address(a) for a in addrs if ":" in a), None)
+            self.speaker = BGPSpeaker(NodeAddresses(self.node, v4, v6), self.s.bgp_workdir / self.node,
+                                      registry=self.registry)
+        return self.speaker
+
+    def _apply_bgp(self, cfg: Config, nodes: dict, views: list) -> None:
+        me = nodes.get(self.node)
+        if me is None:
+            return
+        node_view = bgpadv.NodeView(me.name, me.labels, me.network_unavailable)
+        peers = bgpadv.active_peers(cfg, node_view)
+        if not peers and self.speaker is None:
+            return
+        speaker = self._ensure_speaker()
+        speaker.set_peers(peers.values())
+        plan = bgpadv.plan_for_node(cfg, node_view, views)
+        speaker.set(plan.advertisements, plan.prefix_owners)
+        self._sync_announced_metric("bgp", {(k, str(ip)) for k, ps in plan.service_peers.items() if ps
+                                            for v in views if v.key == k for ip in v.ips})
+        self._sync_bfd(cfg, peers)
+
+    def _sync_bfd(self, cfg: Config, peers: dict) -> None:
+        from .bfd.runner import BFDManager, sessions_for_peers
+        wanted = sessions_for_peers(peers.values(), cfg.bfd_profiles)
+        if not wanted and self.bfd is None:
+            return
+        self._peer_by_ip = {str(p.peer_address): name for name, p in peers.items()}
+        if self.bfd is None:
+            self.bfd = BFDManager(self._bfd_changed)
+        self.bfd.sync(wanted)
+
+    def _bfd_changed(self, peer_ip: str, old: str, new: str) -> None:
+        name = self._peer_by_ip.get(peer_ip)
+        if not name or self.speaker is None:
+            return
+        log.info("BFD session state changed", event="bfdStateChanged", peer=name, old=old, new=new)
+        if new == "Up":
+            self.speaker.peer_up(name)
+        elif old == "Up":
+            self.speaker.peer_down(name)
+
+    # ---- metrics source ----------------------------------------------------------------------
+    def xdp_counters(self) -> tuple[dict, dict]:
+        if self.dp is None:
+            return {}, {}
+        names = {i: n for n, i in local_interfaces().items()}
+        per_vip = {(ip, names.get(ifindex, str(ifindex))): c for (ip, ifindex), c in self.dp.counters().items()}
+        return per_vip, self.garp.sent()
