@@ -360,9 +360,10 @@ class Lab:
         }
 
 
-def kubectl(kubeconfig: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def kubectl(kubeconfig: str, *args: str, check: bool = True,
+            input_: Optional[str] = None) -> subprocess.CompletedProcess:
     r = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, input=input_)
     if check and r.returncode != 0:
         raise RigError(f"kubectl {' '.join(args)} failed: {r.stderr.strip()}")
     return r
