@@ -100,6 +100,7 @@ class Agent:
         self._peer_by_ip: dict[str, str] = {}
         self._announced_metric: set[tuple] = set()
         self._l2_status: dict[str, tuple] = {}                  # service key -> (name, interfaces)
+        self._bgp_status: dict[tuple, tuple] = {}               # status key -> (object name, peers)
         poke = lambda typ, obj: self._wake.set()  # noqa: E731
         self.services = Informer(api, "/api/v1/services", poke)
         self.nodes = Informer(api, "/api/v1/nodes", poke)
@@ -395,6 +396,38 @@ class Agent:
         self._sync_announced_metric("bgp", {(k, str(ip)) for k, ps in plan.service_peers.items() if ps
                                             for v in views if v.key == k for ip in v.ips})
         self._sync_bfd(cfg, peers)
+        self._sync_bgp_status(plan.service_peers)
+
+    def _sync_bgp_status(self, service_peers: dict) -> None:
+        """ServiceBGPStatus objects: one per service this node advertises, listing the peers."""
+        from .bgp.status import service_bgp_statuses
+        want = service_bgp_statuses(self.node, service_peers, self.s.namespace)
+        want_peers = {k: tuple(b["status"]["peers"]) for k, b in want.items()}
+        if want_peers == {k: v[1] for k, v in self._bgp_status.items()}:
+            return
+        co = client.CustomObjectsApi(self.api)
+        args = ("metallb.io", "v1beta1", self.s.namespace, "servicebgpstatuses")
+        for key, (name, peers) in list(self._bgp_status.items()):
+            if key not in want:
+                try:
+                    co.delete_namespaced_custom_object(*args, name)
+                except ApiException:
+                    pass
+                del self._bgp_status[key]
+        for key, body in want.items():
+            cur = self._bgp_status.get(key)
+            if cur and cur[1] == want_peers[key]:
+                continue
+            try:
+                if cur:
+                    obj = co.get_namespaced_custom_object(*args, cur[0])
+                else:
+                    obj = co.create_namespaced_custom_object(*args, {k: v for k, v in body.items() if k != "status"})
+                obj["status"] = body["status"]
+                co.replace_namespaced_custom_object_status(*args, obj["metadata"]["name"], obj)
+                self._bgp_status[key] = (obj["metadata"]["name"], want_peers[key])
+            except ApiException as e:
+                log.debug("ServiceBGPStatus not written", service=key, status=e.status)
 
     def _sync_bfd(self, cfg: Config, peers: dict) -> None:
         from .bfd.runner import BFDManager, sessions_for_peers

@@ -216,15 +216,48 @@ class Lab:
                                capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 raise RigError(f"XDP_PASS program on the bridge port of {n} failed: {r.stderr[-800:]}")
-            agent = start(f"agent-{n}", [py, "-m", "metalxdp.cli", "agent", "--node-name", n,
-                                         "--kubeconfig", kc, "--namespace", NAMESPACE,
-                                         "--bpffs-dir", str(BPFFS_ROOT / f"{topo.id}-{n}"),
-                                         "--workdir", str(self.dir / "agent"), "--metrics-port", "7472"],
-                          logs, netns=topo.hosts[n].netns)
-            state["pids"][f"agent-{n}"] = agent.pid
+            state["pids"][f"agent-{n}"] = self._start_agent(state, topo, n).pid
             self._save(state)
         for obj in spec.metallb_resources():
             apply(api, obj)
+
+    def _start_agent(self, state: dict, topo: Topology, n: str, extra: tuple = ()):
+        return start(f"agent-{n}", [sys.executable, "-m", "metalxdp.cli", "agent", "--node-name", n,
+                                    "--kubeconfig", state["kubeconfig"], "--namespace", NAMESPACE,
+                                    "--bpffs-dir", str(BPFFS_ROOT / f"{topo.id}-{n}"),
+                                    "--workdir", str(self.dir / "agent"), "--metrics-port", "7472", *extra],
+                     self.dir / "logs", netns=topo.hosts[n].netns)
+
+    def stop_agent(self, node: str, sig: int = 15) -> None:
+        """Stop ``node``'s agent with ``sig`` (SIGTERM: planned; SIGKILL: crash) and wait for it."""
+        import signal as _signal
+        state = self.load()
+        pid = state["pids"].get(f"agent-{node}")
+        if pid and _pid_alive(pid):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 10
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        break
+                except ChildProcessError:
+                    time.sleep(0.02)
+            if _pid_alive(pid):
+                stop_pid(pid)
+
+    def start_agent(self, node: str, extra: tuple = ()) -> int:
+        state = self.load()
+        pid = self._start_agent(state, self.topology(state), node, extra).pid
+        state["pids"][f"agent-{node}"] = pid
+        self._save(state)
+        return pid
+
+    def restart_agent(self, node: str, sig: int = 15) -> int:
+        self.stop_agent(node, sig)
+        return self.start_agent(node)
 
     def _webhook_args(self) -> list[str]:
         try:
