@@ -91,6 +91,23 @@ def render_frr_conf(spec: RouterSpec) -> str:
     return "\n".join(out)
 
 
+def split_bfd_block(conf: str) -> tuple[str, str]:
+    """(conf without the ``bfd`` block, the ``bfd`` block). With one ``-f`` file per daemon (our
+    netns layout, no vtysh -b), bgpd reads a ``bfd`` node it does not know and takes its ``exit``
+    lines as leaving configuration mode, losing ``router bgp``: bfdd gets the block alone."""
+    lines, bfd, rest, inside = conf.splitlines(), [], [], False
+    for line in lines:
+        if line == "bfd":
+            inside = True
+        if inside:
+            bfd.append(line)
+            if line == "exit":
+                inside = False
+            continue
+        rest.append(line)
+    return "\n".join(rest) + "\n", ("\n".join(bfd) + "\n" if bfd else "")
+
+
 @dataclass
 class FRRRouter:
     """FRR daemons running in ``host``'s namespace with their own sockets under ``workdir``."""
@@ -101,7 +118,8 @@ class FRRRouter:
 
     def _common(self, d: str) -> list[str]:
         w = self.workdir
-        return ["-d", "-f", str(w / "frr.conf"), "-i", str(w / f"{d}.pid"), "--vty_socket", str(w),
+        conf = "bfdd.conf" if d == "bfdd" else "frr.conf"
+        return ["-d", "-f", str(w / conf), "-i", str(w / f"{d}.pid"), "--vty_socket", str(w),
                 "-z", str(w / "zserv.api"), "-u", "frr", "-g", "frr", "--log", f"file:{w}/{d}.log"]
 
     def start(self, conf: str, timeout: float = 30) -> None:
@@ -113,8 +131,10 @@ class FRRRouter:
                 raise RigError(f"FRR's directory {self.workdir} is below {parent}, which user "
                                f"frr cannot enter; use a directory under /run/metalxdp/frr")
         shutil.chown(self.workdir, "frr", "frr")
-        (self.workdir / "frr.conf").write_text(conf)
-        shutil.chown(self.workdir / "frr.conf", "frr", "frr")
+        main, bfd = split_bfd_block(conf)
+        for name, text in (("frr.conf", main), ("bfdd.conf", bfd or "!\n")):
+            (self.workdir / name).write_text(text)
+            shutil.chown(self.workdir / name, "frr", "frr")
         for d in self.daemons:
             argv = [str(FRR_DIR / d), *self._common(d)]
             if d == "bfdd":

@@ -104,3 +104,13 @@ def test_failing_test_body_leaves_nothing_behind():
             raise RuntimeError("deliberate failure in the test body")
     assert created and not set(created) & set(list_namespaces())
     assert not _processes_in(created)
+
+
+def test_frr_with_bfd_profiles_keeps_router_bgp(topology, frr_router):
+    """The bfd block goes to bfdd alone: bgpd must still get its whole `router bgp`."""
+    from metalxdp.rig.frr import BFDTimers
+    node = topology.add_host("node1", ipv4=["192.0.2.11/24"])
+    frr_router.start(render_frr_conf(RouterSpec(64512, "192.0.2.1", (Neighbor(node.ip4, 64513, bfd_profile="fast"),),
+                                                bfd_profiles=(BFDTimers("fast", 100, 100, 3),))))
+    assert node.ip4 in frr_router.json("show bgp summary")["ipv4Unicast"]["peers"]
+    assert "profile fast" in frr_router.vtysh("show running-config")
