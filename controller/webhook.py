@@ -1,0 +1,677 @@
+"""The validating admission webhook and the BGPPeer conversion webhook, served over HTTPS by the
+controller process, with their own certificate management (MetalLB's cert-controller rotator).
+
+``start_webhook(api, namespace, host, port, url=None)`` returns at once with a ``WebhookServer``:
+
+* an HTTPS server (stdlib ``http.server``, one thread per connection) answering
+  ``POST /validate-metallb-io-<version>-<kind>`` (AdmissionReview v1 -> ``admission.review`` over
+  the metallb.io objects *now* stored in ``namespace``, listed through the API server for every
+  request: a decision never rests on a stale cache), ``POST /convert`` (ConversionReview ->
+  ``bgppeer_conversion.conversion_review``), ``GET /healthz`` (the process serves) and
+  ``GET /readyz`` (200 only once the certificate is served AND its CA is injected everywhere,
+  i.e. once the API server can actually call us);
+* a certificate thread (``CertManager``): reads Secret ``metallb-webhook-cert``; when it is
+  missing, invalid, or expires within 30 days, makes a new one (keeping the CA when the CA is
+  still good, so the ``caBundle`` does not change) and stores it, tolerating a racing replica
+  (on conflict it re-reads and serves the winner's); creates the ValidatingWebhookConfiguration
+  when it is missing; injects the CA as ``caBundle`` into every webhook of it and into the
+  BGPPeer CRD's conversion webhook; swaps the serving certificate without a restart. It re-checks
+  every ``METALXDP_WEBHOOK_CERT_CHECK_SECONDS`` (default 60): a deleted Secret, a re-applied
+  webhook configuration without ``caBundle`` or another replica's rotation are repaired within
+  one interval.
+
+With ``url`` (the lab: the API server runs on the host, not in a cluster) every ``clientConfig``
+becomes ``url + path`` instead of the in-cluster Service, and the serving certificate also names
+the URL's host.
+
+``python -m controller.webhook`` regenerates ``deploy/webhook/*.yaml`` from the tables below.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import http.server
+import json
+import os
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
+
+from metalxdp import log as mlog
+from metalxdp.config import admission
+from metalxdp.config.bgppeer_conversion import conversion_review
+from metalxdp.kube import ApiException, client
+
+from . import certs
+
+log = mlog.get_logger("webhook")
+
+GROUP = "metallb.io"
+SECRET_NAME = "metallb-webhook-cert"
+CONFIGURATION_NAME = "metallb-webhook-configuration"
+SERVICE_NAME = certs.SERVICE_NAME
+SERVICE_PORT = 443
+TARGET_PORT = 9443
+CONVERT_PATH = "/convert"
+BGPPEER_CRD = "bgppeers.metallb.io"
+CHECK_SECONDS_ENV = "METALXDP_WEBHOOK_CERT_CHECK_SECONDS"
+ROTATE_BEFORE_DAYS_ENV = "METALXDP_WEBHOOK_CERT_ROTATE_BEFORE_DAYS"
+DEFAULT_CHECK_SECONDS = 60.0
+# after a CA change the API server must see the new caBundle before we serve a certificate
+# signed by the new CA; its webhook-configuration informer usually takes milliseconds
+CA_PROPAGATION_SECONDS = 1.0
+# MetalLB's timeoutSeconds; a decision lists ~4 kinds through the API server (a few ms each)
+TIMEOUT_SECONDS = 10
+MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit is 3 MiB
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One validating webhook: which kind, at which version, for which operations."""
+    kind: str
+    version: str
+    plural: str
+    operations: tuple[str, ...]
+    name: str  # MetalLB's webhook name, so `kubectl` errors read the same
+
+    @property
+    def path(self) -> str:
+        return f"/validate-metallb-io-{self.version}-{self.kind.lower()}"
+
+
+# MetalLB's config/webhook/manifests.yaml, plus the legacy AddressPool and the operator's MetalLB
+# CR (admission.review checks both). BGPPeer is validated at v1beta2: a v1beta1 request is
+# converted first (matchPolicy Equivalent), so one code path sees every peer.
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("BGPPeer", "v1beta2", "bgppeers", ("CREATE", "UPDATE"), "bgppeervalidationwebhook.metallb.io"),
+    Endpoint("BFDProfile", "v1beta1", "bfdprofiles", ("CREATE", "DELETE"), "bfdprofilevalidationwebhook.metallb.io"),
+    Endpoint("BGPAdvertisement", "v1beta1", "bgpadvertisements", ("CREATE", "UPDATE"),
+             "bgpadvertisementvalidationwebhook.metallb.io"),
+    Endpoint("Community", "v1beta1", "communities", ("CREATE", "UPDATE"), "communityvalidationwebhook.metallb.io"),
+    Endpoint("IPAddressPool", "v1beta1", "ipaddresspools", ("CREATE", "UPDATE"),
+             "ipaddresspoolvalidationwebhook.metallb.io"),
+    Endpoint("L2Advertisement", "v1beta1", "l2advertisements", ("CREATE", "UPDATE"),
+             "l2advertisementvalidationwebhook.metallb.io"),
+    Endpoint("AddressPool", "v1beta1", "addresspools", ("CREATE", "UPDATE"),
+             "addresspoolvalidationwebhook.metallb.io"),
+    Endpoint("MetalLB", "v1beta1", "metallbs", ("CREATE", "UPDATE"), "metallbvalidationwebhook.metallb.io"),
+)
+BY_PATH = {e.path: e for e in ENDPOINTS}
+BY_KIND = {e.kind: e for e in ENDPOINTS}
+# kinds that decide on a peer's or advertisement's nodes (MetalLB lists Nodes for them)
+_NODE_KINDS = {"BGPPeer", "BGPAdvertisement", "L2Advertisement"}
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests
+
+def _client_config(namespace: str, path: str, url: Optional[str], ca_bundle: Optional[bytes]) -> dict:
+    cc: dict = ({"url": url.rstrip("/") + path} if url else
+                {"service": {"name": SERVICE_NAME, "namespace": namespace, "path": path, "port": SERVICE_PORT}})
+    if ca_bundle:
+        cc["caBundle"] = base64.b64encode(ca_bundle).decode()
+    return cc
+
+
+def validating_webhook_configuration(namespace: str = "metallb-system", url: Optional[str] = None,
+                                     ca_bundle: Optional[bytes] = None) -> dict:
+    """The ValidatingWebhookConfiguration (admissionregistration.k8s.io/v1, Kubernetes >= 1.16)."""
+    webhooks = []
+    for e in ENDPOINTS:
+        webhooks.append({
+            "name": e.name,
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": _client_config(namespace, e.path, url, ca_bundle),
+            # Fail: an object the controller would refuse must never be stored unchecked
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "rules": [{"apiGroups": [GROUP], "apiVersions": [e.version], "operations": list(e.operations),
+                       "resources": [e.plural]}],
+        })
+    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/name": "metalxdp"}},
+            "webhooks": webhooks}
+
+
+def webhook_service(namespace: str = "metallb-system") -> dict:
+    """The Service the API server reaches the webhook through (443 -> the controller's 9443)."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": SERVICE_NAME, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/name": "metalxdp"}},
+            "spec": {"selector": {"app": "metalxdp", "component": "controller"},
+                     "ports": [{"name": "webhook", "port": SERVICE_PORT, "targetPort": TARGET_PORT,
+                                "protocol": "TCP"}]}}
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the current configuration
+
+class ClusterReader:
+    """The metallb.io objects, Nodes and Namespaces as the API server has them now."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.namespace = namespace
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    def objects(self, kinds: set[str]) -> list[dict]:
+        out: list[dict] = []
+        for kind in sorted(kinds):
+            e = BY_KIND[kind]
+            try:
+                items = self.custom.list_namespaced_custom_object(GROUP, e.version, self.namespace, e.plural)["items"]
+            except ApiException as err:
+                if err.status == 404:  # that CRD is not installed: no such objects
+                    continue
+                raise
+            for o in items:  # list items carry no apiVersion/kind in some API server versions
+                o.setdefault("apiVersion", f"{GROUP}/{e.version}")
+                o.setdefault("kind", kind)
+            out += items
+        return out
+
+    def node_labels(self) -> Optional[dict[str, dict[str, str]]]:
+        """name -> labels; None when the cluster has no Node (then every peer is assumed to share
+        a node, as MetalLB's config.For with no nodes)."""
+        items = self.core.list_node().items
+        return {n.metadata.name: dict(n.metadata.labels or {}) for n in items} or None
+
+    def namespace_labels(self) -> dict[str, dict[str, str]]:
+        return {n.metadata.name: dict(n.metadata.labels or {}) for n in self.core.list_namespace().items}
+
+
+def kinds_to_read(kind: str, operation: str) -> set[str]:
+    """The stored kinds admission.review needs to decide on ``kind``/``operation``."""
+    if operation == "DELETE":
+        return {"BGPPeer"} if kind == "BFDProfile" else set()
+    return set(admission.SCOPE.get(kind, set())) | {kind}
+
+
+# ---------------------------------------------------------------------------------------------
+# AdmissionReview handling (no HTTP here)
+
+class BadRequest(ValueError):
+    """The body is not a request we can answer at all (HTTP 400)."""
+
+
+def _review_response(uid: str, allowed: bool, message: str = "", warnings: Optional[list[str]] = None,
+                     code: int = 403) -> dict:
+    resp: dict = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        resp["status"] = {"code": code, "message": message,
+                          "reason": "Forbidden" if code == 403 else "InternalError"}
+    if warnings:
+        resp["warnings"] = list(warnings)
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}
+
+
+def handle_admission(endpoint: Endpoint, body: bytes, reader: ClusterReader) -> dict:
+    """AdmissionReview bytes -> AdmissionReview response dict. Raises BadRequest when the body
+    is no AdmissionReview; a review for the wrong kind, or one we cannot decide because the API
+    server could not be read, is *denied* with a message (failing closed, like failurePolicy)."""
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"body is not JSON: {e}") from None
+    if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
+        raise BadRequest("expected an admission.k8s.io/v1 AdmissionReview")
+    req = review.get("request")
+    if not isinstance(req, dict) or not isinstance(req.get("uid"), str) or not req["uid"]:
+        raise BadRequest("AdmissionReview has no request.uid")
+    uid = req["uid"]
+    if review.get("apiVersion") != "admission.k8s.io/v1":
+        return _review_response(uid, False, f"unsupported AdmissionReview version {review.get('apiVersion')!r}; "
+                                            f"register the webhook with admissionReviewVersions [v1]", code=400)
+    req_kind = (req.get("kind") or {}).get("kind") if isinstance(req.get("kind"), dict) else None
+    if req_kind != endpoint.kind:
+        return _review_response(uid, False, f"{endpoint.path} validates {endpoint.kind} objects, got "
+                                            f"{req_kind or 'no kind'}: the webhook configuration's rules are wrong",
+                                code=400)
+    operation = str(req.get("operation") or "").upper()
+    obj = req.get("object") if isinstance(req.get("object"), dict) else None
+    old = req.get("oldObject") if isinstance(req.get("oldObject"), dict) else None
+    try:
+        existing = reader.objects(kinds_to_read(endpoint.kind, operation))
+        nodes = reader.node_labels() if endpoint.kind in _NODE_KINDS else None
+        namespaces = reader.namespace_labels() if endpoint.kind in ("IPAddressPool", "AddressPool") else None
+    except (ApiException, OSError) as e:
+        reason = getattr(e, "reason", None) or str(e)
+        log.error("cannot read the current configuration", event="webhookError", kind=endpoint.kind, error=reason)
+        return _review_response(uid, False, f"metalxdp webhook could not read the current metallb.io objects "
+                                            f"to validate against ({reason}); retry", code=500)
+    allowed, message, warnings = admission.review(endpoint.kind, operation, obj, old, existing,
+                                                  namespace=reader.namespace, nodes=nodes, namespaces=namespaces)
+    name = ((obj or old or {}).get("metadata") or {}).get("name")
+    log.info("admission", event="webhookDecision", kind=endpoint.kind, operation=operation, name=name,
+             allowed=allowed, message=message or None, warnings=warnings or None)
+    return _review_response(uid, allowed, message, warnings)
+
+
+def handle_conversion(body: bytes) -> dict:
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"body is not JSON: {e}") from None
+    if (not isinstance(review, dict) or review.get("kind") != "ConversionReview"
+            or not isinstance(review.get("request"), dict)):
+        raise BadRequest("expected an apiextensions.k8s.io/v1 ConversionReview with a request")
+    return conversion_review(review)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS server
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the API server reuses its connections
+    timeout = 30                  # a silent client never holds a thread for long
+    server: "_HTTPSServer"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("http " + format % args)
+
+    def _send(self, code: int, payload: Any, content_type: str = "application/json") -> None:
+        data = payload if isinstance(payload, bytes) else (
+            json.dumps(payload).encode() if content_type == "application/json" else str(payload).encode())
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        if path == "/healthz":
+            self._send(200, "ok\n", "text/plain")
+        elif path == "/readyz":
+            ready, why = self.server.webhook.readiness()
+            self._send(200 if ready else 503, ("ok" if ready else why) + "\n", "text/plain")
+        else:
+            self._send(404, f"no such path {path}; POST /validate-..., POST /convert, GET /healthz, /readyz\n",
+                       "text/plain")
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            self.close_connection = True
+            self._send(400, {"error": f"Content-Length must be 0..{MAX_BODY}"})
+            return
+        body = self.rfile.read(length)
+        try:
+            if path == CONVERT_PATH:
+                out = handle_conversion(body)
+            elif path in BY_PATH:
+                out = handle_admission(BY_PATH[path], body, self.server.webhook.reader)
+            else:
+                self._send(404, {"error": f"no webhook at {path}; known: {sorted(BY_PATH)} and {CONVERT_PATH}"})
+                return
+        except BadRequest as e:
+            log.warning("bad webhook request", event="webhookBadRequest", path=path, error=str(e))
+            self._send(400, {"error": str(e)})
+            return
+        except Exception as e:  # never let one request take the server down; tell the caller
+            log.error("webhook request failed", exc_info=True, event="webhookError", path=path)
+            self._send(500, {"error": f"internal error: {type(e).__name__}: {e}"})
+            return
+        self._send(200, out)
+
+
+class _HTTPSServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that wraps every accepted connection with the *current* SSL
+    context, so a rotated certificate is served from the next connection on, without a restart.
+    The TLS handshake runs in the connection's own thread (a slow client does not block accept)."""
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, addr: tuple[str, int], webhook: "WebhookServer"):
+        self.webhook = webhook
+        if ":" in addr[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(addr, _Handler)
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        ctx = self.webhook.ssl_context
+        if ctx is None:  # no certificate yet: nothing we could say to a TLS client
+            sock.close()
+            raise OSError("no serving certificate yet")
+        return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def handle_error(self, request, client_address) -> None:
+        # TLS failures (a client that does not trust us yet, a port scanner) end up here
+        import sys
+        log.debug("connection error", peer=str(client_address), error=repr(sys.exc_info()[1]))
+
+
+def _ssl_context(bundle: certs.CertBundle) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # load_cert_chain only reads files: write them to a private temporary directory
+    with tempfile.TemporaryDirectory(prefix="metalxdp-webhook-") as d:
+        crt, key = Path(d, "tls.crt"), Path(d, "tls.key")
+        crt.write_bytes(bundle.tls_crt)
+        key.touch(mode=0o600)
+        key.write_bytes(bundle.tls_key)
+        ctx.load_cert_chain(crt, key)
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# certificates in the cluster
+
+def _b64(data: Optional[dict], key: str) -> bytes:
+    v = (data or {}).get(key)
+    try:
+        return base64.b64decode(v) if v else b""
+    except ValueError:
+        return b""
+
+
+class CertManager:
+    """Keeps Secret ``metallb-webhook-cert`` valid and its CA injected (MetalLB's cert rotator)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, hosts: list[str], url: Optional[str],
+                 rotate_before: dt.timedelta = certs.DEFAULT_ROTATE_BEFORE):
+        self.namespace = namespace
+        self.hosts = hosts
+        self.url = url
+        self.rotate_before = rotate_before
+        self.core = client.CoreV1Api(api)
+        self.admreg = client.AdmissionregistrationV1Api(api)
+        self.api = api
+
+    # -- the Secret -------------------------------------------------------------------------
+    def _read_secret(self):
+        try:
+            return self.core.read_namespaced_secret(SECRET_NAME, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def _bundle_of(self, secret) -> Optional[certs.CertBundle]:
+        if secret is None:
+            return None
+        try:
+            return certs.CertBundle.from_secret_data({k: _b64(secret.data, k) for k in certs.SECRET_KEYS})
+        except ValueError:
+            return None
+
+    def ensure_secret(self) -> tuple[certs.CertBundle, bool]:
+        """The bundle to serve, and whether this call wrote a new one. Two replicas may race:
+        whoever loses the create/update (409) re-reads and takes the winner's bundle."""
+        for _ in range(5):
+            secret = self._read_secret()
+            bundle = self._bundle_of(secret)
+            if bundle is not None:
+                why, ca = certs.problems(bundle, self.hosts, self.rotate_before)
+                if not why:
+                    return bundle, False
+            else:
+                why, ca = ([f"Secret {self.namespace}/{SECRET_NAME} " +
+                            ("does not exist" if secret is None else "lacks ca.crt/ca.key/tls.crt/tls.key")], None)
+            new = certs.generate(self.namespace, self.hosts, ca=ca)
+            data = {k: base64.b64encode(v).decode() for k, v in new.as_secret_data().items()}
+            log.info("issuing webhook certificate", event="certRotation", reasons=why, keep_ca=ca is not None,
+                     expires=new.serving_not_after().isoformat())
+            try:
+                if secret is None:
+                    body = client.V1Secret(metadata=client.V1ObjectMeta(
+                        name=SECRET_NAME, namespace=self.namespace, labels={"app.kubernetes.io/name": "metalxdp"}),
+                        type="kubernetes.io/tls", data=data)
+                    self.core.create_namespaced_secret(self.namespace, body)
+                else:
+                    # type is immutable: keep whatever the Secret was created with
+                    secret.data = dict(secret.data or {}, **data)
+                    self.core.replace_namespaced_secret(SECRET_NAME, self.namespace, secret)
+                return new, True
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                log.info("another replica wrote the webhook certificate first: using it", event="certRace")
+        raise RuntimeError(f"Secret {self.namespace}/{SECRET_NAME} keeps changing under us")
+
+    # -- injection --------------------------------------------------------------------------
+    def inject(self, ca_bundle: bytes) -> None:
+        """Create the ValidatingWebhookConfiguration if missing; set every webhook's caBundle
+        (and URL form) and the BGPPeer CRD's conversion caBundle (and URL form)."""
+        self._inject_vwc(ca_bundle)
+        self._inject_crd(ca_bundle)
+
+    def _inject_vwc(self, ca_bundle: bytes) -> None:
+        want = validating_webhook_configuration(self.namespace, self.url, ca_bundle)
+        for _ in range(5):
+            try:
+                cur = self._get_raw(f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
+                                    f"{CONFIGURATION_NAME}")
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                try:
+                    self.admreg.create_validating_webhook_configuration(want)
+                    log.info("created the webhook configuration", event="webhookConfigCreated",
+                             name=CONFIGURATION_NAME, url=self.url)
+                    return
+                except ApiException as e2:
+                    if e2.status == 409:
+                        continue
+                    raise
+            wanted_cc = {w["name"]: w["clientConfig"] for w in want["webhooks"]}
+            changed = False
+            for w in cur.get("webhooks") or []:
+                cc = w.get("clientConfig") or {}
+                target = wanted_cc.get(w.get("name"))
+                if self.url and target is not None and cc.get("url") != target["url"]:
+                    cc.pop("service", None)
+                    cc["url"] = target["url"]
+                    changed = True
+                b64 = base64.b64encode(ca_bundle).decode()
+                if cc.get("caBundle") != b64:
+                    cc["caBundle"] = b64
+                    changed = True
+                w["clientConfig"] = cc
+            if not changed:
+                return
+            try:
+                self._put_raw(f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
+                              f"{CONFIGURATION_NAME}", cur)
+                log.info("injected caBundle into the webhook configuration", event="caBundleInjected",
+                         name=CONFIGURATION_NAME)
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        raise RuntimeError(f"{CONFIGURATION_NAME} keeps changing under us")
+
+    def _inject_crd(self, ca_bundle: bytes) -> None:
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{BGPPEER_CRD}"
+        for _ in range(5):
+            try:
+                cur = self._get_raw(path)
+            except ApiException as e:
+                if e.status == 404:
+                    log.warning("BGPPeer CRD not installed: no conversion webhook to inject", event="crdMissing")
+                    return
+                raise
+            conv = (cur.get("spec") or {}).get("conversion") or {}
+            if conv.get("strategy") != "Webhook":
+                return  # installed with --conversion none: nothing calls us
+            cc = conv.setdefault("webhook", {}).setdefault("clientConfig", {})
+            conv["webhook"].setdefault("conversionReviewVersions", ["v1"])
+            changed = False
+            if self.url and cc.get("url") != self.url.rstrip("/") + CONVERT_PATH:
+                cc.pop("service", None)
+                cc["url"] = self.url.rstrip("/") + CONVERT_PATH
+                changed = True
+            b64 = base64.b64encode(ca_bundle).decode()
+            if cc.get("caBundle") != b64:
+                cc["caBundle"] = b64
+                changed = True
+            if not changed:
+                return
+            try:
+                self._put_raw(path, cur)
+                log.info("injected caBundle into the BGPPeer conversion webhook", event="caBundleInjected",
+                         name=BGPPEER_CRD)
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        raise RuntimeError(f"CRD {BGPPEER_CRD} keeps changing under us")
+
+    # raw JSON, not the generated models: they drop fields they do not know and choke on some
+    # CRD schemas (x-kubernetes-int-or-string); a read-modify-write must keep everything
+    def _get_raw(self, path: str) -> dict:
+        resp = self.api.call_api(path, "GET", header_params={"Accept": "application/json"},
+                                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True)
+        return json.loads(resp.data)
+
+    def _put_raw(self, path: str, body: dict) -> None:
+        self.api.call_api(path, "PUT", header_params={"Accept": "application/json",
+                                                      "Content-Type": "application/json"},
+                          body=body, auth_settings=["BearerToken"], _preload_content=False,
+                          _return_http_data_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole thing
+
+class WebhookServer:
+    """Handle returned by ``start_webhook``: the HTTPS server and the certificate thread."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, host: str, port: int, url: Optional[str] = None,
+                 check_seconds: Optional[float] = None, rotate_before: Optional[dt.timedelta] = None):
+        self.namespace = namespace
+        self.url = url
+        self.reader = ClusterReader(api, namespace)
+        hosts = certs.dns_names(namespace) + ["127.0.0.1"]
+        if url and urlsplit(url).hostname:
+            hosts.append(urlsplit(url).hostname)
+        self.check_seconds = check_seconds if check_seconds is not None else float(
+            os.environ.get(CHECK_SECONDS_ENV) or DEFAULT_CHECK_SECONDS)
+        if rotate_before is None:
+            rotate_before = dt.timedelta(days=float(os.environ.get(ROTATE_BEFORE_DAYS_ENV) or
+                                                    certs.DEFAULT_ROTATE_BEFORE.days))
+        self.certs = CertManager(api, namespace, list(dict.fromkeys(hosts)), url, rotate_before)
+        self.ssl_context: Optional[ssl.SSLContext] = None
+        self.serving: Optional[certs.CertBundle] = None
+        self._injected = False
+        self._last_error = "no certificate yet"
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.httpd = _HTTPSServer((host, port), self)  # binds now: a busy port fails the start
+        self.port = self.httpd.server_address[1]
+        self._threads = [threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                          name="webhook-https", daemon=True),
+                         threading.Thread(target=self._cert_loop, name="webhook-certs", daemon=True)]
+
+    def start(self) -> "WebhookServer":
+        for t in self._threads:
+            t.start()
+        log.info("webhook listening", event="webhookStarted", port=self.port, url=self.url,
+                 check_seconds=self.check_seconds)
+        return self
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.ssl_context is None:
+            return False, f"no serving certificate: {self._last_error}"
+        if not self._injected:
+            return False, f"caBundle not injected yet: {self._last_error}"
+        return True, ""
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.ready.wait(timeout)
+
+    def check_now(self) -> None:
+        """Run the certificate check at once (rotation, re-injection) instead of at the next tick."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # ---------------------------------------------------------------------------------------
+    def check_once(self) -> None:
+        """One rotation check: make sure the Secret holds a good bundle, inject its CA, serve it."""
+        bundle, _wrote = self.certs.ensure_secret()
+        if self.serving is not None and bundle == self.serving:
+            self.certs.inject(bundle.ca_crt)  # repairs a re-applied/edited configuration
+            self._injected = True
+            return
+        ca_changed = self.serving is not None and bundle.ca_crt != self.serving.ca_crt
+        if ca_changed:
+            # trust both CAs until the next check, then only the new one: a replica that still
+            # serves the old certificate (it re-reads the Secret at its own next check) keeps
+            # working meanwhile
+            self.certs.inject(bundle.ca_crt + self.serving.ca_crt)
+            time.sleep(CA_PROPAGATION_SECONDS)
+        else:
+            self.certs.inject(bundle.ca_crt)
+        self.ssl_context = _ssl_context(bundle)
+        self.serving = bundle
+        self._injected = True
+        log.info("serving webhook certificate", event="certServed", serial=f"{bundle.serial():x}",
+                 expires=bundle.serving_not_after().isoformat())
+
+    def _cert_loop(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                self.check_once()
+                self._last_error = ""
+                backoff = 1.0
+                if not self.ready.is_set():
+                    self.ready.set()
+                    log.info("webhook ready: certificate served and caBundle injected", event="webhookReady")
+                wait = self.check_seconds
+            except Exception as e:  # the API server may be down: retry, keep serving what we have
+                self._last_error = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
+                log.error("webhook certificate check failed", event="certError", error=self._last_error)
+                wait = backoff
+                backoff = min(backoff * 2, 30.0)
+            self._wake.wait(wait)
+            self._wake.clear()
+
+
+def start_webhook(api: client.ApiClient, namespace: str, host: str, port: int,
+                  url: Optional[str] = None) -> WebhookServer:
+    """Start serving (non-blocking). ``handle.wait_ready(t)`` waits for certificate + caBundle."""
+    return WebhookServer(api, namespace, host, port, url).start()
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests on disk
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "webhook"
+
+
+def render_manifests(out_dir: Path = DEPLOY_DIR) -> list[Path]:
+    import yaml
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = "# Generated by `python -m controller.webhook`; the controller injects caBundle at runtime.\n"
+    files = {"validatingwebhookconfiguration.yaml": validating_webhook_configuration(),
+             "service.yaml": webhook_service()}
+    paths = []
+    for name, obj in files.items():
+        p = out_dir / name
+        p.write_text(header + yaml.safe_dump(obj, sort_keys=False))
+        paths.append(p)
+    return paths
+
+
+if __name__ == "__main__":
+    for p in render_manifests():
+        print(p)
