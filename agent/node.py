@@ -437,6 +437,9 @@ class Agent:
         self._peer_by_ip = {str(p.peer_address): name for name, p in peers.items()}
         if self.bfd is None:
             self.bfd = BFDManager(self._bfd_changed)
+            if self.registry is not None:   # metallb_bfd_* on the agent's metrics endpoint
+                from .bfd.metrics import register_bfd_metrics
+                register_bfd_metrics(self.registry, self.bfd)
         self.bfd.sync(wanted)
 
     def _bfd_changed(self, peer_ip: str, old: str, new: str) -> None:
