@@ -17,14 +17,14 @@ import re
 import ssl
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from controller import certs
-from controller.webhook import (BGPPEER_CRD, CONFIGURATION_NAME, CONVERT_PATH, ENDPOINTS, SECRET_NAME,
+from controller.webhook import (BGPPEER_CRD, CONFIGURATION_NAME, CONVERT_PATH, ENDPOINTS, SECRET_NAME, CertManager,
                                 validating_webhook_configuration)
 from metalxdp.config.convert import config_from_configmap
 from metalxdp.config.parse import parse
@@ -376,6 +376,48 @@ def test_bfd_profile_deletion_refused_while_a_peer_uses_it(clean):
     assert e.value.status == 404
 
 
+def test_updates_are_validated_too(clean):
+    a = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "a", "namespace": NS},
+         "spec": {"addresses": ["10.0.0.0/24"]}}
+    b = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "b", "namespace": NS},
+         "spec": {"addresses": ["10.0.1.0/24"]}}
+    clean.create(a)
+    clean.create(b)
+    cur = clean.custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "b")
+    cur["spec"]["addresses"] = ["10.0.0.128/25"]
+    with pytest.raises(ApiException) as e:
+        clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "b", cur)
+    assert "denied the request" in e.value.body and "overlaps" in e.value.body
+    cur["spec"]["addresses"] = ["10.0.2.0/24"]
+    clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "b", cur)
+    # a pool may be edited without tripping over its own old version
+    cur = clean.custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "a")
+    cur["spec"]["addresses"] = ["10.0.0.0/25"]
+    clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "a", cur)
+    # enableGracefulRestart is immutable (MetalLB's CEL rule; 1.20 has no CEL, the webhook checks)
+    peer = {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "p", "namespace": NS},
+            "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.10.0.1"}}
+    clean.create(peer)
+    cur = clean.custom.get_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "p")
+    cur["spec"]["enableGracefulRestart"] = True
+    with pytest.raises(ApiException) as e:
+        clean.custom.replace_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "p", cur)
+    assert "enableGracefulRestart" in e.value.body
+
+
+def test_object_outside_the_metallb_namespace_is_refused(clean):
+    made = _ensure_namespace(clean.core, "webhook-elsewhere")
+    try:
+        with pytest.raises(ApiException) as e:
+            clean.create({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+                          "metadata": {"name": "a", "namespace": "webhook-elsewhere"},
+                          "spec": {"addresses": ["10.0.0.0/24"]}})
+        assert "must be created in the metallb-system namespace" in e.value.body
+    finally:
+        if made:
+            clean.core.delete_namespace("webhook-elsewhere")
+
+
 def test_bgppeer_v1beta1_and_v1beta2_convert_both_ways(clean):
     old = {"apiVersion": "metallb.io/v1beta1", "kind": "BGPPeer", "metadata": {"name": "old-style", "namespace": NS},
            "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.10.0.1", "holdTime": "90s",
@@ -473,6 +515,33 @@ def test_rotation_of_an_expiring_certificate_keeps_the_ca(webhook):
     wait_for("caBundle = the kept CA", lambda: all(b == old.ca_crt for b in webhook.vwc_ca_bundles()), 30,
              proc=webhook.proc)
     wait_for("admission after rotation", webhook.admission_works, 10, proc=webhook.proc)
+
+
+def test_two_replicas_racing_for_the_secret_serve_the_same_certificate(webhook):
+    """Both find no Secret, both issue a certificate, one create wins; the loser re-reads and
+    takes the winner's (the module's running server may win too: it checks every 2 s)."""
+    hosts = certs.dns_names(NS) + ["127.0.0.1"]
+    managers = [CertManager(webhook.api, NS, hosts, webhook.url) for _ in range(2)]
+    webhook.core.delete_namespaced_secret(SECRET_NAME, NS)
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+
+    def run(i):
+        barrier.wait()
+        results[i] = managers[i].ensure_secret()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    stored = webhook.secret_bundle()
+    assert results[0][0] == results[1][0] == stored
+    assert [r[1] for r in results].count(True) <= 1
+    wait_for("the running server to serve the stored certificate",
+             lambda: webhook.served_cert().serial_number == stored.serial(), 30, proc=webhook.proc)
+    wait_for("caBundle = the stored CA", lambda: all(b == stored.ca_crt for b in webhook.vwc_ca_bundles()), 30,
+             proc=webhook.proc)
+    wait_for("admission after the race", webhook.admission_works, 10, proc=webhook.proc)
 
 
 def test_webhook_configuration_recreated_when_deleted(webhook):
