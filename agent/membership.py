@@ -38,14 +38,16 @@ counted in ``stats`` and otherwise ignored; ``receive`` never raises on input by
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import heapq
 import ipaddress
 import math
 import random
+import socket
 import struct
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 Addr = tuple[str, int]             # (ip, port)
@@ -151,6 +153,7 @@ class Malformed(ValueError):
 
 # ---- wire format ---------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=65536)
 def _pack_ip(ip: str) -> bytes:
     b = ipaddress.ip_address(ip).packed
     return bytes([len(b)]) + b
@@ -163,6 +166,7 @@ def _pack_name(name: str) -> bytes:
     return bytes([len(b)]) + b
 
 
+@functools.lru_cache(maxsize=65536)   # the same few thousand entries are sent again and again
 def _pack_entry(state: int, inc: int, addr: Addr, name: str) -> bytes:
     return _ENTRY.pack(state, inc, addr[1]) + _pack_ip(addr[0]) + _pack_name(name)
 
@@ -186,19 +190,38 @@ class _Reader:
 
     def ip(self) -> str:
         n = self.u8()
-        if n not in (4, 16):
-            raise Malformed("bad address length")
-        return str(ipaddress.ip_address(self.take(n)))
+        if n == 4:
+            return socket.inet_ntop(socket.AF_INET, self.take(4))
+        if n == 16:
+            return str(ipaddress.IPv6Address(self.take(16)))   # canonical text, like ip_address()
+        raise Malformed("bad address length")
 
     def name(self) -> str:
         return self.take(self.u8()).decode()
 
     def entry(self) -> tuple[int, int, Addr, str]:
-        state, inc, port = self.unpack(_ENTRY)
-        if state not in STATE_NAMES:
-            raise Malformed("bad state")
-        ip = self.ip()
-        return state, inc, (ip, port), self.name()
+        d, start = self.data, self.pos
+        if start + _ENTRY.size + 2 > len(d):
+            raise Malformed("truncated")
+        n = d[start + _ENTRY.size]
+        end_ip = start + _ENTRY.size + 1 + n
+        if end_ip >= len(d):
+            raise Malformed("truncated")
+        end = end_ip + 1 + d[end_ip]
+        if end > len(d):
+            raise Malformed("truncated")
+        self.pos = end
+        return _decode_entry(d[start:end])
+
+
+@functools.lru_cache(maxsize=65536)   # gossip repeats the same entries: decode each once
+def _decode_entry(raw: bytes) -> tuple[int, int, Addr, str]:
+    r = _Reader(raw)
+    state, inc, port = r.unpack(_ENTRY)
+    if state not in STATE_NAMES:
+        raise Malformed("bad state")
+    ip = r.ip()
+    return state, inc, (ip, port), r.name()
 
 
 @dataclass
@@ -283,7 +306,9 @@ class Membership:
         self._order: list[str] = []
         self._relays: dict[int, tuple[Addr, int, float]] = {}   # our ping id -> (requester, its id, expiry)
         self._replay: dict[str, _Replay] = {}
-        self._queue: dict[str, _Update] = {}                   # name -> pending broadcast
+        # name -> pending broadcast; the least-sent updates sit at the front (new ones are put
+        # there, sent ones move to the back), so picking them is O(k), not a sort per packet
+        self._queue: OrderedDict[str, _Update] = OrderedDict()
         self._events: list[tuple[str, str]] = []
         self._next_probe = self._next_gossip = self._next_rejoin = None  # type: Optional[float]
         self._next_sync: Optional[float] = None
@@ -352,20 +377,27 @@ class Membership:
         if not self._queue:
             return out
         limit = self.cfg.retransmit_mult * math.ceil(math.log10(self._n() + 1))
-        for name, u in heapq.nsmallest(self.cfg.max_piggyback - len(out), self._queue.items(),
-                                       key=lambda kv: kv[1].transmits):
+        picked = []
+        for name, u in self._queue.items():
+            if len(out) >= self.cfg.max_piggyback:
+                break
             e = _pack_entry(u.state, u.incarnation, u.addr, name)
             if len(e) > budget:
                 break
             out.append(e)
             budget -= len(e)
+            picked.append((name, u))
+        for name, u in picked:
             u.transmits += 1
             if u.transmits >= limit:
                 del self._queue[name]
+            else:
+                self._queue.move_to_end(name)
         return out
 
     def _broadcast(self, name: str, state: int, inc: int, addr: Addr) -> None:
-        self._queue[name] = _Update(state, inc, addr)
+        self._queue[name] = _Update(state, inc, addr)     # replaces an older claim about name
+        self._queue.move_to_end(name, last=False)
 
     def _ping(self, to_addr: Addr, probe_id: int, target: str) -> Outgoing:
         return to_addr, self._encode(PING, _U32.pack(probe_id) + _pack_name(target), target or None)
@@ -568,7 +600,8 @@ class Membership:
             self._next_probe = now
             self._next_gossip = now + cfg.gossip_interval
             self._next_rejoin = now + cfg.rejoin_interval
-            self._next_sync = now + cfg.sync_interval
+            # jittered, or every node of a cluster started together would sync at once
+            self._next_sync = now + cfg.sync_interval * self.rng.uniform(0.5, 1.0)
 
         # the current probe: indirect checks, then suspicion at the end of the interval
         pr = self._probe
