@@ -145,40 +145,48 @@ class MembershipRunner:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            with self._lock:
-                wait = self.m.next_deadline() - self.clock()
             try:
-                readable, _, _ = select.select([self.sock], [], [], min(max(wait, 0.0), MAX_WAIT))
-            except (OSError, ValueError):
-                if self._stop.is_set():
-                    return
-                raise
-            out: list[Outgoing] = []
-            with self._lock:
-                if readable:
-                    for _ in range(MAX_BATCH):
-                        try:
-                            data, src = self.sock.recvfrom(65535)
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except OSError:
-                            break     # e.g. ECONNREFUSED reported for an earlier send
-                        out += self.m.receive(self.clock(), (src[0], src[1]), data)
-                out += self.m.tick(self.clock())
-                events = self.m.drain_events()
-                if events:
-                    self._members = self.m.members(self.clock())
-                    self.version = self.m.version
-            self._send(out)
-            for kind, name in events:
-                if kind == "joined":
-                    log.info("member joined", event="memberJoined", node=self.m.name, member=name)
-                    if self.on_join:
-                        self.on_join(name)
-                else:
-                    log.info("member left", event="memberLeft", node=self.m.name, member=name)
-                    if self.on_leave:
-                        self.on_leave(name)
+                self._step()
+            except Exception:   # a bug must not silently stop failure detection: log, go on
+                log.error("membership loop error", exc_info=True, event="membershipLoopError",
+                          node=self.m.name)
+                time.sleep(MAX_WAIT)
+
+    def _step(self) -> None:
+        with self._lock:
+            wait = self.m.next_deadline() - self.clock()
+        try:
+            readable, _, _ = select.select([self.sock], [], [], min(max(wait, 0.0), MAX_WAIT))
+        except (OSError, ValueError):
+            if self._stop.is_set():
+                return
+            raise
+        out: list[Outgoing] = []
+        with self._lock:
+            if readable:
+                for _ in range(MAX_BATCH):
+                    try:
+                        data, src = self.sock.recvfrom(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break     # e.g. ECONNREFUSED reported for an earlier send
+                    out += self.m.receive(self.clock(), (src[0], src[1]), data)
+            out += self.m.tick(self.clock())
+            events = self.m.drain_events()
+            if events:
+                self._members = self.m.members(self.clock())
+                self.version = self.m.version
+        self._send(out)
+        for kind, name in events:
+            if kind == "joined":
+                log.info("member joined", event="memberJoined", node=self.m.name, member=name)
+                if self.on_join:
+                    self.on_join(name)
+            else:
+                log.info("member left", event="memberLeft", node=self.m.name, member=name)
+                if self.on_leave:
+                    self.on_leave(name)
 
 
 # ---- CLI ---------------------------------------------------------------------------------
