@@ -243,8 +243,10 @@ class Controller:
         if alloc.additional_failed:
             self.writer.event(svc, "Normal", "AdditionalAssignFailed", alloc.additional_failed)
         ips = [str(i) for i in alloc.ips]
-        if ips != _ingress_ips(svc) or _annotation(svc, POOL_ANNOTATION) != alloc.pool_name:
-            self.writer.update(key, tuple(ips), alloc.pool_name)
+        need_status = ips != _ingress_ips(svc)
+        need_annotation = _annotation(svc, POOL_ANNOTATION) != alloc.pool_name
+        if need_status or need_annotation:
+            self.writer.update(key, tuple(ips), alloc.pool_name, annotate=need_annotation, status=need_status)
         if set(alloc.ips) != set(had):
             self._pools_dirty = True
             self.writer.event(svc, "Normal", "IPAllocated", f"Assigned IP {ips}")

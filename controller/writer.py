@@ -39,9 +39,11 @@ class ServiceWriter:
         self._idle = threading.Condition(self._lock)
 
     # ---- service status + annotation ----------------------------------------------------
-    def update(self, key: str, ips: tuple[str, ...], pool: Optional[str]) -> None:
+    def update(self, key: str, ips: tuple[str, ...], pool: Optional[str], annotate: bool = True,
+               status: bool = True) -> None:
+        """Write the Service's ingress IPs (``status``) and pool annotation (``annotate``)."""
         ips = tuple(ips)
-        self.keyed(key, lambda: self._write(key, ips, pool))
+        self.keyed(key, lambda: self._write(key, ips, pool, annotate, status))
 
     def keyed(self, key: str, write: Callable[[], None]) -> None:
         """Run ``write`` on a writer thread; for one ``key`` only the newest pending write runs,
@@ -66,16 +68,19 @@ class ServiceWriter:
             except Exception:  # noqa: BLE001 - a failed write must not wedge the key
                 log.error("write failed", exc_info=True, key=key)
 
-    def _write(self, key: str, ips: tuple[str, ...], pool: Optional[str]) -> None:
+    def _write(self, key: str, ips: tuple[str, ...], pool: Optional[str], annotate: bool = True,
+               status: bool = True) -> None:
         ns, name = key.split("/", 1)
         for attempt in range(5):
             try:
                 # metadata first: when both land, readers of the pool annotation never see an IP
                 # from a pool other than the annotated one for long
-                self.core.patch_namespaced_service(
-                    name, ns, {"metadata": {"annotations": {POOL_ANNOTATION: pool}}})
-                self.core.patch_namespaced_service_status(
-                    name, ns, {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips] or None}}})
+                if annotate:
+                    self.core.patch_namespaced_service(
+                        name, ns, {"metadata": {"annotations": {POOL_ANNOTATION: pool}}})
+                if status:
+                    self.core.patch_namespaced_service_status(
+                        name, ns, {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips] or None}}})
                 if self.metrics:
                     self.metrics.updates_total.inc()
                 return

@@ -9,6 +9,8 @@ the pure modules (config parser, allocator, election) consume exactly that.
 from __future__ import annotations
 
 import json
+
+import urllib3
 import threading
 import time
 from typing import Callable, Optional
@@ -93,7 +95,7 @@ class Informer:
         resp = self._resp = self._request(params, stream=True)
         buf = b""
         try:
-            for chunk in resp.stream(65536, decode_content=False):
+            for chunk in self._chunks(resp):
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
@@ -125,6 +127,15 @@ class Informer:
         finally:
             resp.release_conn()
         return rv
+
+    @staticmethod
+    def _chunks(resp):
+        """The watch body as it arrives; the server closing the stream (timeoutSeconds) is a
+        normal end, after which the watch resumes from the last resourceVersion."""
+        try:
+            yield from resp.stream(65536, decode_content=False)
+        except urllib3.exceptions.ProtocolError:
+            return
 
     def _emit(self, typ: str, obj: dict) -> None:
         if self.handler:
