@@ -367,6 +367,7 @@ def metallbs() -> dict:
         "bgpType": s_str("Deprecated name of bgpBackend.", enum=["native", "frr", "frr-k8s", "frr-k8s-external"]),
         "logLevel": s_str("Log verbosity.", enum=["all", "debug", "info", "warn", "error", "none"]),
         "loadBalancerClass": s_str("Only services with this spec.loadBalancerClass."),
+        "image": s_str("Container image for the controller and the agent (default: the operator's --image)."),
         "nodeSelector": s_map("Nodes the agent (speaker) runs on."),
         "speakerTolerations": s_arr(toleration()),
         "controllerNodeSelector": s_map("Nodes the controller runs on."),
