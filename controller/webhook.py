@@ -249,8 +249,10 @@ def handle_admission(endpoint: Endpoint, body: bytes, reader: ClusterReader) -> 
     allowed, message, warnings = admission.review(endpoint.kind, operation, obj, old, existing,
                                                   namespace=reader.namespace, nodes=nodes, namespaces=namespaces)
     name = ((obj or old or {}).get("metadata") or {}).get("name")
-    log.info("admission", event="webhookDecision", kind=endpoint.kind, operation=operation, name=name,
-             allowed=allowed, message=message or None, warnings=warnings or None)
+    # refusals at info (a user will ask why); acceptances only at debug (one per apply)
+    (log.debug if allowed else log.info)("admission", event="webhookDecision", kind=endpoint.kind,
+                                         operation=operation, name=name, allowed=allowed,
+                                         message=message or None, warnings=warnings or None)
     return _review_response(uid, allowed, message, warnings)
 
 
@@ -611,18 +613,26 @@ class WebhookServer:
             self.certs.inject(bundle.ca_crt)  # repairs a re-applied/edited configuration
             self._injected = True
             return
-        ca_changed = self.serving is not None and bundle.ca_crt != self.serving.ca_crt
-        if ca_changed:
+        if self.serving is None:
+            # first certificate: serve it before registering it, so the API server never calls
+            # a port that has no certificate yet (the configuration may be created just now)
+            self._serve(bundle)
+            self.certs.inject(bundle.ca_crt)
+        elif bundle.ca_crt != self.serving.ca_crt:
             # trust both CAs until the next check, then only the new one: a replica that still
             # serves the old certificate (it re-reads the Secret at its own next check) keeps
             # working meanwhile
             self.certs.inject(bundle.ca_crt + self.serving.ca_crt)
             time.sleep(CA_PROPAGATION_SECONDS)
-        else:
+            self._serve(bundle)
+        else:  # same CA, new serving certificate: the caBundle already trusts it
             self.certs.inject(bundle.ca_crt)
+            self._serve(bundle)
+        self._injected = True
+
+    def _serve(self, bundle: certs.CertBundle) -> None:
         self.ssl_context = _ssl_context(bundle)
         self.serving = bundle
-        self._injected = True
         log.info("serving webhook certificate", event="certServed", serial=f"{bundle.serial():x}",
                  expires=bundle.serving_not_after().isoformat())
 
