@@ -209,6 +209,14 @@ class Lab:
                                    *self._webhook_args()], logs)
         state["pids"]["controller"] = ctl.pid
         self._save(state)
+        webhook = self._webhook_port
+        if webhook:   # resources applied before the webhook is registered would skip validation
+            from .rig.procs import wait_for
+            import ssl
+            import urllib.request
+            ctx = ssl._create_unverified_context()   # the controller's own self-signed CA
+            wait_for("the controller's webhook /readyz", lambda: urllib.request.urlopen(
+                f"https://127.0.0.1:{webhook}/readyz", context=ctx, timeout=2).status == 200, 60, proc=ctl)
         for n in spec.node_names():
             # native XDP_TX on a veth needs an XDP program on the peer: the bridge port
             r = subprocess.run(["ip", "netns", "exec", topo.switch_netns, py, "-m", "agent.xdp_cli",
@@ -259,13 +267,15 @@ class Lab:
         self.stop_agent(node, sig)
         return self.start_agent(node)
 
+    _webhook_port = 0
+
     def _webhook_args(self) -> list[str]:
         try:
             import controller.webhook  # noqa: F401
         except ImportError:
             return ["--webhook-mode", "disabled"]
         from .rig.procs import free_port
-        port = free_port()
+        port = self._webhook_port = free_port()
         return ["--webhook-port", str(port), "--webhook-host", "127.0.0.1",
                 "--webhook-url", f"https://127.0.0.1:{port}"]
 
@@ -420,9 +430,19 @@ def lab() -> None:
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9),
               help="Number of Kubernetes nodes (network namespaces).")
 @click.option("--ibgp", is_flag=True, help="Nodes in the router's AS (iBGP) instead of seed 002's eBGP.")
-def lab_up(name: str, nodes: int, ibgp: bool) -> None:
+@click.option("--bfd", "bfd_profile", default="", metavar="PROFILE",
+              help="BFD on every BGP session: a router bfd profile and a BFDProfile of this name, "
+                   "bound to the BGPPeers (timers from --bfd-timers).")
+@click.option("--bfd-timers", default="300,300,3", show_default=True, metavar="RX,TX,MULT",
+              help="receive ms, transmit ms, detect multiplier of the --bfd profile.")
+def lab_up(name: str, nodes: int, ibgp: bool, bfd_profile: str, bfd_timers: str) -> None:
     """Build the lab and print how to reach it."""
-    spec = LabSpec(nodes=nodes, node_asn=64512 if ibgp else 64513)
+    try:
+        rx, tx, mult = (int(x) for x in bfd_timers.split(","))
+    except ValueError:
+        raise click.BadParameter("expected RX,TX,MULT, e.g. 300,300,3", param_hint="--bfd-timers")
+    spec = LabSpec(nodes=nodes, node_asn=64512 if ibgp else 64513, bfd_profile=bfd_profile,
+                   bfd_timers=(rx, tx, mult))
     try:
         Lab(name).up(spec)
     except RigError as e:

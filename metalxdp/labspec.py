@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Optional
 
-from .rig.frr import Neighbor, RouterSpec
+from .rig.frr import BFDTimers, Neighbor, RouterSpec
 
 NAMESPACE = "metallb-system"
 
@@ -25,6 +26,11 @@ class LabSpec:
     l2_pool: tuple[str, ...] = ("192.0.2.200-192.0.2.219", "2001:db8:0:1::200/124")
     bgp_pool: tuple[str, ...] = ("203.0.113.0/26", "2001:db8:0:2::/120")
     bgp_routes: tuple[str, ...] = ("203.0.113.0/24", "2001:db8:0:2::/64")  # client -> router
+    # BFD on every BGP session when set: the router gets a ``bfd profile`` of this name with
+    # these timers (receive ms, transmit ms, detect multiplier) and ``neighbor X bfd profile``
+    # for every node; the BGPPeers get ``bfdProfile`` and a BFDProfile of the same name/timers
+    bfd_profile: str = ""
+    bfd_timers: tuple[int, int, int] = (300, 300, 3)
 
     def _addr(self, lan: str, host: int) -> str:
         net = ipaddress.ip_network(lan)
@@ -44,19 +50,28 @@ class LabSpec:
     def router_ip(self, family: int = 4) -> str:
         return self.host_addresses()["router"][0 if family == 4 else 1][0].split("/")[0]
 
-    def router_spec(self, bfd_profile: str = "") -> RouterSpec:
+    def router_spec(self, bfd_profile: Optional[str] = None) -> RouterSpec:
+        bfd_profile = self.bfd_profile if bfd_profile is None else bfd_profile
         addrs = self.host_addresses()
         neigh = []
         for n in self.node_names():
             v4, v6 = addrs[n]
             neigh += [Neighbor(v4[0].split("/")[0], self.node_asn, bfd_profile=bfd_profile),
                       Neighbor(v6[0].split("/")[0], self.node_asn, bfd_profile=bfd_profile)]
-        return RouterSpec(asn=self.router_asn, router_id=self.router_ip(4), neighbors=tuple(neigh))
+        rx, tx, mult = self.bfd_timers
+        profiles = (BFDTimers(bfd_profile, rx, tx, mult),) if bfd_profile else ()
+        return RouterSpec(asn=self.router_asn, router_id=self.router_ip(4), neighbors=tuple(neigh),
+                          bfd_profiles=profiles)
 
     def metallb_resources(self) -> list[dict]:
         """The pools, advertisements and peers the demo applies (same as the Vagrant lab)."""
         meta = lambda name: {"name": name, "namespace": NAMESPACE}  # noqa: E731
-        return [
+        bfd = {"bfdProfile": self.bfd_profile} if self.bfd_profile else {}
+        rx, tx, mult = self.bfd_timers
+        profiles = [{"apiVersion": "metallb.io/v1beta1", "kind": "BFDProfile", "metadata": meta(self.bfd_profile),
+                     "spec": {"receiveInterval": rx, "transmitInterval": tx, "detectMultiplier": mult}}
+                    ] if self.bfd_profile else []
+        return [*profiles,
             {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": meta("lab-l2"),
              "spec": {"addresses": list(self.l2_pool)}},
             {"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": meta("lab-l2"),
@@ -67,8 +82,8 @@ class LabSpec:
              "spec": {"ipAddressPools": ["lab-bgp"]}},
             {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta("router-v4"),
              "spec": {"myASN": self.node_asn, "peerASN": self.router_asn,
-                      "peerAddress": self.router_ip(4), "holdTime": "9s", "keepaliveTime": "3s"}},
+                      "peerAddress": self.router_ip(4), "holdTime": "9s", "keepaliveTime": "3s", **bfd}},
             {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta("router-v6"),
              "spec": {"myASN": self.node_asn, "peerASN": self.router_asn,
-                      "peerAddress": self.router_ip(6), "holdTime": "9s", "keepaliveTime": "3s"}},
+                      "peerAddress": self.router_ip(6), "holdTime": "9s", "keepaliveTime": "3s", **bfd}},
         ]

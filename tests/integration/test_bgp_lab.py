@@ -1,0 +1,345 @@
+"""BGP mode end to end in the network-namespace lab (issue 7): the real controller allocates,
+the real agents (one per node namespace) drive ExaBGP, the FRR router learns the routes.
+
+Everything is checked where it matters: FRR's own JSON (``show bgp ... json``), the router's
+kernel (``ip route``), curl from the client through the router, the API server's objects and
+the agents' metrics endpoints. Nothing is faked.
+
+One eBGP lab (seed 002: router AS 64512, nodes AS 64513) for the module, plus an iBGP lab
+(nodes in AS 64512) for the one test that needs LOCAL_PREF, which only travels over iBGP.
+Each test creates and removes its own Services, backends and metallb.io objects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from metalxdp import labtools as lt
+from metalxdp.lab import Lab, kubectl
+from metalxdp.labspec import NAMESPACE, LabSpec
+from metalxdp.rig.frr import FRRRouter
+from metalxdp.rig.procs import wait_for
+
+pytestmark = pytest.mark.integration
+
+NODES = ("node1", "node2", "node3")
+NODE4 = {n: f"192.0.2.1{i}" for i, n in enumerate(NODES, 1)}
+NODE6 = {n: f"2001:db8:0:1::1{i}" for i, n in enumerate(NODES, 1)}
+
+
+# ---- helpers (test_bfd_lab.py uses them too) ---------------------------------------------------
+
+def start_lab(tmp_path_factory, prefix: str, spec: LabSpec) -> Lab:
+    lab = Lab(name=f"{prefix}-{secrets.token_hex(3)}", root=tmp_path_factory.mktemp(prefix))
+    try:
+        lab.up(spec, progress=lambda _m: None)
+    except BaseException:
+        lab.down(progress=lambda _m: None)
+        raise
+    return lab
+
+
+def router(lab: Lab) -> FRRRouter:
+    """vtysh access to the lab's FRR (the daemons run already; only the socket dir is needed)."""
+    return FRRRouter(lab.host("router"), Path(lab.load()["frr_dir"]))
+
+
+def wait_established(lab: Lab, addrs: set, timeout: float = 60) -> None:
+    frr = router(lab)
+    wait_for(f"BGP sessions Established with {sorted(addrs)}", lambda: addrs <= frr.established(), timeout)
+
+
+def wait_equal(what: str, get, want, timeout: float = 30):
+    """Poll ``get()`` until it equals ``want``; on timeout say what it was instead."""
+    last = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = get()
+        if last == want:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: want {want!r}, have {last!r}")
+
+
+def wait_hops(lab: Lab, prefix: str, want: set, timeout: float = 30) -> None:
+    wait_equal(f"{prefix}'s next hops in the router's kernel", lambda: lt.router_nexthops(lab, prefix),
+               want, timeout)
+
+
+def apply_obj(lab: Lab, obj: dict) -> None:
+    kubectl(lab.kubeconfig(), "apply", "-f", "-", input_=json.dumps(obj))
+
+
+def delete_obj(lab: Lab, kind: str, name: str, namespace: str = NAMESPACE) -> None:
+    kubectl(lab.kubeconfig(), "delete", kind, name, "-n", namespace, "--ignore-not-found", "--wait=false")
+
+
+def metallb(kind: str, name: str, spec: dict, version: str = "v1beta1") -> dict:
+    return {"apiVersion": f"metallb.io/{version}", "kind": kind,
+            "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}
+
+
+def bgp_statuses(lab: Lab, service: str) -> dict[str, list]:
+    """node -> peers of the ServiceBGPStatus objects of ``default/<service>``."""
+    out = kubectl(lab.kubeconfig(), "get", "servicebgpstatuses", "-n", NAMESPACE, "-o", "json",
+                  "-l", f"metallb.io/service-name={service}").stdout
+    return {o["metadata"]["labels"]["metallb.io/node"]: sorted((o.get("status") or {}).get("peers") or [])
+            for o in json.loads(out)["items"]}
+
+
+def node_pids(lab: Lab, node: str, needle: str) -> list[int]:
+    """Processes in ``node``'s namespace whose command line contains ``needle``."""
+    out = subprocess.run(["ip", "netns", "pids", lab.host(node).netns], capture_output=True,
+                         text=True).stdout
+    pids = []
+    for p in out.split():
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if needle in cmd:
+            pids.append(int(p))
+    return pids
+
+
+def metrics(lab: Lab, node: str) -> str:
+    r = lab.host(node).run(["curl", "-s", "-m", "3", "http://127.0.0.1:7472/metrics"], check=False)
+    return r.stdout
+
+
+def sample(text: str, name: str, **labels) -> Optional[float]:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+class Cleanup:
+    """Services, backends and metallb.io objects a test made, removed in reverse order."""
+
+    def __init__(self, lab: Lab):
+        self.lab, self.undo = lab, []
+
+    def service(self, name: str, **kw) -> None:
+        self.undo.append(lambda: kubectl(self.lab.kubeconfig(), "delete", "svc", name, "--ignore-not-found"))
+        lt.apply_service(self.lab, name, **kw)
+
+    def backend(self, name: str, node: str, labels: dict) -> None:
+        self.undo.append(lambda: self.lab.remove_backend(name))
+        self.lab.add_backend(name, node, labels)
+
+    def obj(self, obj: dict) -> None:
+        self.undo.append(lambda: delete_obj(self.lab, obj["kind"].lower(), obj["metadata"]["name"]))
+        apply_obj(self.lab, obj)
+
+    def run(self) -> None:
+        for fn in reversed(self.undo):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - clean up as much as possible
+                pass
+        self.undo.clear()
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = start_lab(tmp_path_factory, "bgp", LabSpec())
+    try:
+        wait_established(lab, set(NODE4.values()) | set(NODE6.values()))
+        yield lab
+    finally:
+        lab.down(progress=lambda _m: None)
+
+
+@pytest.fixture
+def made(lab):
+    c = Cleanup(lab)
+    yield c
+    c.run()
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+def test_sessions_established_from_every_node(lab):
+    frr = router(lab)
+    assert frr.established() == set(NODE4.values()) | set(NODE6.values())
+    for af, addrs in (("ipv4", NODE4), ("ipv6", NODE6)):
+        peers = frr.json(f"show bgp {af} unicast summary")["peers"]
+        for a in addrs.values():
+            assert peers[a]["remoteAs"] == 64513 and peers[a]["state"] == "Established"
+
+
+def test_service_route_one_nexthop_per_node_curl_status_and_withdraw(lab, made):
+    made.backend("web-a", "node2", {"app": "web-a"})
+    made.service("bgp-a", pool="lab-bgp", selector={"app": "web-a"})
+    vip = lt.wait_service_ips(lab, "bgp-a")[0]
+    assert vip.startswith("203.0.113.")
+    wait_hops(lab, vip, set(NODE4.values()))
+    route = json.loads(lab.host("router").run(["ip", "-j", "route", "show", f"{vip}/32"]).stdout)
+    assert route and route[0]["dst"] == vip and route[0].get("protocol") == "bgp"
+    assert lt.wait_curl(lab, vip) == "web-a on node2"
+
+    # one ServiceBGPStatus per node, naming the peer the prefix goes to (an IPv4 prefix is
+    # sent over the IPv4 session only, as MetalLB's FRR mode without dualStackAddressFamily)
+    wait_equal("ServiceBGPStatus from every node", lambda: bgp_statuses(lab, "bgp-a"),
+               {n: ["router-v4"] for n in NODES})
+
+    kubectl(lab.kubeconfig(), "delete", "svc", "bgp-a")
+    wait_hops(lab, vip, set())
+    assert vip not in json.dumps(router(lab).json("show bgp ipv4 unicast"))
+    wait_equal("ServiceBGPStatus objects gone", lambda: bgp_statuses(lab, "bgp-a"), {})
+
+
+def test_dual_stack_service_v6_route_via_v6_peer_and_curl6(lab, made):
+    made.backend("web-6", "node3", {"app": "web-6"})
+    made.service("bgp-6", pool="lab-bgp", selector={"app": "web-6"}, policy="RequireDualStack",
+                 families=["IPv6", "IPv4"])
+    ips = lt.wait_service_ips(lab, "bgp-6", count=2)
+    v6 = next(i for i in ips if ":" in i)
+    v4 = next(i for i in ips if ":" not in i)
+    assert v6.startswith("2001:db8:0:2:")
+    wait_hops(lab, v6, set(NODE6.values()))
+    wait_hops(lab, v4, set(NODE4.values()))
+    path = router(lab).json(f"show bgp ipv6 unicast {v6}/128")["paths"]
+    assert {p["peer"]["peerId"] for p in path} == set(NODE6.values())   # learnt over router-v6
+    assert lt.wait_curl(lab, v6) == "web-6 on node3"      # client -> 2001:db8:0:2::/64 via router
+    assert lt.wait_curl(lab, v4) == "web-6 on node3"
+    wait_equal("ServiceBGPStatus naming both peers", lambda: bgp_statuses(lab, "bgp-6"),
+               {n: ["router-v4", "router-v6"] for n in NODES})
+
+
+def test_etp_local_next_hops_follow_the_ready_endpoint(lab, made):
+    made.backend("loc-1", "node2", {"app": "loc"})
+    made.service("bgp-local", pool="lab-bgp", selector={"app": "loc"}, etp="Local")
+    vip = lt.wait_service_ips(lab, "bgp-local")[0]
+    wait_hops(lab, vip, {NODE4["node2"]})
+    assert lt.wait_curl(lab, vip) == "loc-1 on node2"
+
+    made.backend("loc-2", "node3", {"app": "loc"})       # move: a second endpoint on node3 ...
+    wait_hops(lab, vip, {NODE4["node2"], NODE4["node3"]})
+    lab.remove_backend("loc-1")                           # ... then the first one goes
+    wait_hops(lab, vip, {NODE4["node3"]})
+    assert lt.wait_curl(lab, vip) == "loc-2 on node3"
+    wait_equal("ServiceBGPStatus only from node3", lambda: set(bgp_statuses(lab, "bgp-local")), {"node3"})
+
+    lab.remove_backend("loc-2")                           # no endpoint anywhere: withdrawn
+    wait_hops(lab, vip, set())
+
+
+def test_aggregation_length_and_node_selectors(lab, made):
+    made.obj(metallb("IPAddressPool", "agg", {"addresses": ["203.0.113.64/27", "2001:db8:0:2::100/120"],
+                                              "autoAssign": False}))
+    made.obj(metallb("BGPAdvertisement", "agg", {
+        "ipAddressPools": ["agg"], "aggregationLength": 28, "aggregationLengthV6": 124,
+        "nodeSelectors": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
+                                                 "values": ["node1", "node3"]}]}]}))
+    made.backend("web-agg", "node2", {"app": "agg"})
+    made.service("bgp-agg", pool="agg", selector={"app": "agg"}, policy="RequireDualStack",
+                 families=["IPv4", "IPv6"])
+    ips = lt.wait_service_ips(lab, "bgp-agg", count=2)
+    v4 = next(i for i in ips if ":" not in i)
+    v6 = next(i for i in ips if ":" in i)
+    assert v4 == "203.0.113.64" and v6 == "2001:db8:0:2::100"
+    selected4, selected6 = {NODE4["node1"], NODE4["node3"]}, {NODE6["node1"], NODE6["node3"]}
+    wait_hops(lab, "203.0.113.64/28", selected4)
+    wait_hops(lab, "2001:db8:0:2::100/124", selected6)
+    frr = router(lab)
+    assert frr.json("show bgp ipv4 unicast 203.0.113.64/28")["prefix"] == "203.0.113.64/28"
+    assert not frr.json("show bgp ipv4 unicast 203.0.113.64/32")   # only the aggregate
+    assert lt.wait_curl(lab, v4) == "web-agg on node2"   # via node1 or node3, proxied to node2
+    wait_equal("ServiceBGPStatus from the selected nodes only", lambda: set(bgp_statuses(lab, "bgp-agg")),
+               {"node1", "node3"})
+
+    kubectl(lab.kubeconfig(), "delete", "svc", "bgp-agg")
+    wait_hops(lab, "203.0.113.64/28", set())
+    wait_hops(lab, "2001:db8:0:2::100/124", set())
+
+
+def test_bgp_metrics_on_agent_endpoint(lab, made):
+    made.backend("web-m", "node1", {"app": "web-m"})
+    made.service("bgp-m", pool="lab-bgp", selector={"app": "web-m"})
+    vip = lt.wait_service_ips(lab, "bgp-m")[0]
+    wait_hops(lab, vip, set(NODE4.values()))
+    for node in NODES:
+        def ok():
+            m = metrics(lab, node)
+            return (sample(m, "metallb_bgp_session_up", peer="192.0.2.1") == 1.0
+                    and sample(m, "metallb_bgp_session_up", peer="2001:db8:0:1::1") == 1.0
+                    and (sample(m, "metallb_bgp_announced_prefixes_total", peer="192.0.2.1") or 0) >= 1
+                    and (sample(m, "metallb_bgp_updates_total", peer="192.0.2.1") or 0) >= 1)
+        wait_for(f"BGP metrics on {node}'s agent", ok, 30)
+
+
+def test_exabgp_killed_is_restarted_and_routes_come_back(lab, made):
+    made.backend("web-k", "node1", {"app": "web-k"})
+    made.service("bgp-k", pool="lab-bgp", selector={"app": "web-k"})
+    vip = lt.wait_service_ips(lab, "bgp-k")[0]
+    wait_hops(lab, vip, set(NODE4.values()))
+    old = node_pids(lab, "node2", "exabgp server")
+    assert len(old) == 1, old
+    os.kill(old[0], signal.SIGKILL)
+    # the router sees the TCP session close and drops node2's next hop ...
+    wait_hops(lab, vip, {NODE4["node1"], NODE4["node3"]}, timeout=15)
+    # ... the agent restarts ExaBGP, which re-announces
+    wait_hops(lab, vip, set(NODE4.values()), timeout=60)
+    new = node_pids(lab, "node2", "exabgp server")
+    assert len(new) == 1 and new != old
+    wait_established(lab, {NODE4["node2"], NODE6["node2"]})
+    assert lt.wait_curl(lab, vip) == "web-k on node1"
+
+
+# ---- iBGP: local-pref only travels to internal peers -------------------------------------------
+
+@pytest.fixture(scope="module")
+def ibgp_lab(tmp_path_factory):
+    lab = start_lab(tmp_path_factory, "ibgp", LabSpec(node_asn=64512))
+    try:
+        wait_established(lab, set(NODE4.values()) | set(NODE6.values()))
+        yield lab
+    finally:
+        lab.down(progress=lambda _m: None)
+
+
+def test_ibgp_communities_large_communities_local_pref(ibgp_lab):
+    lab = ibgp_lab
+    made = Cleanup(lab)
+    try:
+        made.obj(metallb("Community", "lab-communities", {"communities": [
+            {"name": "no-export-ish", "value": "64512:666"}]}))
+        made.obj(metallb("IPAddressPool", "tagged", {"addresses": ["203.0.113.128/27", "2001:db8:0:2::200/120"],
+                                                     "autoAssign": False}))
+        made.obj(metallb("BGPAdvertisement", "tagged", {
+            "ipAddressPools": ["tagged"], "localPref": 250,
+            "communities": ["64512:300", "large:64512:1:2", "no-export-ish"]}))
+        made.backend("web-t", "node1", {"app": "tagged"})
+        made.service("bgp-tagged", pool="tagged", selector={"app": "tagged"}, policy="RequireDualStack",
+                     families=["IPv4", "IPv6"])
+        ips = lt.wait_service_ips(lab, "bgp-tagged", count=2)
+        v4 = next(i for i in ips if ":" not in i)
+        v6 = next(i for i in ips if ":" in i)
+        wait_hops(lab, v4, set(NODE4.values()))
+        wait_hops(lab, v6, set(NODE6.values()))
+        frr = router(lab)
+        paths = frr.json(f"show bgp ipv4 unicast {v4}/32")["paths"]
+        assert len(paths) == 3
+        for p in paths:
+            assert p["peer"]["type"] == "internal"
+            assert p["locPrf"] == 250
+            assert p["community"]["string"] == "64512:300 64512:666"
+            assert p["largeCommunity"]["string"] == "64512:1:2"
+        p6 = frr.json(f"show bgp ipv6 unicast {v6}/128")["paths"][0]
+        assert p6["locPrf"] == 250 and p6["largeCommunity"]["string"] == "64512:1:2"
+        assert lt.wait_curl(lab, v4) == "web-t on node1"
+    finally:
+        made.run()
