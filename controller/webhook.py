@@ -145,7 +145,7 @@ def webhook_service(namespace: str = "metallb-system") -> dict:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": SERVICE_NAME, "namespace": namespace,
                          "labels": {"app.kubernetes.io/name": "metalxdp"}},
-            "spec": {"selector": {"app": "metalxdp", "component": "controller"},
+            "spec": {"selector": {"app": "metallb", "component": "controller"},
                      "ports": [{"name": "webhook", "port": SERVICE_PORT, "targetPort": TARGET_PORT,
                                 "protocol": "TCP"}]}}
 

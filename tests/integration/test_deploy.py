@@ -123,9 +123,6 @@ def test_no_cluster_wide_secret_access():
                 assert "*" not in rule.get("resources", []) and "*" not in rule.get("apiGroups", [])
 
 
-@pytest.mark.xfail(strict=False, reason="deploy/webhook/service.yaml selects app=metalxdp; the controller pods "
-                   "carry MetalLB's app=metallb (seed 001's podAffinity relies on it): the webhook Service "
-                   "must select app=metallb,component=controller")
 def test_webhook_service_selects_the_controller_pods():
     objs = {(o["kind"], o["metadata"]["name"]): o for o in built(DEPLOY)}
     selector = objs[("Service", "metallb-webhook-service")]["spec"]["selector"]
