@@ -16,6 +16,7 @@ if [ -e "/lib/modules/$running/build/include" ]; then
     exit 0
 fi
 apt-get update -q
+_APT_UPDATED=1
 candidate="$(apt-cache policy "linux-headers-$running" | awk '/Candidate:/ {print $2}')"
 if [ -n "$candidate" ] && [ "$candidate" != "(none)" ]; then
     apt_install "linux-headers-$running"

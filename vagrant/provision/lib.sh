@@ -26,9 +26,14 @@ host_var() {
 MY_IP4="$(host_var "$LAB_HOST" IP4)"
 MY_IP6="$(host_var "$LAB_HOST" IP6)"
 
-# apt_install PKG...: installs the packages that are not installed yet (apt-get update once)
+# apt_install [--with-recommends] PKG...: installs the packages that are not installed yet
+# (apt-get update once per script); without recommends unless asked
 apt_install() {
-    local missing=() p
+    local missing=() p recommends=--no-install-recommends
+    if [ "${1:-}" = --with-recommends ]; then
+        recommends=--install-recommends
+        shift
+    fi
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
@@ -38,7 +43,7 @@ apt_install() {
         _APT_UPDATED=1
     fi
     log "installing ${missing[*]}"
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    apt-get install -y -q "$recommends" "${missing[@]}"
 }
 
 # write_if_changed PATH [MODE]: stdin to PATH when different; returns 0 if it wrote, 1 if not

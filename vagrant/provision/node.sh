@@ -127,7 +127,7 @@ else
     [ -n "$containerfile" ] ||
         die "$METALXDP_IMAGE is not available: put an image archive at vagrant/images/metalxdp.tar" \
             "(see vagrant/README.md) or add deploy/Containerfile, then \`vagrant rsync && vagrant provision\`"
-    apt_install podman
+    apt_install --with-recommends podman   # recommends: networking for RUN steps, fuse-overlayfs, ...
     log "building $METALXDP_IMAGE from ${containerfile#"$REPO"/} (once per node; a prebuilt vagrant/images/metalxdp.tar is faster)"
     podman build -t "$METALXDP_IMAGE" -f "$containerfile" "$REPO"
     podman save --format docker-archive -o /var/tmp/metalxdp.tar "$METALXDP_IMAGE"
