@@ -26,6 +26,7 @@ import ipaddress
 from pathlib import Path
 from typing import Iterable
 
+import click
 import yaml
 
 from .labspec import NAMESPACE, LabSpec
@@ -178,6 +179,24 @@ def render_all(spec: LabSpec, image: str) -> dict[str, str]:
             "lab.env": render_lab_env(spec, image)}
 
 
+def render_to(out: Path, nodes: int = LabSpec.nodes, ibgp: bool = False, check: bool = False,
+              echo=print) -> int:
+    """Write (or with ``check``, only compare) every generated file; 0 = ok, 1 = drift found."""
+    spec = LabSpec(nodes=nodes, node_asn=LabSpec.router_asn if ibgp else LabSpec.node_asn)
+    files = render_all(spec, deploy_image())
+    stale = [n for n, text in files.items()
+             if not (out / n).exists() or (out / n).read_text() != text]
+    if check:
+        for n in stale:
+            echo(f"{out / n} is out of date: run python -m metalxdp.vagrant_render")
+        return 1 if stale else 0
+    out.mkdir(parents=True, exist_ok=True)
+    for n, text in files.items():
+        (out / n).write_text(text)
+        echo(f"{'wrote' if n in stale else 'unchanged'} {out / n}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m metalxdp.vagrant_render",
                                  description="Render vagrant/generated/ from metalxdp.labspec.")
@@ -188,19 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="write nothing; exit 1 if a committed file differs from the rendering")
     a = ap.parse_args(argv)
-    spec = LabSpec(nodes=a.nodes, node_asn=LabSpec.router_asn if a.ibgp else LabSpec.node_asn)
-    files = render_all(spec, deploy_image())
-    stale = [n for n, text in files.items()
-             if not (a.out / n).exists() or (a.out / n).read_text() != text]
-    if a.check:
-        for n in stale:
-            print(f"{a.out / n} is out of date: run python -m metalxdp.vagrant_render")
-        return 1 if stale else 0
-    a.out.mkdir(parents=True, exist_ok=True)
-    for n, text in files.items():
-        (a.out / n).write_text(text)
-        print(f"{'wrote' if n in stale else 'unchanged'} {a.out / n}")
-    return 0
+    return render_to(a.out, a.nodes, a.ibgp, a.check)
+
+
+@click.command("vagrant-render")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
+@click.option("--nodes", type=click.IntRange(1, 9), default=LabSpec.nodes, show_default=True,
+              help="Number of Kubernetes node VMs (the Vagrantfile reads it from lab.env).")
+@click.option("--ibgp", is_flag=True, help="Nodes in the router's AS (iBGP).")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file differs from the rendering.")
+def vagrant_render(out: Path, nodes: int, ibgp: bool, check: bool) -> None:
+    """Render vagrant/generated/ (router frr.conf, metallb.io resources, demo, lab.env) from
+    the lab's LabSpec, the same source as `metalxdp lab up`."""
+    raise SystemExit(render_to(out, nodes, ibgp, check, echo=click.echo))
 
 
 if __name__ == "__main__":

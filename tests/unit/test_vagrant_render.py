@@ -162,3 +162,15 @@ def test_deploy_image_reads_the_kustomization(tmp_path):
     k.write_text("resources: []\n")
     with pytest.raises(ValueError):
         vr.deploy_image(k)
+
+
+def test_click_command_for_the_cli(tmp_path):
+    """`vagrant_render` is ready for metalxdp.cli's subcommand list."""
+    from click.testing import CliRunner
+    r = CliRunner().invoke(vr.vagrant_render, ["--check", "--out", str(GENERATED)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(vr.vagrant_render, ["--out", str(tmp_path), "--nodes", "4", "--ibgp"])
+    assert r.exit_code == 0, r.output
+    env = lab_env((tmp_path / "lab.env").read_text())
+    assert env["NODES"] == "node1 node2 node3 node4" and env["NODE_ASN"] == env["ROUTER_ASN"]
+    assert (tmp_path / "frr.conf").read_text() == render_frr_conf(LabSpec(nodes=4, node_asn=64512).router_spec())
