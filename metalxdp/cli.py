@@ -33,6 +33,7 @@ _SUBCOMMANDS = [
     ("controller.main", "controller"),
     ("agent.main", "agent"),
     ("controller.operator", "operator"),
+    ("metalxdp.vagrant_render", "vagrant_render"),
 ]
 
 for _mod, _attr in _SUBCOMMANDS:
