@@ -37,6 +37,8 @@ from .metrics import AgentMetrics
 
 log = get_logger("agent")
 
+JOIN_WAIT_S = 2.0   # longest wait for another member before the first election (a lone node waits once)
+
 CONFIG_KINDS = [("v1beta1", "ipaddresspools"), ("v1beta1", "l2advertisements"),
                 ("v1beta1", "bgpadvertisements"), ("v1beta2", "bgppeers"),
                 ("v1beta1", "bfdprofiles"), ("v1beta1", "communities"), ("v1beta1", "addresspools")]
@@ -100,6 +102,7 @@ class Agent:
         self._peer_by_ip: dict[str, str] = {}
         self._announced_metric: set[tuple] = set()
         self._l2_status: dict[str, tuple] = {}                  # service key -> (name, interfaces)
+        self._announce_failed: set[str] = set()                # elected services with no usable interface
         self._bgp_status: dict[tuple, tuple] = {}               # status key -> (object name, peers)
         poke = lambda typ, obj: self._wake.set()  # noqa: E731
         self.services = Informer(api, "/api/v1/services", poke)
@@ -122,15 +125,34 @@ class Agent:
 
     # ---- start / stop --------------------------------------------------------------------
     def start(self) -> None:
+        # Heartbeat first: Dataplane.open() has already put the gate back to
+        # liveness_max_age_ms, so every millisecond spent listing objects below would otherwise
+        # count against it. After a planned restart the adopted map still holds what the previous
+        # agent announced; it stays answered until our first reconcile corrects it.
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         for inf in self.informers:
             inf.start()
         for inf in self.informers:
             if not inf.wait_synced(60):
                 raise RuntimeError(f"could not list {inf.path}")
         self._start_membership()
-        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        self._wait_for_peers(JOIN_WAIT_S)
         threading.Thread(target=self._loop, name="agent-reconcile", daemon=True).start()
         self._wake.set()
+
+    def _wait_for_peers(self, timeout: float) -> None:
+        """Before the first election, give the join a moment to find the other agents (as
+        memberlist's Join does before MetalLB's speaker proceeds): electing with ourselves as the
+        only member would make us announce every VIP of the cluster, with gratuitous ARP, until
+        the others are heard."""
+        if self.membership is None or len(self.nodes.items()) < 2:
+            return
+        deadline = time.monotonic() + timeout
+        while len(self.membership.members()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if len(self.membership.members()) < 2:
+            log.warning("no other agent answered the join: electing alone", event="membershipAlone",
+                        waited_s=timeout)
 
     def _my_node(self) -> dict:
         return self.nodes.get(self.node) or {}
@@ -237,6 +259,7 @@ class Agent:
         bgp_views = []
         l2_status: dict[str, tuple] = {}
         ifaces = local_interfaces()
+        failed: set[str] = set()
         for svc in self.services.items():
             key = obj_key(svc)
             if not wants_load_balancer(svc, self.s.lb_class):
@@ -256,8 +279,16 @@ class Agent:
             if decision.node == self.node:
                 names = election.filter_interfaces(ifaces, decision.interfaces)
                 if not names:
-                    log.warning("no interface to announce on", event="announceFailed", service=key,
-                                wanted=sorted(decision.interfaces))
+                    # elected, but none of the advertisement's interfaces is here (or usable):
+                    # nobody answers for this VIP, as in MetalLB; say so once per episode
+                    failed.add(key)
+                    if key not in self._announce_failed:
+                        log.warning("no interface to announce on", event="announceFailed", service=key,
+                                    wanted=sorted(decision.interfaces), usable=sorted(ifaces))
+                        self._event(svc, "Warning", "announceFailed",
+                                    f"node \"{self.node}\" was elected but has none of the interfaces "
+                                    f"{sorted(decision.interfaces)} usable for layer2")
+                    continue
                 misdirect = etp_local and self.node not in ready_nodes
                 for ip in ips:
                     for ifname in names:
@@ -265,6 +296,7 @@ class Agent:
                 l2_status[key] = (tuple(sorted(names)), svc)
             bgp_views.append(bgpadv.ServiceView(key, ips, pool, labels, etp_local,
                                                 self.node in ready_nodes, has_serving))
+        self._announce_failed = failed
         self._apply_l2(want_l2, l2_status)
         if self.s.enable_bgp:
             self._apply_bgp(cfg, nodes, bgp_views)
@@ -273,9 +305,30 @@ class Agent:
     def _apply_l2(self, want: dict, l2_status: dict) -> None:
         if self.dp is None:
             return
+        from .dataplane import DataplaneError
+        # The VIP map is pinned and outlives the agent: after a restart it still holds what the
+        # previous process announced, which this process's l2_announced does not know about. A
+        # VIP that moved away or was deleted meanwhile would otherwise be answered for ever (two
+        # nodes answering ARP for one IP). So the map itself is compared with what we want.
+        names_by_index = {i: n for n, i in local_interfaces().items()}
+        for ip, ifindex, _flags in self.dp.announced():
+            ifname = names_by_index.get(ifindex)
+            if ifname is not None and (ip, ifname) in want:
+                continue
+            if ifname is not None and (ip, ifname) in self.l2_announced:
+                continue          # withdrawn below, with its log line
+            self.dp.withdraw(ip, ifindex)
+            if ifname:
+                self.garp.cancel(ip, ifname)
+            log.info("stale VIP withdrawn (announced before this agent started, or on an interface "
+                     "that is gone)", event="serviceWithdrawn", protocol="layer2", ip=ip,
+                     interface=ifname or str(ifindex), reason="stale")
         for (ip, ifname), svc_key in list(self.l2_announced.items()):
             if (ip, ifname) not in want:
-                self.dp.withdraw(ip, ifname)
+                try:
+                    self.dp.withdraw(ip, ifname)
+                except DataplaneError:
+                    pass          # the interface is gone: its entry went with it (above)
                 self.garp.cancel(ip, ifname)
                 del self.l2_announced[(ip, ifname)]
                 log.info("service withdrawn", event="serviceWithdrawn", protocol="layer2", service=svc_key,
