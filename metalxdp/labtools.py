@@ -1,9 +1,16 @@
 """Things the demo, the lab tests and the benchmarks do with a running lab: create demo
-Services, wait for IPs, curl from the client, find the announcing node, measure failover."""
+Services, wait for IPs, curl from the client, find the announcing node, measure failover,
+stream requests from the client, read a node's metrics.
+
+``python -m metalxdp.labtools stream --url URL --rate 10 --timeout 1`` is the request stream's
+process (it runs inside the client's namespace; see ``RequestStream``)."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
+import sys
+import threading
 import time
 from typing import Optional
 
@@ -74,18 +81,135 @@ def neighbour_mac(lab: Lab, ip: str, host: str = "client") -> Optional[str]:
     return None
 
 
-def announcing_node(lab: Lab, ip: str) -> Optional[str]:
-    """The node whose MAC the client resolved ``ip`` to (asks with arping/ndisc6 first)."""
-    h = lab.host("client")
+def arp_replies(lab: Lab, ip: str, target_mac: Optional[str] = None, count: int = 1,
+                wait_s: float = 1.0, host: str = "client") -> list[str]:
+    """The MACs that answered ARP (IPv4) or NDP (IPv6) for ``ip`` on the wire, as seen by
+    ``host`` (arping / ndisc6 read replies themselves: the kernel's neighbour cache is not
+    involved). ``target_mac`` (IPv4 only): send the request to that MAC instead of broadcast,
+    i.e. ask one node directly."""
+    h = lab.host(host)
     if ":" in ip:
-        h.run(["ndisc6", "-1", "-w", "500", ip, "eth0"], check=False, timeout=10)
-    else:
-        h.run(["arping", "-c", "1", "-w", "1", "-I", "eth0", ip], check=False, timeout=10)
-    mac = neighbour_mac(lab, ip)
+        r = h.run(["ndisc6", "-n", "-m", "-r", str(count), "-w", str(int(wait_s * 1000)), ip, "eth0"],
+                  check=False, timeout=wait_s * count + 10)
+        return [line.split(":", 1)[1].strip().lower() for line in r.stdout.splitlines()
+                if line.strip().startswith("Target link-layer address")]
+    cmd = ["arping", "-r", "-c", str(count), "-w", str(max(1, round(wait_s * count))), "-i", "eth0"]
+    if target_mac:
+        cmd += ["-t", target_mac]
+    r = h.run(cmd + [ip], check=False, timeout=wait_s * count + 10)
+    return [line.strip().lower() for line in r.stdout.splitlines() if line.strip()]
+
+
+def host_by_mac(lab: Lab, mac: Optional[str]) -> Optional[str]:
     for name, info in lab.status()["hosts"].items():
-        if info.get("mac") == mac:
+        if mac and info.get("mac") == mac.lower():
             return name
     return None
+
+
+def announcing_node(lab: Lab, ip: str) -> Optional[str]:
+    """The node that answers ARP/NDP for ``ip`` now (the first reply the client gets on the
+    wire; None if nobody answers)."""
+    macs = arp_replies(lab, ip)
+    return host_by_mac(lab, macs[0]) if macs else None
+
+
+def announcing_nodes(lab: Lab, ip: str, count: int = 2) -> set[str]:
+    """Every node that answered ``count`` ARP/NDP requests for ``ip`` (more than one = split brain)."""
+    return {host_by_mac(lab, m) or m for m in arp_replies(lab, ip, count=count)}
+
+
+def node_metrics(lab: Lab, node: str, port: int = 7472) -> dict[tuple, float]:
+    """A node agent's metrics, read from inside its namespace:
+    {(name, ((label, value), ...)): value}. Empty when the agent does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+    r = lab.host(node).run(["curl", "-s", "-m", "2", f"http://127.0.0.1:{port}/metrics"], check=False, timeout=10)
+    if r.returncode != 0:
+        return {}
+    out = {}
+    for fam in text_string_to_metric_families(r.stdout):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: dict, name: str, **labels) -> Optional[float]:
+    """Sum of the samples of ``name`` whose labels include ``labels``; None if there is none.
+    A counter matches with or without the ``_total`` suffix the Python client appends (MetalLB's
+    Go client exposes e.g. ``metallb_layer2_requests_received`` without it)."""
+    want = set(labels.items())
+    vals = [v for (n, ls), v in samples.items() if n in (name, name + "_total") and want <= set(ls)]
+    return sum(vals) if vals else None
+
+
+class RequestStream:
+    """The client requests ``http://ip:port/`` ``rate_hz`` times a second, each on a new TCP
+    connection with its own ``timeout`` (requests overlap, so a slow one does not delay the
+    next), from one process inside the client's namespace. ``stop()`` returns one dict per
+    request: ``sent``/``done`` (CLOCK_MONOTONIC, the same clock as ``time.monotonic()`` here),
+    ``ok`` and ``body`` or ``error``. A request still running at stop() is waited for."""
+
+    def __init__(self, lab: Lab, ip: str, rate_hz: float = 10, timeout: float = 1.0, port: int = 80,
+                 host: str = "client"):
+        url = f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
+        self.proc = lab.host(host).popen(
+            [sys.executable, "-m", "metalxdp.labtools", "stream", "--url", url, "--rate", str(rate_hz),
+             "--timeout", str(timeout)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True)
+        self.results: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.results.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def wait_ok(self, count: int = 3, timeout: float = 30) -> None:
+        """Until the last ``count`` requests succeeded (the stream is running and healthy)."""
+        wait_for("the request stream to succeed", lambda: len(self.results) >= count and
+                 all(r["ok"] for r in self.results[-count:]), timeout)
+
+    def stop(self) -> list[dict]:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()      # EOF: stop sending, finish the ones in flight
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        return sorted(self.results, key=lambda r: r["sent"])
+
+    def __enter__(self) -> "RequestStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def first_success_after(results: list[dict], t: float) -> Optional[float]:
+    """Seconds from ``t`` to the completion of the first successful request sent after ``t``."""
+    done = [r["done"] for r in results if r["sent"] >= t and r["ok"]]
+    return min(done) - t if done else None
+
+
+def remove_backend(lab: Lab, name: str, timeout: float = 30) -> None:
+    """``Lab.remove_backend`` and then make the Pod object really go: the lab has no kubelet to
+    confirm a graceful deletion, so the Pod would stay Terminating (its endpoint still
+    ``serving``, and its name taken)."""
+    ns = (lab.load().get("backends") or {}).get(name, {}).get("namespace", "default")
+    lab.remove_backend(name)
+    kc = lab.kubeconfig()
+    kubectl(kc, "delete", "pod", name, "-n", ns, "--grace-period=0", "--force", "--ignore-not-found",
+            "--wait=false", check=False)
+    wait_for(f"pod {name} to be gone", lambda: kubectl(kc, "get", "pod", name, "-n", ns,
+                                                       check=False).returncode != 0, timeout)
 
 
 def router_nexthops(lab: Lab, prefix: str) -> set[str]:
@@ -122,3 +246,49 @@ def measure_failover(lab: Lab, ip: str, node: str, rate_hz: float = 10, timeout:
 
 def restore_link(lab: Lab, node: str) -> None:
     lab.set_link(node, up=True)
+
+
+# ---- the request stream's process (runs in the client's namespace) -------------------------
+def _stream_main(argv: list[str]) -> None:
+    import urllib.request
+    ap = argparse.ArgumentParser(prog="python -m metalxdp.labtools stream")
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--rate", type=float, default=10)
+    ap.add_argument("--timeout", type=float, default=1.0)
+    a = ap.parse_args(argv)
+    out_lock = threading.Lock()
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def one(sent: float) -> None:
+        rec = {"sent": sent}
+        try:
+            with opener.open(a.url, timeout=a.timeout) as resp:
+                rec.update(ok=resp.status == 200, body=resp.read().decode().strip())
+        except Exception as e:  # noqa: BLE001 - every failure is a failed request
+            rec.update(ok=False, error=f"{type(e).__name__}: {e}")
+        rec["done"] = time.monotonic()
+        if rec["ok"] and rec["done"] - sent > a.timeout:
+            rec.update(ok=False, error="late")
+        with out_lock:
+            print(json.dumps(rec), flush=True)
+
+    period = 1.0 / a.rate
+    workers = []
+    next_at = time.monotonic()
+    while not stop.is_set():
+        t = threading.Thread(target=one, args=(time.monotonic(),))
+        t.start()
+        workers.append(t)
+        next_at += period
+        stop.wait(max(0.0, next_at - time.monotonic()))
+    for t in workers:
+        t.join()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["stream"]:
+        _stream_main(sys.argv[2:])
+    else:
+        raise SystemExit("usage: python -m metalxdp.labtools stream --url URL [--rate HZ] [--timeout S]")
