@@ -337,6 +337,11 @@ class Membership:
     def states(self) -> dict[str, str]:
         return {m.name: STATE_NAMES[m.state] for m in self._members.values()}
 
+    @property
+    def pending_updates(self) -> int:
+        """State changes still being disseminated (0 in a quiet steady state)."""
+        return len(self._queue)
+
     def drain_events(self) -> list[tuple[str, str]]:
         ev, self._events = self._events, []
         return ev
