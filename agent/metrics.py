@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, UnknownMetricFamily
 
 
 class AgentMetrics:
@@ -44,9 +44,11 @@ class XDPCollector:
             per_vip, garp = self.read()
         except Exception:  # noqa: BLE001 - a scrape must never kill the agent
             return
-        req = CounterMetricFamily("metallb_layer2_requests_received", "Number of layer2 requests received for owned IPs", labels=["ip"])
-        resp = CounterMetricFamily("metallb_layer2_responses_sent", "Number of layer2 responses sent for owned IPs", labels=["ip"])
-        grat = CounterMetricFamily("metallb_layer2_gratuitous_sent", "Number of gratuitous layer2 packets sent for owned IPs", labels=["ip"])
+        # MetalLB's exact names (its Go client adds no _total); prometheus_client would append
+        # _total to a counter, so these are exposed untyped (monotonic: rate() works)
+        req = UnknownMetricFamily("metallb_layer2_requests_received", "Number of layer2 requests received for owned IPs", labels=["ip"])
+        resp = UnknownMetricFamily("metallb_layer2_responses_sent", "Number of layer2 responses sent for owned IPs", labels=["ip"])
+        grat = UnknownMetricFamily("metallb_layer2_gratuitous_sent", "Number of gratuitous layer2 packets sent for owned IPs", labels=["ip"])
         pk = CounterMetricFamily("metalxdp_vip_packets_total", "IPv4/IPv6 packets to the VIP seen by XDP", labels=["ip", "interface"])
         by = CounterMetricFamily("metalxdp_vip_bytes_total", "Bytes of IPv4/IPv6 packets to the VIP seen by XDP", labels=["ip", "interface"])
         mis = CounterMetricFamily("metalxdp_vip_misdirected_packets_total", "Packets to an externalTrafficPolicy=Local VIP "

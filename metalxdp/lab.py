@@ -291,7 +291,9 @@ class Lab:
         if name in backends:
             raise RigError(f"backend {name} exists")
         idx = self.node_index(node)
-        k = 10 + len(backends)
+        # a counter, not len(backends): a removed backend's pod IP and veth name are never reused
+        k = 10 + state.get("backend_seq", 0)
+        state["backend_seq"] = state.get("backend_seq", 0) + 1
         ns = f"{state['id']}-p-{name}"
         host = topo.hosts[node]
         vnode = f"v{k}"
@@ -332,7 +334,9 @@ class Lab:
         if not b:
             return
         try:
-            client.CoreV1Api(api_client(state["kubeconfig"])).delete_namespaced_pod(name, b["namespace"])
+            # no kubelet confirms the deletion: without grace period 0 the Pod stays Terminating
+            client.CoreV1Api(api_client(state["kubeconfig"])).delete_namespaced_pod(
+                name, b["namespace"], grace_period_seconds=0)
         except ApiException:
             pass
         pid = state["pids"].pop(f"backend-{name}", None)
