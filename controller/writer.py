@@ -75,12 +75,15 @@ class ServiceWriter:
             try:
                 # metadata first: when both land, readers of the pool annotation never see an IP
                 # from a pool other than the annotated one for long
-                if annotate:
-                    self.core.patch_namespaced_service(
-                        name, ns, {"metadata": {"annotations": {POOL_ANNOTATION: pool}}})
+                meta = {"metadata": {"annotations": {POOL_ANNOTATION: pool}}} if annotate else {}
                 if status:
+                    # one request for both: the Service status subresource also persists
+                    # metadata (checked on 1.20). A server that drops it leaves the annotation
+                    # missing; the next reconcile then sends an annotation-only patch.
                     self.core.patch_namespaced_service_status(
-                        name, ns, {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips] or None}}})
+                        name, ns, {**meta, "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips] or None}}})
+                elif annotate:
+                    self.core.patch_namespaced_service(name, ns, meta)
                 if self.metrics:
                     self.metrics.updates_total.inc()
                 return
