@@ -25,7 +25,7 @@ from typing import Optional
 
 from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
-from metalxdp.kube import ApiException, client
+from metalxdp.kube import ApiException, client, service_event
 from metalxdp.log import get_logger
 from metalxdp.watch import Informer, obj_key
 
@@ -373,15 +373,8 @@ class Agent:
             self._announced_metric.add(m)
 
     def _event(self, svc: dict, type_: str, reason: str, message: str) -> None:
-        m = svc.get("metadata") or {}
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {"metadata": {"generateName": f"{m.get('name', 'svc')}.", "namespace": m.get("namespace")},
-                "involvedObject": {"kind": "Service", "apiVersion": "v1", "name": m.get("name"),
-                                   "namespace": m.get("namespace"), "uid": m.get("uid")},
-                "reason": reason, "message": message, "type": type_, "count": 1,
-                "firstTimestamp": now, "lastTimestamp": now,
-                "source": {"component": "metallb-speaker", "host": self.node}}
-        threading.Thread(target=self._post_event, args=(m.get("namespace"), body), daemon=True).start()
+        body = service_event(svc, type_, reason, message, "metallb-speaker", host=self.node)
+        threading.Thread(target=self._post_event, args=(body["metadata"]["namespace"], body), daemon=True).start()
 
     def _post_event(self, ns: str, body: dict) -> None:
         try:

@@ -14,7 +14,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
-from metalxdp.kube import ApiException, client
+from metalxdp.kube import ApiException, client, service_event
 from metalxdp.log import get_logger
 
 from .metrics import ControllerMetrics
@@ -115,16 +115,9 @@ class ServiceWriter:
         self._pool.submit(self._event, svc, type_, reason, message)
 
     def _event(self, svc: dict, type_: str, reason: str, message: str) -> None:
-        m = svc.get("metadata") or {}
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {"metadata": {"generateName": f"{m.get('name', 'svc')}.", "namespace": m.get("namespace")},
-                "involvedObject": {"kind": "Service", "apiVersion": "v1", "name": m.get("name"),
-                                   "namespace": m.get("namespace"), "uid": m.get("uid"),
-                                   "resourceVersion": m.get("resourceVersion")},
-                "reason": reason, "message": message, "type": type_, "count": 1,
-                "firstTimestamp": now, "lastTimestamp": now, "source": {"component": COMPONENT}}
+        body = service_event(svc, type_, reason, message, COMPONENT)
         try:
-            self.core.create_namespaced_event(m.get("namespace"), body)
+            self.core.create_namespaced_event(body["metadata"]["namespace"], body)
         except Exception as e:  # noqa: BLE001 - events are best effort
             log.debug("event not written", reason=reason, error=str(e))
 

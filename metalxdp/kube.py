@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client, config, dynamic
 from kubernetes.client.rest import ApiException
 
-__all__ = ["client", "ApiException", "api_client", "dynamic_client", "apply", "load_yaml",
+__all__ = ["client", "ApiException", "api_client", "dynamic_client", "apply", "load_yaml", "service_event",
            "NotFound", "Conflict", "is_status"]
 
 
@@ -29,6 +29,21 @@ def NotFound(e: BaseException) -> bool:  # noqa: N802 - reads as a predicate at 
 
 def Conflict(e: BaseException) -> bool:  # noqa: N802
     return is_status(e, 409)
+
+
+def service_event(svc: dict, type_: str, reason: str, message: str, component: str,
+                  host: Optional[str] = None) -> dict:
+    """A core/v1 Event about Service ``svc`` (as MetalLB's controller and speaker emit them)."""
+    import time
+    m = svc.get("metadata") or {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    source = {"component": component, **({"host": host} if host else {})}
+    return {"metadata": {"generateName": f"{m.get('name', 'svc')}.", "namespace": m.get("namespace")},
+            "involvedObject": {"kind": "Service", "apiVersion": "v1", "name": m.get("name"),
+                               "namespace": m.get("namespace"), "uid": m.get("uid"),
+                               "resourceVersion": m.get("resourceVersion")},
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": source}
 
 
 def api_client(kubeconfig: Optional[str] = None) -> client.ApiClient:

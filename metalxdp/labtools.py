@@ -15,6 +15,7 @@ import time
 from typing import Optional
 
 from .lab import Lab, kubectl
+from .rig.frr import route_gateways
 from .rig.procs import wait_for
 
 
@@ -214,15 +215,7 @@ def remove_backend(lab: Lab, name: str, timeout: float = 30) -> None:
 
 def router_nexthops(lab: Lab, prefix: str) -> set[str]:
     fam = "-6" if ":" in prefix else "-4"
-    out = lab.host("router").run(["ip", "-j", fam, "route", "show", prefix], check=False).stdout
-    hops: set[str] = set()
-    for route in json.loads(out or "[]"):
-        if route.get("gateway"):
-            hops.add(route["gateway"])
-        for nh in route.get("nexthops", []):
-            if nh.get("gateway"):
-                hops.add(nh["gateway"])
-    return hops
+    return route_gateways(lab.host("router").run(["ip", "-j", fam, "route", "show", prefix], check=False).stdout)
 
 
 def measure_failover(lab: Lab, ip: str, node: str, rate_hz: float = 10, timeout: float = 30) -> dict:

@@ -91,6 +91,18 @@ def render_frr_conf(spec: RouterSpec) -> str:
     return "\n".join(out)
 
 
+def route_gateways(ip_json: str) -> set[str]:
+    """Next-hop gateways in ``ip -j route show PREFIX`` output (single path or ECMP)."""
+    hops: set[str] = set()
+    for route in json.loads(ip_json or "[]"):
+        if route.get("gateway"):
+            hops.add(route["gateway"])
+        for nh in route.get("nexthops", []):
+            if nh.get("gateway"):
+                hops.add(nh["gateway"])
+    return hops
+
+
 def split_bfd_block(conf: str) -> tuple[str, str]:
     """(conf without the ``bfd`` block, the ``bfd`` block). With one ``-f`` file per daemon (our
     netns layout, no vtysh -b), bgpd reads a ``bfd`` node it does not know and takes its ``exit``
@@ -190,14 +202,7 @@ class FRRRouter:
         fam = "-6" if ":" in prefix else "-4"
         r = subprocess.run(["ip", "netns", "exec", self.host.netns, "ip", "-j", fam, "route", "show",
                             prefix], capture_output=True, text=True)
-        hops: set[str] = set()
-        for route in json.loads(r.stdout or "[]"):
-            if route.get("gateway"):
-                hops.add(route["gateway"])
-            for nh in route.get("nexthops", []):
-                if nh.get("gateway"):
-                    hops.add(nh["gateway"])
-        return hops
+        return route_gateways(r.stdout)
 
     def stop(self) -> None:
         from .procs import stop_pid
