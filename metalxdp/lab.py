@@ -404,7 +404,27 @@ class Lab:
                           "present": h.netns in present}
                       for n, h in topo.hosts.items()},
             "frr_dir": state.get("frr_dir"),
+            "controller": self._controller_state(state),
         }
+
+    def _controller_state(self, state: dict) -> dict:
+        """Who leads, and whether the configuration is valid (ConfigurationState)."""
+        if not state.get("ready"):
+            return {}
+        from .kube import ApiException, api_client, client
+        out: dict = {}
+        try:
+            api = api_client(state["kubeconfig"])
+            lease = client.CoordinationV1Api(api).read_namespaced_lease("metalxdp-controller", NAMESPACE)
+            out["leader"] = lease.spec.holder_identity
+            cs = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                "metallb.io", "v1beta1", NAMESPACE, "configurationstates", "controller")
+            out["config"] = (cs.get("status") or {}).get("result", "Unknown")
+            if (cs.get("status") or {}).get("errorSummary"):
+                out["config_error"] = cs["status"]["errorSummary"]
+        except (ApiException, OSError, ValueError) as e:
+            out.setdefault("error", str(getattr(e, "reason", e)))
+        return out
 
 
 def kubectl(kubeconfig: str, *args: str, check: bool = True,
@@ -484,6 +504,10 @@ def _print_status(st: dict) -> None:
     click.echo(f"  kubeconfig: {st['kubeconfig']}   (kubectl --kubeconfig {st['kubeconfig']} get nodes -o wide)")
     for n, h in st["hosts"].items():
         click.echo(f"  {n:8} netns {h['netns']:18} {' '.join(h['ipv4'] + h['ipv6'])}")
+    ctl = st.get("controller") or {}
+    if ctl:
+        click.echo(f"  controller: leader {ctl.get('leader', '?')}, configuration {ctl.get('config', '?')}"
+                   + (f" ({ctl['config_error']})" if ctl.get("config_error") else ""))
     bad = [n for n, p in st["processes"].items() if not p["running"]]
     click.echo(f"  processes: {len(st['processes']) - len(bad)} running" +
                (f", NOT running: {', '.join(bad)}" if bad else ""))

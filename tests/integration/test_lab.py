@@ -73,6 +73,17 @@ def test_lab_up_status_nodes_ping_and_down_leaves_nothing(lab_env, tmp_path):
                        capture_output=True, text=True)
     assert r.stdout.strip() == "node/node1", r.stderr
 
+    # the controller runs, leads, and found the lab's configuration valid
+    from metalxdp.rig.procs import wait_for
+    ctl = {}
+
+    def controller_ok():
+        nonlocal ctl
+        ctl = json.loads(cli(lab_env, "lab", "status", "--name", "t", "--json").stdout)["controller"]
+        return ctl.get("config") == "Valid" and bool(ctl.get("leader"))
+    wait_for(f"controller state in lab status (last: {ctl})", controller_ok, 60)
+    assert "leader" in cli(lab_env, "lab", "status", "--name", "t").stdout
+
     pids = [p["pid"] for p in st["processes"].values()]
     assert len(_pids_alive(pids)) == len(pids)
     cli(lab_env, "lab", "down", "--name", "t")
