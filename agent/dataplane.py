@@ -67,6 +67,7 @@ ATTACHED_MODE_NAMES = {XDP_ATTACHED_DRV: "native", XDP_ATTACHED_SKB: "generic", 
 ARPHRD_ETHER = 1
 SIOCGIFHWADDR = 0x8927
 VIP_F_ETP_LOCAL_MISDIRECT = 1  # mirrors bpf/vip_consts.h; checked against it in the unit tests
+VIP_F_HANDOFF = 2              # likewise
 
 
 class DataplaneError(RuntimeError):
@@ -576,7 +577,7 @@ class Dataplane:
         stats = self.table("mx_stats")
         stats[stats.Key(slot)] = stats.Leaf()
 
-    def announce(self, ip, ifname: IfRef, etp_local_misdirect: bool = False) -> None:
+    def announce(self, ip, ifname: IfRef, etp_local_misdirect: bool = False, handoff: bool = False) -> None:
         """Answer ARP/NS for ``ip`` on ``ifname`` (and count its traffic there). Re-announcing
         keeps the counters (also across agent restarts)."""
         key = self.vip_key(ip, ifname)
@@ -588,7 +589,8 @@ class Dataplane:
             leaf = vips.Leaf()
             leaf.slot = self._free_slot()
             self._zero_slot(leaf.slot)
-        leaf.flags = VIP_F_ETP_LOCAL_MISDIRECT if etp_local_misdirect else 0
+        # handoff: the VIP moved to another node; answer only unicast probes (see vip_consts.h)
+        leaf.flags = (VIP_F_ETP_LOCAL_MISDIRECT if etp_local_misdirect else 0) | (VIP_F_HANDOFF if handoff else 0)
         ctypes.memmove(leaf.mac, self._macs[key.ifindex], 6)
         vips[key] = leaf
 

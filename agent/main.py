@@ -34,6 +34,11 @@ from metalxdp.kube import api_client
               help="Secret (key 'secretkey') whose value authenticates membership packets.")
 @click.option("--ignore-exclude-lb", is_flag=True,
               help="Announce from nodes labelled node.kubernetes.io/exclude-from-external-load-balancers too.")
+@click.option("--handoff-quiet-s", default=2.0, show_default=True, type=float,
+              help="When a VIP moves to another live node, keep answering probes sent to this node's MAC "
+                   "(clients with stale caches) until its traffic here is quiet this long.")
+@click.option("--handoff-max-s", default=30.0, show_default=True, type=float,
+              help="Longest such handoff; 0 disables it (withdraw at once, as MetalLB).")
 @click.option("--metrics-port", default=7472, show_default=True, type=int, help="Prometheus metrics port (0: off).")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True)
 @click.option("--bgp/--no-bgp", default=True, show_default=True, help="Speak BGP (ExaBGP) to the BGPPeers.")
@@ -41,7 +46,7 @@ from metalxdp.kube import api_client
               help="Private state (ExaBGP config, logs, API socket).")
 @click.option("--log-level", type=click.Choice(list(mlog.LEVELS)), default="info", show_default=True)
 def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detach_on_exit, liveness_max_age_ms,
-          ml_bind_port, ml_secret_name, ignore_exclude_lb, metrics_port, metrics_host, bgp, workdir, log_level):
+          ml_bind_port, ml_secret_name, ignore_exclude_lb, handoff_quiet_s, handoff_max_s, metrics_port, metrics_host, bgp, workdir, log_level):
     """Run the node agent: answer ARP/NDP for the VIPs this node owns (XDP), advertise VIPs
     over BGP (ExaBGP) with BFD, and export per-VIP traffic counters."""
     mlog.setup(log_level)
@@ -62,7 +67,8 @@ def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detac
             log.error(str(e), event="xdpUnavailable")
             raise SystemExit(2)
     settings = AgentSettings(node_name, namespace, lb_class, ignore_exclude_lb, ml_bind_port, ml_secret_name,
-                             liveness_max_age_ms, bgp_workdir=Path(workdir), enable_bgp=bgp)
+                             liveness_max_age_ms, handoff_quiet_s=handoff_quiet_s, handoff_max_s=handoff_max_s,
+                             bgp_workdir=Path(workdir), enable_bgp=bgp)
     garp = GratuitousSender()
     node = Agent(api_client(kubeconfig), settings, dp, garp, metrics, registry)
     registry.register(XDPCollector(node.xdp_counters))

@@ -81,6 +81,8 @@ class AgentSettings:
     ml_secret_name: str = "memberlist"  # Secret with key "secretkey", as MetalLB
     liveness_max_age_ms: int = 400      # XDP stops answering this long after the agent dies
     stop_grace_ms: int = 15000          # ...and this long after a clean stop (planned restart)
+    handoff_quiet_s: float = 2.0        # planned move: keep answering stale clients until quiet...
+    handoff_max_s: float = 30.0         # ...or at most this long (0: no handoff, withdraw at once)
     bgp_workdir: Path = Path("/run/metalxdp/agent")
     enable_bgp: bool = True
 
@@ -104,6 +106,9 @@ class Agent:
         self._l2_status: dict[str, tuple] = {}                  # service key -> (name, interfaces)
         self._announce_failed: set[str] = set()                # elected services with no usable interface
         self._bgp_status: dict[tuple, tuple] = {}               # status key -> (object name, peers)
+        self.handoff = election.HandoffTracker(quiet_s=settings.handoff_quiet_s, max_s=settings.handoff_max_s)
+        self._handoff: dict[tuple[str, str], str] = {}           # (ip, ifname) -> service key
+        self._moved: dict[str, str] = {}
         poke = lambda typ, obj: self._wake.set()  # noqa: E731
         self.services = Informer(api, "/api/v1/services", poke)
         self.nodes = Informer(api, "/api/v1/nodes", poke)
@@ -256,6 +261,7 @@ class Agent:
             if svc_name:
                 slices_by_svc.setdefault(f"{sl['metadata']['namespace']}/{svc_name}", []).append(sl)
         want_l2: dict[tuple[str, str], tuple[str, bool]] = {}   # (ip, ifname) -> (svc key, misdirect)
+        moved: dict[str, str] = {}    # VIP -> the other live node that now announces it
         bgp_views = []
         l2_status: dict[str, tuple] = {}
         ifaces = local_interfaces()
@@ -276,6 +282,8 @@ class Agent:
             view = election.ServiceView(key, ips, labels, pool, etp_local, has_serving, ready_nodes,
                                         (meta.get("annotations") or {}).get("metallb.io/allow-shared-ip", ""))
             decision = election.announcing_node_for(view, nodes, cfg, members, self.s.ignore_exclude_lb)
+            if decision.node is not None and decision.node != self.node:
+                moved.update({str(ip): decision.node for ip in ips})
             if decision.node == self.node:
                 names = election.filter_interfaces(ifaces, decision.interfaces)
                 if not names:
@@ -297,6 +305,7 @@ class Agent:
             bgp_views.append(bgpadv.ServiceView(key, ips, pool, labels, etp_local,
                                                 self.node in ready_nodes, has_serving))
         self._announce_failed = failed
+        self._moved = moved
         self._apply_l2(want_l2, l2_status)
         if self.s.enable_bgp:
             self._apply_bgp(cfg, nodes, bgp_views)
@@ -305,7 +314,6 @@ class Agent:
     def _apply_l2(self, want: dict, l2_status: dict) -> None:
         if self.dp is None:
             return
-        from .dataplane import DataplaneError
         # The VIP map is pinned and outlives the agent: after a restart it still holds what the
         # previous process announced, which this process's l2_announced does not know about. A
         # VIP that moved away or was deleted meanwhile would otherwise be answered for ever (two
@@ -315,24 +323,42 @@ class Agent:
             ifname = names_by_index.get(ifindex)
             if ifname is not None and (ip, ifname) in want:
                 continue
-            if ifname is not None and (ip, ifname) in self.l2_announced:
-                continue          # withdrawn below, with its log line
+            if ifname is not None and ((ip, ifname) in self.l2_announced or (ip, ifname) in self._handoff):
+                continue          # withdrawn (or handed off) below, with its log line
             self.dp.withdraw(ip, ifindex)
             if ifname:
                 self.garp.cancel(ip, ifname)
             log.info("stale VIP withdrawn (announced before this agent started, or on an interface "
                      "that is gone)", event="serviceWithdrawn", protocol="layer2", ip=ip,
                      interface=ifname or str(ifindex), reason="stale")
+        now = time.monotonic()
         for (ip, ifname), svc_key in list(self.l2_announced.items()):
             if (ip, ifname) not in want:
-                try:
-                    self.dp.withdraw(ip, ifname)
-                except DataplaneError:
-                    pass          # the interface is gone: its entry went with it (above)
                 self.garp.cancel(ip, ifname)
                 del self.l2_announced[(ip, ifname)]
-                log.info("service withdrawn", event="serviceWithdrawn", protocol="layer2", service=svc_key,
-                         ip=ip, interface=ifname)
+                if ip in self._moved and self.s.handoff_max_s > 0 and ifname in local_interfaces():
+                    # planned move to another live node: stale clients (caches that ignored the
+                    # new owner's GARP) still reach us; keep answering their unicast probes
+                    # while the VIP's traffic goes on (VIP_F_HANDOFF), then withdraw
+                    self.dp.announce(ip, ifname, handoff=True)
+                    self.handoff.start(f"{ip}%{ifname}", now, self._rx_packets(ip, ifname))
+                    self._handoff[(ip, ifname)] = svc_key
+                    log.info("VIP moved to another node: handing off", event="handoffStarted",
+                             service=svc_key, ip=ip, interface=ifname, new_node=self._moved[ip])
+                    continue
+                self._withdraw(ip, ifname, svc_key)
+        for (ip, ifname), svc_key in list(self._handoff.items()):
+            tkey = f"{ip}%{ifname}"
+            if (ip, ifname) in want:               # it came back to us
+                self.handoff.cancel(tkey)
+                del self._handoff[(ip, ifname)]
+            elif ip not in self._moved or not self.handoff.observe(tkey, now, self._rx_packets(ip, ifname)):
+                self.handoff.cancel(tkey)
+                del self._handoff[(ip, ifname)]
+                log.info("handoff done: traffic stopped or time is up" if ip in self._moved
+                         else "handoff cancelled: the VIP is no longer announced elsewhere",
+                         event="handoffDone", service=svc_key, ip=ip, interface=ifname)
+                self._withdraw(ip, ifname, svc_key)
         attached = set()
         for (ip, ifname), (svc_key, misdirect) in want.items():
             new = (ip, ifname) not in self.l2_announced
@@ -352,6 +378,22 @@ class Agent:
         self.l2_services = set(l2_status)
         self._sync_l2_status(l2_status)
         self._sync_announced_metric("layer2", {(k, str(ip)) for (ip, _), (k, _m) in want.items()})
+
+    def _withdraw(self, ip: str, ifname: str, svc_key: str) -> None:
+        from .dataplane import DataplaneError
+        try:
+            self.dp.withdraw(ip, ifname)
+        except DataplaneError:
+            pass          # the interface is gone: its entry went with it
+        log.info("service withdrawn", event="serviceWithdrawn", protocol="layer2", service=svc_key,
+                 ip=ip, interface=ifname)
+
+    def _rx_packets(self, ip: str, ifname: str) -> int:
+        try:
+            c = self.dp.vip_counters(ip, ifname)
+        except Exception:  # noqa: BLE001 - interface gone
+            return 0
+        return c.get("rx_packets", 0)   # data from stale clients, not ARP (broadcasts reach everyone)
 
     def _attached_ifaces(self) -> set[str]:
         from .dataplane import interface_index

@@ -15,6 +15,11 @@
 /* vip_info.flags: the Service has externalTrafficPolicy=Local and no ready endpoint on this
  * node, so traffic that reaches us for it is "misdirected" (the leader should not be us). */
 #define VIP_F_ETP_LOCAL_MISDIRECT (1U << 0)
+/* vip_info.flags: the VIP moved to another live node (planned handoff). Broadcast ARP and
+ * multicast NS are the new owner's to answer; this node only answers ARP/NS sent to its own
+ * MAC (the refresh probes of clients whose caches still point here) and keeps counting the
+ * VIP's traffic, until the agent sees it go quiet and withdraws the VIP. */
+#define VIP_F_HANDOFF (1U << 1)
 
 /* vip_key.family (not AF_* so the key reads the same in bpftool dumps on any libc). */
 #define VIP_FAMILY_V4 4

@@ -93,8 +93,10 @@ static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data
     if (st)
         st->requests += 1;
 
-    /* MetalLB answers requests sent to broadcast or to the interface's own MAC only. */
-    if (!mac_is_broadcast(eth->h_dest) && !mac_equal(eth->h_dest, vip->mac)) {
+    /* MetalLB answers requests sent to broadcast or to the interface's own MAC only; during a
+     * handoff only the latter (broadcasts belong to the new owner). */
+    if (!mac_equal(eth->h_dest, vip->mac) &&
+        (!mac_is_broadcast(eth->h_dest) || (vip->flags & VIP_F_HANDOFF))) {
         count_global(G_NOT_FOR_US);
         return XDP_PASS;
     }
@@ -175,8 +177,10 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
     if (st)
         st->requests += 1;
 
-    /* Multicast (solicited-node group) or unicast to this interface. */
-    if (!mac_is_multicast(eth->h_dest) && !mac_equal(eth->h_dest, vip->mac)) {
+    /* Multicast (solicited-node group) or unicast to this interface; during a handoff only
+     * unicast (multicast solicitations belong to the new owner). */
+    if (!mac_equal(eth->h_dest, vip->mac) &&
+        (!mac_is_multicast(eth->h_dest) || (vip->flags & VIP_F_HANDOFF))) {
         count_global(G_NOT_FOR_US);
         return XDP_PASS;
     }

@@ -178,10 +178,11 @@ class Lab:
         for i, n in enumerate(names, 1):
             h = topo.hosts[n]
             gw4, gw6 = pod_gateway(i)
-            for cmd in (["ip", "link", "add", "pods", "type", "bridge"],
-                        ["ip", "addr", "add", f"{gw4}/24", "dev", "pods"],
-                        ["ip", "addr", "add", f"{gw6}/64", "dev", "pods", "nodad"],
-                        ["ip", "link", "set", "pods", "up"],
+            # named like a CNI bridge: MetalLB's default interface excludes (^cni.*) keep VIPs off it
+            for cmd in (["ip", "link", "add", "cni0", "type", "bridge"],
+                        ["ip", "addr", "add", f"{gw4}/24", "dev", "cni0"],
+                        ["ip", "addr", "add", f"{gw6}/64", "dev", "cni0", "nodad"],
+                        ["ip", "link", "set", "cni0", "up"],
                         ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
                         ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
                         ["sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0"],
@@ -306,7 +307,7 @@ class Lab:
             (["ip", "netns", "exec", netns] if netns else []) + cmd, check=True, capture_output=True)
         run(["ip", "netns", "add", ns])
         run(["ip", "link", "add", vnode, "type", "veth", "peer", "name", "eth0", "netns", ns], host.netns)
-        run(["ip", "link", "set", "dev", vnode, "master", "pods", "up"], host.netns)
+        run(["ip", "link", "set", "dev", vnode, "master", "cni0", "up"], host.netns)
         for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{ip4}/24", "dev", "eth0"],
                     ["ip", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad"], ["ip", "link", "set", "eth0", "up"],
                     ["ip", "route", "add", "default", "via", gw4], ["ip", "-6", "route", "add", "default", "via", gw6]):

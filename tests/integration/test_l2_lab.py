@@ -200,7 +200,9 @@ def test_l2advertisement_node_selectors_pick_the_announcing_node(lab):
             {**l2adv("l2t-sel", "l2t-sel", nodeSelectors=only("node2")), "metadata": {
                 "name": "l2t-sel", "namespace": NAMESPACE}}))
         wait_announcer(lab, ip, "node2")
-        assert not answers_directly(lab, "node3", ip)
+        # a planned move: node3 hands off (answers only probes sent to its own MAC) until the
+        # VIP's traffic to it is quiet for 2 s, then stops
+        wait_for("node3 to finish its handoff", lambda: not answers_directly(lab, "node3", ip), 15)
         assert lt.wait_curl(lab, ip)
 
 
@@ -235,7 +237,7 @@ def test_exclude_from_external_lb_label_moves_the_vip(lab):
         try:
             kubectl(kc, "label", "node", first, f"{EXCLUDE_LB}=")
             second = wait_announcer(lab, ip, set(NODES) - {first})
-            assert not answers_directly(lab, first, ip)
+            wait_for(f"{first} to finish its handoff", lambda: not answers_directly(lab, first, ip), 15)
             assert lt.wait_curl(lab, ip)
             kubectl(kc, "label", "node", second, f"{EXCLUDE_LB}=")
             third = wait_announcer(lab, ip, set(NODES) - {first, second})
@@ -475,3 +477,40 @@ def test_metrics_move_on_the_announcing_node(lab):
         assert delta("metalxdp_vip_bytes_total", ip=ip, interface="eth0") >= 5 * 3 * 40
     wait_for("metallb_speaker_announced removed with the Service", lambda: lt.metric(
         lt.node_metrics(lab, owner), "metallb_speaker_announced", ip=ip) is None, 30)
+
+
+# ---- traffic-aware handoff ---------------------------------------------------------------------
+def test_planned_move_hands_off_while_stale_clients_still_send(lab):
+    """A VIP moves away from a live node (here: the exclude label). A client whose cache ignores
+    the new owner's GARP (pinned neighbour entry) keeps sending to the old node: the old node
+    keeps answering that client's unicast probes and forwarding its traffic while its XDP
+    counters see it, broadcasts go to the new owner only, and once the client stops the old
+    node withdraws (quiet 2 s)."""
+    kc = lab.kubeconfig()
+    client = lab.host("client")
+    with backends(lab, "ho", "node1", "node2", "node3"), service(lab, "ho") as (ip,):
+        lt.wait_curl(lab, ip)
+        old = wait_announcer(lab, ip)
+        # the IP is reused across this module's tests: count only this test's events
+        events = lambda ev, **kw: len(agent_log_events(lab, old, ev, ip=ip, interface="eth0", **kw))  # noqa: E731
+        started0, done0 = events("handoffStarted"), events("handoffDone")
+        client.run(["ip", "neigh", "replace", ip, "lladdr", mac_of(lab, old), "dev", "eth0", "nud", "permanent"])
+        try:
+            with lt.RequestStream(lab, ip, rate_hz=10) as stream:
+                stream.wait_ok()
+                kubectl(kc, "label", "node", old, f"{EXCLUDE_LB}=")
+                new = wait_announcer(lab, ip, set(NODES) - {old})
+                wait_for("handoffStarted on the old owner", lambda: events("handoffStarted") > started0, 15)
+                # while the stale client's traffic flows, the old node answers its unicast probes
+                for _ in range(3):
+                    assert answers_directly(lab, old, ip)
+                    time.sleep(0.5)
+                assert lt.announcing_nodes(lab, ip, count=3) == {new}   # broadcasts: new owner only
+                stream.wait_ok(count=10)                                 # still served through the old node
+            assert events("handoffDone") == done0, "the handoff ended while the stale client was sending"
+            # traffic stopped: the old node withdraws after the quiet period
+            wait_for("handoffDone on the old owner", lambda: events("handoffDone") > done0, 15)
+            assert not answers_directly(lab, old, ip)
+        finally:
+            client.run(["ip", "neigh", "del", ip, "dev", "eth0"], check=False)
+            kubectl(kc, "label", "node", old, f"{EXCLUDE_LB}-", check=False)
