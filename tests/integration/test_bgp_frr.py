@@ -336,8 +336,43 @@ def test_peer_down_and_up_for_bfd(lab, frr_router):
     time.sleep(3)
     assert nodes[0].host.ip4 not in frr_router.established()
     assert frr_router.kernel_nexthops(f"{V6}/128") == {n.host.ip6 for n in nodes}
+    pid = sp._proc.pid
+    v6_up_before = frr_router.json("show bgp ipv6 unicast summary")["peers"][nodes[0].host.ip6]["peerUptimeMsec"]
     sp.peer_up("router-v4")
     wait_nexthops(frr_router, f"{V4}/32", all4, timeout=30)
+    # bringing one peer back reloads ExaBGP's config: the process and the node's other session
+    # (IPv6) must survive it (ExaBGP may respawn its API helper; that is not a crash)
+    time.sleep(4)   # longer than the relay grace period
+    assert sp._proc is not None and sp._proc.pid == pid, "ExaBGP was restarted by peer_up"
+    v6_up_after = frr_router.json("show bgp ipv6 unicast summary")["peers"][nodes[0].host.ip6]["peerUptimeMsec"]
+    assert v6_up_after > v6_up_before, "the IPv6 session was reset by peer_up"
+    assert frr_router.kernel_nexthops(f"{V6}/128") == {n.host.ip6 for n in nodes}
+
+
+def test_bfd_bringing_both_peers_back_at_once_does_not_kill_exabgp(lab, frr_router):
+    """BFD took both sessions down (ExaBGP stops: no peer left), then brings them back 0.1 s
+    apart: the second config change must not signal the just-started ExaBGP before it can take
+    it (it used to die of SIGUSR1, exit code -10, and be restarted)."""
+    nodes = lab(2)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources())
+    for n in nodes:
+        n.apply(config, [service()])
+    all4, all6 = {n.host.ip4 for n in nodes}, {n.host.ip6 for n in nodes}
+    wait_nexthops(frr_router, f"{V4}/32", all4)
+    sp = nodes[0].speaker
+    sp.peer_down("router-v4")
+    sp.peer_down("router-v6")
+    wait_nexthops(frr_router, f"{V4}/32", {nodes[1].host.ip4}, timeout=10)
+    wait_nexthops(frr_router, f"{V6}/128", {nodes[1].host.ip6}, timeout=10)
+    sp.peer_up("router-v6")
+    time.sleep(0.1)
+    sp.peer_up("router-v4")
+    wait_nexthops(frr_router, f"{V4}/32", all4, timeout=30)
+    wait_nexthops(frr_router, f"{V6}/128", all6, timeout=30)
+    time.sleep(2)
+    assert sp._proc is not None and sp._proc.poll() is None
+    assert sp._restarts == 0, "ExaBGP died and was restarted"
 
 
 def test_adding_a_peer_keeps_the_existing_session(lab, frr_router):
