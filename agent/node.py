@@ -27,7 +27,7 @@ from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
 from metalxdp.kube import ApiException, client, service_event
 from metalxdp.log import get_logger
-from metalxdp.watch import Informer, obj_key
+from metalxdp.watch import Informer, config_informers, obj_key
 
 from controller.allocator import wants_load_balancer
 
@@ -38,10 +38,6 @@ from .metrics import AgentMetrics
 log = get_logger("agent")
 
 JOIN_WAIT_S = 2.0   # longest wait for another member before the first election (a lone node waits once)
-
-CONFIG_KINDS = [("v1beta1", "ipaddresspools"), ("v1beta1", "l2advertisements"),
-                ("v1beta1", "bgpadvertisements"), ("v1beta2", "bgppeers"),
-                ("v1beta1", "bfdprofiles"), ("v1beta1", "communities"), ("v1beta1", "addresspools")]
 
 
 def _ips(svc: dict) -> tuple:
@@ -114,9 +110,7 @@ class Agent:
         self.nodes = Informer(api, "/api/v1/nodes", poke)
         self.slices = Informer(api, self._endpointslice_path(), poke)
         self.secrets = Informer(api, f"/api/v1/namespaces/{settings.namespace}/secrets", poke)
-        self.config_informers = [
-            Informer(api, f"/apis/metallb.io/{v}/namespaces/{settings.namespace}/{plural}", poke, optional=True)
-            for v, plural in CONFIG_KINDS]
+        self.config_informers = config_informers(api, settings.namespace, poke)
         self.informers = [self.services, self.nodes, self.slices, self.secrets, *self.config_informers]
 
     def _endpointslice_path(self) -> str:
@@ -396,7 +390,6 @@ class Agent:
         return c.get("rx_packets", 0)   # data from stale clients, not ARP (broadcasts reach everyone)
 
     def _attached_ifaces(self) -> set[str]:
-        from .dataplane import interface_index
         idx = {i for i in self.dp.attached}
         return {n for n, i in local_interfaces().items() if i in idx}
 

@@ -65,16 +65,6 @@ def summary(values: list[float]) -> dict:
             "stdev": round(statistics.stdev(values), 3) if len(values) > 1 else 0.0}
 
 
-def log_events(lab: Lab, node: str, event: str, **fields) -> list[dict]:
-    out = []
-    for line in (lab.dir / "logs" / f"agent-{node}.log").read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == event and all(rec.get(k) == v for k, v in fields.items()):
-            out.append(rec)
-    return out
 
 
 def ts(rec: dict) -> float:
@@ -149,21 +139,21 @@ def restart_trials(lab: Lab, services: dict, trials: int, sig: int) -> list[dict
         name = names[k % len(names)]
         ip, owner = services[name]
         steady(lab, ip, owner)
-        before = len(log_events(lab, owner, "serviceAnnounced", ip=ip, interface="eth0"))
-        others = {n: len(log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0")) for n in NODES if n != owner}
+        before = len(lt.agent_log_events(lab, owner, "serviceAnnounced", ip=ip, interface="eth0"))
+        others = {n: len(lt.agent_log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0")) for n in NODES if n != owner}
         with lt.RequestStream(lab, ip, rate_hz=RATE_HZ, timeout=TIMEOUT_S) as stream:
             stream.wait_ok()
             t0 = time.monotonic()
             wall0 = time.time()
             lab.restart_agent(owner, sig)
-            wait_for(f"{owner}'s new agent to announce {ip}", lambda: len(log_events(
+            wait_for(f"{owner}'s new agent to announce {ip}", lambda: len(lt.agent_log_events(
                 lab, owner, "serviceAnnounced", ip=ip, interface="eth0")) > before, 60)
             t_back = time.monotonic()
             wait_for("1 s more", lambda: time.monotonic() - t_back > 1.0, 5)
             results = stream.stop()
         during = [r for r in results if r["sent"] >= t0]
         takeovers = [ts(e) - wall0 for n, c in others.items()
-                     for e in log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0")[c:]]
+                     for e in lt.agent_log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0")[c:]]
         rec = {"trial": k, "signal": signal.Signals(sig).name, "node": owner, "ip": ip,
                "requests": len(during), "failed_requests": sum(not r["ok"] for r in results),
                "failures": [{"sent_after_s": round(r["sent"] - t0, 3), "error": r.get("error")}

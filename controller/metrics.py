@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+# the per-pool gauges; also the field names of the allocator's PoolCounters
+POOL_GAUGES = ("addresses_total", "ipv4_addresses_total", "ipv6_addresses_total",
+               "addresses_in_use_total", "ipv4_addresses_in_use_total", "ipv6_addresses_in_use_total")
+
 
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry):
@@ -29,14 +33,12 @@ class ControllerMetrics:
     def set_pool(self, name: str, c) -> None:
         """``c`` is the allocator's PoolCounters for pool ``name``."""
         self._pools.add(name)
-        for attr in ("addresses_total", "ipv4_addresses_total", "ipv6_addresses_total",
-                     "addresses_in_use_total", "ipv4_addresses_in_use_total", "ipv6_addresses_in_use_total"):
+        for attr in POOL_GAUGES:
             getattr(self, attr).labels(name).set(getattr(c, attr))
 
     def forget_pools_except(self, names) -> None:
         for gone in self._pools - set(names):
-            for attr in ("addresses_total", "ipv4_addresses_total", "ipv6_addresses_total",
-                         "addresses_in_use_total", "ipv4_addresses_in_use_total", "ipv6_addresses_in_use_total"):
+            for attr in POOL_GAUGES:
                 try:
                     getattr(self, attr).remove(gone)
                 except KeyError:

@@ -21,7 +21,7 @@ from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
 from metalxdp.kube import ApiException, client
 from metalxdp.log import get_logger
-from metalxdp.watch import Informer, obj_key
+from metalxdp.watch import Informer, config_informers, obj_key
 
 from .allocator import (AllocationError, Allocator, ServiceSpecError, service_spec_from_k8s,
                         status_ips_from_k8s, wants_load_balancer)
@@ -30,10 +30,6 @@ from .writer import POOL_ANNOTATION, ServiceWriter
 
 log = get_logger("controller")
 
-# metallb.io collections the configuration is made of: (version, plural)
-CONFIG_KINDS = [("v1beta1", "ipaddresspools"), ("v1beta1", "l2advertisements"),
-                ("v1beta1", "bgpadvertisements"), ("v1beta2", "bgppeers"),
-                ("v1beta1", "bfdprofiles"), ("v1beta1", "communities"), ("v1beta1", "addresspools")]
 CONFIG_KEY = "\0config"
 
 
@@ -96,9 +92,7 @@ class Controller:
         self.services = Informer(api, "/api/v1/services", enqueue_svc)
         self.namespaces = Informer(api, "/api/v1/namespaces", self._namespace_changed)
         self.secrets = Informer(api, f"/api/v1/namespaces/{namespace}/secrets", enqueue_cfg)
-        self.config_informers = [
-            Informer(api, f"/apis/metallb.io/{v}/namespaces/{namespace}/{plural}", enqueue_cfg, optional=True)
-            for v, plural in CONFIG_KINDS]
+        self.config_informers = config_informers(api, namespace, enqueue_cfg)
         self.informers = [self.services, self.namespaces, self.secrets, *self.config_informers]
 
     # ---- inputs --------------------------------------------------------------------------

@@ -101,6 +101,19 @@ def arp_replies(lab: Lab, ip: str, target_mac: Optional[str] = None, count: int 
     return [line.strip().lower() for line in r.stdout.splitlines() if line.strip()]
 
 
+def agent_log_events(lab: Lab, node: str, event: str, **fields) -> list[dict]:
+    """The JSON log records of ``node``'s agent with this ``event`` and these field values."""
+    out = []
+    for line in (lab.dir / "logs" / f"agent-{node}.log").read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == event and all(rec.get(k) == v for k, v in fields.items()):
+            out.append(rec)
+    return out
+
+
 def host_by_mac(lab: Lab, mac: Optional[str]) -> Optional[str]:
     for name, info in lab.status()["hosts"].items():
         if mac and info.get("mac") == mac.lower():

@@ -12,7 +12,6 @@ import json
 
 import urllib3
 import threading
-import time
 from typing import Callable, Optional
 
 from .kube import ApiException, client
@@ -21,6 +20,19 @@ from .log import get_logger
 log = get_logger("watch")
 
 EventHandler = Callable[[str, dict], None]   # (ADDED|MODIFIED|DELETED, object)
+
+
+# The metallb.io collections the configuration is made of: (API version, plural). The
+# controller and every agent watch exactly these (optional: a CRD may not be installed yet).
+CONFIG_COLLECTIONS = [("v1beta1", "ipaddresspools"), ("v1beta1", "l2advertisements"),
+                      ("v1beta1", "bgpadvertisements"), ("v1beta2", "bgppeers"),
+                      ("v1beta1", "bfdprofiles"), ("v1beta1", "communities"), ("v1beta1", "addresspools")]
+
+
+def config_informers(api, namespace: str, handler: "EventHandler") -> list["Informer"]:
+    """One Informer per metallb.io configuration collection in ``namespace``."""
+    return [Informer(api, f"/apis/metallb.io/{v}/namespaces/{namespace}/{plural}", handler, optional=True)
+            for v, plural in CONFIG_COLLECTIONS]
 
 
 def obj_key(obj: dict) -> str:

@@ -130,16 +130,6 @@ def l2_statuses(lab: Lab, name: str) -> list[dict]:
     return json.loads(r.stdout)["items"]
 
 
-def agent_log_events(lab: Lab, node: str, event: str, **fields) -> list[dict]:
-    out = []
-    for line in (lab.dir / "logs" / f"agent-{node}.log").read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == event and all(rec.get(k) == v for k, v in fields.items()):
-            out.append(rec)
-    return out
 
 
 def wait_stream_settled(stream: lt.RequestStream, seconds: float) -> None:
@@ -165,7 +155,7 @@ def test_etp_cluster_exactly_one_node_answers_with_status_and_event(lab):
         wait_for("event nodeAssigned", lambda: service_events(lab, "cl", "nodeAssigned"), 30)
         assert {e["source"]["host"] for e in service_events(lab, "cl", "nodeAssigned")} == {winner}
         for node in NODES:
-            announced = agent_log_events(lab, node, "serviceAnnounced", service="default/cl", ip=ip)
+            announced = lt.agent_log_events(lab, node, "serviceAnnounced", service="default/cl", ip=ip)
             assert bool(announced) == (node == winner), node
         for _ in range(5):   # ETP Cluster: both backends are reachable through the one node
             assert lt.curl(lab, ip)
@@ -215,7 +205,7 @@ def test_l2advertisement_interfaces_nonexistent_fails_eth0_announces(lab):
         failed = service_events(lab, "ifc", "announceFailed")
         assert failed[0]["type"] == "Warning" and "nosuch0" in failed[0]["message"]
         elected = failed[0]["source"]["host"]
-        assert agent_log_events(lab, elected, "announceFailed", service="default/ifc")
+        assert lt.agent_log_events(lab, elected, "announceFailed", service="default/ifc")
         # nobody answers (the elected node has no such interface; the others are not elected)
         assert not lt.announcing_nodes(lab, ip, count=3)
         assert not service_events(lab, "ifc", "nodeAssigned")
@@ -242,7 +232,7 @@ def test_exclude_from_external_lb_label_moves_the_vip(lab):
             kubectl(kc, "label", "node", second, f"{EXCLUDE_LB}=")
             third = wait_announcer(lab, ip, set(NODES) - {first, second})
             assert lt.wait_curl(lab, ip)
-            assert agent_log_events(lab, third, "serviceAnnounced", service="default/exc", ip=ip)
+            assert lt.agent_log_events(lab, third, "serviceAnnounced", service="default/exc", ip=ip)
         finally:
             for n in NODES:
                 kubectl(kc, "label", "node", n, f"{EXCLUDE_LB}-", check=False)
@@ -319,14 +309,14 @@ def test_agent_restart_under_request_stream_loses_no_request(lab, sig):
     with backends(lab, name, "node1", "node2", "node3"), service(lab, name) as (ip,):
         lt.wait_curl(lab, ip)
         node = wait_announcer(lab, ip)
-        before = len(agent_log_events(lab, node, "serviceAnnounced", ip=ip, interface="eth0"))
-        others_before = {n: len(agent_log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0"))
+        before = len(lt.agent_log_events(lab, node, "serviceAnnounced", ip=ip, interface="eth0"))
+        others_before = {n: len(lt.agent_log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0"))
                          for n in NODES if n != node}
         with lt.RequestStream(lab, ip, rate_hz=10, timeout=1.0) as stream:
             stream.wait_ok()
             t0 = time.monotonic()
             lab.restart_agent(node, sig)
-            wait_for(f"{node}'s new agent to announce {ip}", lambda: len(agent_log_events(
+            wait_for(f"{node}'s new agent to announce {ip}", lambda: len(lt.agent_log_events(
                 lab, node, "serviceAnnounced", ip=ip, interface="eth0")) > before, 60)
             wait_announcer(lab, ip, node)
             t1 = time.monotonic()
@@ -342,7 +332,7 @@ def test_agent_restart_under_request_stream_loses_no_request(lab, sig):
         assert len(failed) <= allowed, f"{len(failed)} of {len(results)} requests failed: {failed[:3]}"
         if sig == signal.SIGKILL:
             # the crash was noticed: another node took the VIP over in between
-            took_over = [n for n, c in others_before.items() if len(agent_log_events(
+            took_over = [n for n, c in others_before.items() if len(lt.agent_log_events(
                 lab, n, "serviceAnnounced", ip=ip, interface="eth0")) > c]
             assert took_over, "no other node announced the VIP while the agent was dead"
 
@@ -354,7 +344,7 @@ def test_link_cut_vip_moves_and_client_learns_new_mac_from_gratuitous_arp(lab):
         old = wait_announcer(lab, ip)
         avoid_backend_on(lab, name, old)
         assert lt.neighbour_mac(lab, ip) == mac_of(lab, old)   # curl resolved it to the owner
-        announced = lambda n: len(agent_log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0"))  # noqa: E731
+        announced = lambda n: len(lt.agent_log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0"))  # noqa: E731
         before = {n: announced(n) for n in NODES if n != old}   # (IPs are reused across tests)
         with ArpCapture(lab, "client") as cap:
             lab.set_link(old, up=False)
@@ -444,7 +434,7 @@ def test_vip_deleted_while_the_agent_was_down_is_not_answered_after_restart(lab)
             assert answers_directly(lab, owner, ip)
         finally:
             lab.start_agent(owner)
-        wait_for(f"{owner}'s new agent to withdraw {ip}", lambda: agent_log_events(
+        wait_for(f"{owner}'s new agent to withdraw {ip}", lambda: lt.agent_log_events(
             lab, owner, "serviceWithdrawn", ip=ip, interface="eth0", reason="stale"), 60)
         wait_for(f"{owner} to stop answering for {ip}", lambda: not answers_directly(lab, owner, ip), 10)
         assert not lt.announcing_nodes(lab, ip, count=2)
@@ -492,7 +482,7 @@ def test_planned_move_hands_off_while_stale_clients_still_send(lab):
         lt.wait_curl(lab, ip)
         old = wait_announcer(lab, ip)
         # the IP is reused across this module's tests: count only this test's events
-        events = lambda ev, **kw: len(agent_log_events(lab, old, ev, ip=ip, interface="eth0", **kw))  # noqa: E731
+        events = lambda ev, **kw: len(lt.agent_log_events(lab, old, ev, ip=ip, interface="eth0", **kw))  # noqa: E731
         started0, done0 = events("handoffStarted"), events("handoffDone")
         client.run(["ip", "neigh", "replace", ip, "lladdr", mac_of(lab, old), "dev", "eth0", "nud", "permanent"])
         try:
