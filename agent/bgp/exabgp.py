@@ -120,7 +120,6 @@ class BGPSpeaker:
         self._down_since: dict[str, float] = {}
         self._reported: set[str] = set()
         self._resync_at: Optional[float] = None
-        self._reload_pending = False    # a config change waiting for the API relay to connect
         self._closing = False
         self._md5_base: dict[str, int] = {}
 
@@ -244,10 +243,6 @@ class BGPSpeaker:
             self._conn = item[1]
             self._pending.clear()
             self._announced = {}   # a new relay means a new (or respawned) API client: resend
-            if self._reload_pending:
-                self._reload_pending = False
-                self._send_raw("reload")
-                self._resync_at = time.monotonic() + RESYNC_AFTER_RELOAD
             self._sync()
         elif kind == "line" and item[1] is self._conn:
             self._on_line(item[2])
@@ -307,10 +302,13 @@ class BGPSpeaker:
         if self._alive():
             # the API command keeps the order with the announces that follow
             if not self._send_raw("reload"):
-                # no API relay yet: the process started moments ago. SIGUSR1 would kill it if
-                # ExaBGP has not installed its handler yet (seen when BFD brought two peers back
-                # 0.1 s apart: exit code -10), so reload once the relay connects instead
-                self._reload_pending = True
+                # no API relay yet: the process started moments ago and holds no session worth
+                # keeping. SIGUSR1 would kill it if ExaBGP has not installed its handler yet
+                # (seen when BFD brought two peers back 0.1 s apart: exit code -10), so start it
+                # again on the new configuration instead
+                self._stop_process()
+                self._next_start = 0.0
+                return
             self._resync_at = time.monotonic() + RESYNC_AFTER_RELOAD
             self._sync()
         else:

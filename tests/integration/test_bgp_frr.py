@@ -352,7 +352,8 @@ def test_peer_down_and_up_for_bfd(lab, frr_router):
 def test_bfd_bringing_both_peers_back_at_once_does_not_kill_exabgp(lab, frr_router):
     """BFD took both sessions down (ExaBGP stops: no peer left), then brings them back 0.1 s
     apart: the second config change must not signal the just-started ExaBGP before it can take
-    it (it used to die of SIGUSR1, exit code -10, and be restarted)."""
+    it (it used to die of SIGUSR1, exit code -10, counted as a crash); the speaker starts it
+    again on the new configuration instead, and every route comes back."""
     nodes = lab(2)
     frr_router.start(render_frr_conf(router_spec(nodes)))
     config = parse(lab_resources())
