@@ -15,7 +15,7 @@ import pytest
 from metalxdp.kube import ApiException, client
 from metalxdp.rig.procs import wait_for
 
-from .ctlhelpers import (create_cr, delete_cr, events_for, lb_service, pool, service_ips,
+from .ctlhelpers import (create_cr, delete_cr, lb_service, pool, service_ips,
                          start_controller, wait_event, wait_ips)
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,8 @@ def test_allocation_basics(kube_api, k8s_namespace, cfg_ns, controller):
     assert wait_ips(kube_api, ns, "s1", proc=p) == ["192.0.2.0"]
     s1 = client.CoreV1Api(kube_api).read_namespaced_service("s1", ns)
     assert s1.metadata.annotations["metallb.io/ip-allocated-from-pool"] == "a"
-    assert "IPAllocated" in [r for r, _ in events_for(kube_api, ns, "s1")]
+    # the event is posted after the status write: wait for it rather than read once
+    assert "192.0.2.0" in wait_event(kube_api, ns, "s1", "IPAllocated", proc=p)
     # requested IP via spec.loadBalancerIP and via the annotation
     mk(kube_api, ns, lb_service("s2", lb_ip="192.0.2.3"))
     assert wait_ips(kube_api, ns, "s2", proc=p) == ["192.0.2.3"]
