@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import gzip
 import hashlib
 import ipaddress
 import os
@@ -46,6 +47,8 @@ log = get_logger("agent")
 BPF_SRC_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_MAIN = BPF_SRC_DIR / "xdp_vip.c"
 PROG_FUNC = "xdp_vip"
+HEARTBEAT_FUNC = "xdp_heartbeat"   # run through BPF_PROG_TEST_RUN, never attached
+_HEARTBEAT_FRAME = bytes(14)       # the kernel wants at least an Ethernet header
 DEFAULT_BPFFS_DIR = "/sys/fs/bpf/metalxdp"
 PROG_PIN = "prog_xdp_vip"
 MAP_NAMES = ("mx_vips", "mx_stats", "mx_liveness", "mx_meta", "mx_global")
@@ -363,6 +366,41 @@ def interface_mac(ifname: str) -> tuple[int, bytes]:
     return family, res[18:24]
 
 
+# ---- the kernel's HZ (the liveness gate counts jiffies) ------------------------------------------
+
+KNOWN_HZ = (100, 250, 300, 1000)
+_kernel_hz: Optional[tuple[int, str]] = None   # (HZ, where it came from), once per process
+
+
+def hz_from_config(text: str) -> Optional[int]:
+    m = re.search(r"^CONFIG_HZ=(\d+)$", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def snap_hz(measured: float) -> int:
+    """A measured tick rate, snapped to the nearest HZ Linux offers when within 15 %."""
+    best = min(KNOWN_HZ, key=lambda h: abs(h - measured))
+    return best if abs(best - measured) <= 0.15 * best else max(1, round(measured))
+
+
+def config_hz() -> Optional[tuple[int, str]]:
+    for path in ("/proc/config.gz", f"/boot/config-{os.uname().release}"):
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt") as f:
+                hz = hz_from_config(f.read())
+        except OSError:
+            continue
+        if hz:
+            return hz, path
+    return None
+
+
+def jiffies_for_ms(ms: int, hz: int) -> int:
+    """The gate's window in jiffies: rounded up, at least one tick (0 ms: gate off)."""
+    return 0 if ms <= 0 else max(1, -(-int(ms) * hz // 1000))
+
+
 # ---- the dataplane ---------------------------------------------------------------------------
 
 class Dataplane:
@@ -380,6 +418,7 @@ class Dataplane:
         self.bpffs_path = self.bpffs_dir  # how this process reaches it (see resolve_bpffs_dir)
         self.adopted = False           # True when open() kept a pinned program of our version
         self.prog_fd = -1
+        self._hb_fd = -1
         self.prog_id = 0
         self.attached: dict[int, str] = {}   # ifindex -> "native" | "generic"
         self._bpf = None
@@ -456,11 +495,18 @@ class Dataplane:
                 _check(libbpf().bpf_obj_pin(self.prog_fd, self._pin(PROG_PIN).encode()), "pin program")
                 self.table("mx_meta")[0] = self.table("mx_meta").Leaf(self.version)
         self.prog_id, _ = prog_info(self.prog_fd)
+        self.heartbeat()   # before the window: a fresh map's heartbeat is 0, "long dead"
         self.set_liveness_max_age(self.liveness_max_age_ms)
-        self.heartbeat()
         log.info("XDP dataplane ready", event="xdpLoaded", adopted=self.adopted, prog_id=self.prog_id,
                  version=f"{self.version:016x}", dir=self.bpffs_dir)
         return self
+
+    def load_function(self, name: str) -> int:
+        """fd of another XDP function of the compiled object (sharing its maps): benchmarks build
+        with ``cflags=["-DMX_BENCH_HARNESS"]`` and load the wrappers of bpf/bench_harness.h.
+        Owned by the BCC object; closed with it."""
+        bcc = _import_bcc()
+        return self._bpf.load_func(name.encode(), bcc.BPF.XDP).fd
 
     def close(self) -> None:
         """Keep the program attached and pinned (hitless restart) unless detach_on_exit."""
@@ -483,6 +529,7 @@ class Dataplane:
             self.prog_fd = -1
         self._bpf.cleanup()
         self._bpf = None
+        self._hb_fd = -1   # owned by the BCC object
 
     def _unpin_all(self) -> None:
         if not self.bpffs_dir or not os.path.isdir(self.bpffs_path):
@@ -610,24 +657,50 @@ class Dataplane:
         return sorted((self._key_ip(k), k.ifindex, v.flags) for k, v in self.table("mx_vips").items())
 
     def heartbeat(self) -> None:
-        """Tell the liveness gate the agent is alive (CLOCK_MONOTONIC = bpf_ktime_get_ns)."""
-        t = self.table("mx_liveness")
-        leaf = t[0]
-        leaf.heartbeat_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        t[0] = leaf
+        """Tell the liveness gate the agent is alive: runs xdp_heartbeat (BPF_PROG_TEST_RUN, a
+        few µs), which stamps the kernel's jiffies and CLOCK_MONOTONIC into mx_liveness."""
+        if self._hb_fd < 0:
+            self._hb_fd = self.load_function(HEARTBEAT_FUNC)
+        prog_test_run(self._hb_fd, _HEARTBEAT_FRAME)
+
+    def kernel_hz(self) -> int:
+        """The kernel's HZ: from the kernel config (/proc/config.gz or /boot), else measured by
+        two heartbeats 250 ms apart; once per process."""
+        global _kernel_hz
+        if _kernel_hz is None:
+            found = config_hz()
+            if found is None:
+                t = self.table("mx_liveness")
+                self.heartbeat()
+                a = t[0]
+                time.sleep(0.25)
+                self.heartbeat()
+                b = t[0]
+                measured = (b.heartbeat_jiffies - a.heartbeat_jiffies) * 1e9 / max(1, b.heartbeat_ns - a.heartbeat_ns)
+                found = (snap_hz(measured), f"measured {measured:.1f}/s")
+            _kernel_hz = found
+            log.info("kernel tick rate for the liveness gate", event="kernelHz", hz=found[0], source=found[1])
+        return _kernel_hz[0]
 
     def set_liveness_max_age(self, ms: int) -> None:
-        """Answers stop once the heartbeat is older than ``ms``; 0 disables the gate."""
+        """Answers stop once the heartbeat is older than ``ms`` (to the tick); 0 disables the gate."""
         self.liveness_max_age_ms = ms
+        hz = self.kernel_hz() if ms else 0
         t = self.table("mx_liveness")
         leaf = t[0]
         leaf.max_age_ns = int(ms) * 1_000_000
+        leaf.max_age_jiffies = jiffies_for_ms(ms, hz) if ms else 0
+        leaf.hz = hz
         t[0] = leaf
 
     def set_heartbeat_ns(self, ns: int) -> None:
-        """Tests: pretend the last heartbeat was at ``ns`` (CLOCK_MONOTONIC)."""
+        """Tests: pretend the last heartbeat was at ``ns`` (CLOCK_MONOTONIC; may be ahead)."""
+        hz = self.kernel_hz()
+        self.heartbeat()
         t = self.table("mx_liveness")
         leaf = t[0]
+        shift = round((leaf.heartbeat_ns - ns) * hz / 1e9)
+        leaf.heartbeat_jiffies = (leaf.heartbeat_jiffies - shift) & 0xFFFF_FFFF_FFFF_FFFF
         leaf.heartbeat_ns = ns
         t[0] = leaf
 

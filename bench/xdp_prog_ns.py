@@ -1,19 +1,25 @@
 """Per-packet cost of bpf/xdp_vip.c, measured by the kernel (BPF_PROG_TEST_RUN ``duration``).
 
-Paths: ARP request -> reply (XDP_TX), NS -> NA (XDP_TX, frame grown by 8 bytes, checksum),
-IPv4 to a VIP -> counted and passed (XDP_PASS), plus a non-VIP pass for reference.
+Paths: ARP request -> reply (XDP_TX), NS -> NA (XDP_TX, checksum), IPv4 to a VIP -> counted
+and passed (XDP_PASS), plus a non-VIP pass. The liveness gate is on (as in the agent), so the
+reply paths include the heartbeat check.
 
-The catch: with ``repeat > 1`` the kernel runs the program again on the same buffer, so a
-program that rewrote a request into a reply then sees its own reply (an ARP reply is passed
-after a few loads, an NA is treated as traffic): ``repeat = 1e6`` on a reply path measures the
-cheap "reply of a reply" path, not the reply path. So:
+Hot loop (the headline figure): ``repeat = 1_000_000`` in one syscall, the kernel's average per
+run, ROUNDS times, for each of LOADS fresh loads of the program (the JIT places every load at
+new addresses, and on this machine that alone moves a path by +-10 ns: the spread over loads
+is reported, and the headline is the median over loads). The catch: the kernel runs the program again on the same
+buffer, so a program that rewrote a request into a reply sees its own reply from the second
+run on. The reply paths are therefore run through the wrappers in bpf/bench_harness.h
+(compiled into the same object with -DMX_BENCH_HARNESS): save the frame, run the program's
+code (inlined, the same instructions as the attached program), restore the frame. The same
+wrapper with no program inside costs the save, the restore and the test-run loop; it is
+subtracted: ``net = median(wrapper with program) - median(wrapper alone)``. The pass paths do
+not modify the frame; their loop overhead is bpf/xdp_pass.c measured the same way.
 
-- idempotent paths (counted pass, non-VIP pass): ``repeat = 1_000_000`` in one call, the kernel's
-  average; repeated ROUNDS times for the spread;
-- reply paths: ``repeat = 1`` called SINGLE_RUNS times (each call copies a fresh request in).
-  With repeat = 1 the kernel's figure includes one ``ktime_get_ns()`` and the loop around the
-  program; the same measurement of bpf/xdp_pass.c (returns XDP_PASS, nothing else) gives that
-  fixed overhead, which is subtracted: ``net = median(ours) - median(xdp_pass)``.
+Cold, one packet per syscall (secondary): ``repeat = 1`` called SINGLE_RUNS times, each call a
+fresh copy of the request, minus the same measurement of xdp_pass.c. Between two runs the CPU
+executes the syscall and Python, so caches are partly cold and the kernel's figure includes
+the timer reads around a single run: an upper bound.
 
 Writes bench/results/xdp_prog_ns.json.
 """
@@ -33,18 +39,30 @@ from agent import packets as P  # noqa: E402
 from agent.dataplane import BPF_SRC_DIR, Dataplane, prog_test_run  # noqa: E402
 
 REPEAT = 1_000_000
-ROUNDS = 7
+ROUNDS = 9
+LOADS = 5
 SINGLE_RUNS = 20_000
 LO = 1
 OUR_MAC = P.mac_bytes("02:00:5e:00:00:01")
 CLIENT_MAC = P.mac_bytes("02:00:5e:00:00:aa")
 VIP4, VIP6 = "192.0.2.200", "2001:db8:0:1::200"
 TARGET_ARP_NS = 60.0
+XDP_PASS, XDP_TX = 2, 3
 
 
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def one_round(fd, frame, expect) -> int:
+    r = prog_test_run(fd, frame, LO, REPEAT)
+    assert r.verdict == expect, r.verdict_name
+    return r.duration_ns
+
+
+def hot(fd, frame, expect):
+    return [one_round(fd, frame, expect) for _ in range(ROUNDS)]
 
 
 def single_runs(fd, frame, expect):
@@ -56,76 +74,109 @@ def single_runs(fd, frame, expect):
     return out
 
 
-def main() -> dict:
+def spread(xs):
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def measure_load() -> dict:
     import bcc
-    dp = Dataplane(None).open()
+    dp = Dataplane(None, cflags=["-DMX_BENCH_HARNESS"], liveness_max_age_ms=600_000).open()
     dp.set_interface(LO, OUR_MAC)
     dp.announce(VIP4, LO)
     dp.announce(VIP6, LO)
+    wrap = {n: dp.load_function(n) for n in ("xdp_bench_arp", "xdp_bench_arp_base", "xdp_bench_ns",
+                                              "xdp_bench_ns_base")}
     passb = bcc.BPF(src_file=str(BPF_SRC_DIR / "xdp_pass.c").encode())
     pass_fd = passb.load_func(b"xdp_pass", bcc.BPF.XDP).fd
 
-    arp = P.arp_request(CLIENT_MAC, "192.0.2.100", VIP4)
-    ns = P.neighbor_solicit(CLIENT_MAC, "2001:db8:0:1::100", VIP6)
+    arp = P.arp_request(CLIENT_MAC, "192.0.2.100", VIP4)          # 60 bytes, padded as on the wire
+    ns = P.neighbor_solicit(CLIENT_MAC, "2001:db8:0:1::100", VIP6)  # 86 bytes, with SLLAO
     udp_vip = P.ipv4_udp(CLIENT_MAC, OUR_MAC, "192.0.2.100", VIP4)
     udp_other = P.ipv4_udp(CLIENT_MAC, OUR_MAC, "192.0.2.100", "192.0.2.201")
 
-    results: dict = {"kernel": platform.release(), "cpus": os.cpu_count(), "repeat": REPEAT,
-                     "rounds": ROUNDS, "single_runs": SINGLE_RUNS, "paths": {}}
+    # the wrappers must return the original frame and the program's verdict
+    for name, frame in (("xdp_bench_arp", arp), ("xdp_bench_ns", ns)):
+        r = prog_test_run(wrap[name], frame, LO, 1)
+        assert r.verdict == XDP_TX and r.frame == frame, (name, r.verdict_name)
 
-    # fixed overhead of a repeat=1 measurement
-    base = single_runs(pass_fd, arp, 2)
-    results["repeat1_overhead_xdp_pass_ns"] = {"median": statistics.median(base), "p10": pct(base, .1),
-                                               "p90": pct(base, .9)}
-    for name, frame, verdict in (("arp_reply", arp, 3), ("na_reply", ns, 3)):
-        xs = single_runs(dp.prog_fd, frame, verdict)
-        med = statistics.median(xs)
-        results["paths"][name] = {
-            "method": "repeat=1 x %d, minus xdp_pass overhead" % SINGLE_RUNS,
-            "raw_median_ns": med, "raw_p10_ns": pct(xs, .1), "raw_p90_ns": pct(xs, .9),
-            "net_median_ns": med - statistics.median(base),
-            "net_p10_ns": pct(xs, .1) - statistics.median(base),
-            "net_p90_ns": pct(xs, .9) - statistics.median(base)}
+    res: dict = {"kernel": platform.release(), "cpus": os.cpu_count(), "repeat": REPEAT, "rounds": ROUNDS,
+                 "single_runs": SINGLE_RUNS, "liveness_gate": "on", "hot": {}, "cold": {}}
 
-    for name, frame in (("counted_pass_ipv4", udp_vip), ("non_vip_pass_ipv4", udp_other)):
-        xs = []
+    # interleave program and baseline rounds so drifts hit both
+    for name, frame, prog, base in (("arp_reply", arp, "xdp_bench_arp", "xdp_bench_arp_base"),
+                                    ("na_reply", ns, "xdp_bench_ns", "xdp_bench_ns_base")):
+        with_prog, alone = [], []
         for _ in range(ROUNDS):
-            r = prog_test_run(dp.prog_fd, frame, LO, REPEAT)
-            assert r.verdict == 2
-            xs.append(r.duration_ns)
-        results["paths"][name] = {"method": f"repeat={REPEAT} x {ROUNDS} rounds",
-                                  "median_ns": statistics.median(xs), "min_ns": min(xs), "max_ns": max(xs)}
-    xs = []
-    for _ in range(ROUNDS):
-        xs.append(prog_test_run(pass_fd, udp_other, LO, REPEAT).duration_ns)
-    results["paths"]["xdp_pass_reference"] = {"method": f"repeat={REPEAT} x {ROUNDS} rounds",
-                                              "median_ns": statistics.median(xs), "min_ns": min(xs),
-                                              "max_ns": max(xs)}
+            with_prog.append(one_round(wrap[prog], frame, XDP_TX))
+            alone.append(one_round(wrap[base], frame, XDP_TX))
+        net = [a - b for a, b in zip(with_prog, alone)]
+        res["hot"][name] = {"method": f"wrapper repeat={REPEAT} minus wrapper alone, {ROUNDS} rounds",
+                            "net_ns": statistics.median(with_prog) - statistics.median(alone),
+                            "net_per_round_ns": spread(net), "raw_ns": spread(with_prog),
+                            "wrapper_alone_ns": spread(alone)}
+    pass_ref = hot(pass_fd, udp_other, XDP_PASS)
+    res["hot"]["xdp_pass_loop_overhead"] = {"method": f"repeat={REPEAT}", "raw_ns": spread(pass_ref)}
+    for name, frame in (("counted_pass_ipv4", udp_vip), ("non_vip_pass_ipv4", udp_other)):
+        xs = hot(dp.prog_fd, frame, XDP_PASS)
+        res["hot"][name] = {"method": f"repeat={REPEAT} minus xdp_pass.c, {ROUNDS} rounds",
+                            "net_ns": statistics.median(xs) - statistics.median(pass_ref), "raw_ns": spread(xs)}
     c = dp.vip_counters(VIP4, LO)
-    results["counted_packets_check"] = c["rx_packets"] == ROUNDS * REPEAT
-    arp_net = results["paths"]["arp_reply"]["net_median_ns"]
-    results["target_arp_reply_ns"] = TARGET_ARP_NS
-    results["target_met"] = arp_net <= TARGET_ARP_NS
+    res["counted_packets_check"] = c["rx_packets"] == ROUNDS * REPEAT
+
+    base = single_runs(pass_fd, arp, XDP_PASS)
+    res["cold"]["xdp_pass_overhead_ns"] = {"median": statistics.median(base), "p10": pct(base, .1), "p90": pct(base, .9)}
+    for name, frame in (("arp_reply", arp), ("na_reply", ns)):
+        xs = single_runs(dp.prog_fd, frame, XDP_TX)
+        res["cold"][name] = {"method": f"repeat=1 x {SINGLE_RUNS}, minus xdp_pass.c the same way",
+                             "net_median_ns": statistics.median(xs) - statistics.median(base),
+                             "raw_median_ns": statistics.median(xs), "raw_p10_ns": pct(xs, .1),
+                             "raw_p90_ns": pct(xs, .9)}
+
     passb.cleanup()
     dp.close()
-    return results
+    return res
+
+
+def main() -> dict:
+    loads = [measure_load() for _ in range(LOADS)]
+    res = {k: loads[0][k] for k in ("kernel", "cpus", "repeat", "rounds", "single_runs", "liveness_gate")}
+    res["loads"] = LOADS
+    res["per_load"] = loads
+    res["hot"] = {}
+    for name, r in loads[0]["hot"].items():
+        key = "net_ns" if "net_ns" in r else None
+        vals = [ld["hot"][name]["net_ns"] if key else ld["hot"][name]["raw_ns"]["median"] for ld in loads]
+        res["hot"][name] = {"method": r["method"], ("net_ns" if key else "raw_ns"): statistics.median(vals),
+                            "over_loads": sorted(vals)}
+    res["cold"] = {}
+    for name in ("arp_reply", "na_reply"):
+        vals = [ld["cold"][name]["net_median_ns"] for ld in loads]
+        res["cold"][name] = {"method": loads[0]["cold"][name]["method"], "net_median_ns": statistics.median(vals),
+                             "over_loads": sorted(vals)}
+    res["counted_packets_check"] = all(ld["counted_packets_check"] for ld in loads)
+    res["target_arp_reply_ns"] = TARGET_ARP_NS
+    res["target_met"] = res["hot"]["arp_reply"]["net_ns"] <= TARGET_ARP_NS
+    return res
 
 
 if __name__ == "__main__":
     t0 = time.monotonic()
-    res = main()
-    res["elapsed_s"] = round(time.monotonic() - t0, 1)
-    print(f"kernel {res['kernel']}, {res['cpus']} CPUs; repeat=1 overhead (xdp_pass): "
-          f"{res['repeat1_overhead_xdp_pass_ns']['median']} ns median")
-    for name, r in res["paths"].items():
-        if "net_median_ns" in r:
-            print(f"  {name:22s} net {r['net_median_ns']:6.0f} ns/pkt  (raw median {r['raw_median_ns']}, "
-                  f"p10 {r['raw_p10_ns']}, p90 {r['raw_p90_ns']}; {r['method']})")
+    out = main()
+    out["elapsed_s"] = round(time.monotonic() - t0, 1)
+    print(f"kernel {out['kernel']}, {out['cpus']} CPUs, liveness gate on")
+    print(f"hot loop (repeat={REPEAT}, {ROUNDS} rounds per load, {LOADS} program loads; median over loads):")
+    for name, r in out["hot"].items():
+        if "net_ns" in r:
+            print(f"  {name:22s} {r['net_ns']:6.1f} ns/pkt  (per load {r['over_loads']}; {r['method']})")
         else:
-            print(f"  {name:22s}     {r['median_ns']:6.0f} ns/pkt  (min {r['min_ns']}, max {r['max_ns']}; {r['method']})")
-    print(f"ARP reply path target <= {TARGET_ARP_NS:.0f} ns: {'met' if res['target_met'] else 'NOT met'}; "
-          f"counter check: {res['counted_packets_check']}")
-    out = Path(__file__).resolve().parent / "results" / "xdp_prog_ns.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {out}")
+            print(f"  {name:22s} raw {r['raw_ns']} ns/run (per load {r['over_loads']})")
+    print("cold, one packet per syscall, minus xdp_pass.c measured the same way:")
+    for name in ("arp_reply", "na_reply"):
+        r = out["cold"][name]
+        print(f"  {name:22s} {r['net_median_ns']:6.1f} ns/pkt  (per load {r['over_loads']})")
+    print(f"ARP reply path (hot) target <= {TARGET_ARP_NS:.0f} ns: {'met' if out['target_met'] else 'NOT met'}; "
+          f"counter check: {out['counted_packets_check']}")
+    path = Path(__file__).resolve().parent / "results" / "xdp_prog_ns.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")

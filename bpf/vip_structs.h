@@ -31,11 +31,15 @@ struct vip_stats {
     __u64 misdirected;  /* packets to a VIP flagged VIP_F_ETP_LOCAL_MISDIRECT */
 };
 
-/* Split-brain guard: answers stop when now - heartbeat_ns > max_age_ns (max_age_ns 0: off).
- * Both in CLOCK_MONOTONIC nanoseconds, the clock of bpf_ktime_get_ns(). */
+/* Split-brain guard: answers stop once jiffies - heartbeat_jiffies > max_age_jiffies
+ * (max_age_jiffies 0: gate off). xdp_heartbeat() writes the heartbeat_* fields; the agent writes
+ * the window in both units (ns as asked, jiffies as compared) and the HZ it converted with. */
 struct liveness {
-    __u64 heartbeat_ns;
-    __u64 max_age_ns;
+    __u64 heartbeat_ns;       /* CLOCK_MONOTONIC of the last heartbeat */
+    __u64 max_age_ns;         /* the window the agent asked for */
+    __u64 heartbeat_jiffies;  /* jiffies of the last heartbeat */
+    __u64 max_age_jiffies;    /* the window in jiffies: what the program compares */
+    __u64 hz;                 /* the kernel's HZ the agent used for the conversion */
 };
 
 /* Version of the program + map layout that created the pinned maps (see dataplane.py). */

@@ -22,7 +22,8 @@ import pytest
 
 from agent import packets as P
 from agent.dataplane import (BPF_SRC_DIR, VIP_F_ETP_LOCAL_MISDIRECT, XDP_PASS, XDP_TX, Dataplane,
-                             DataplaneError, bpffs_mounted)
+                             DataplaneError, bpffs_mounted, hz_from_config, jiffies_for_ms, prog_test_run,
+                             snap_hz)
 
 LO = 1
 OTHER_IFINDEX = 4242          # an interface the VIP is announced on, but the frame never arrives on
@@ -291,6 +292,69 @@ def test_liveness_gate_expired_heartbeat_passes(fresh):
     dp.set_liveness_max_age(0)                       # gate off: an ancient heartbeat is fine
     dp.set_heartbeat_ns(1)
     assert dp.test_run(arp_req(), LO).verdict == XDP_TX
+
+
+def test_liveness_gate_counts_jiffies_stamped_by_the_heartbeat_program(fresh):
+    """The packet path compares jiffies (an inlined load, no helper call) with what
+    xdp_heartbeat stamped; the window is converted with the kernel's HZ."""
+    dp = fresh
+    dp.announce(VIP4, LO)
+    dp.set_liveness_max_age(100)
+    leaf = dp.table("mx_liveness")[0]
+    hz = dp.kernel_hz()
+    assert leaf.hz == hz and leaf.max_age_jiffies == -(-100 * hz // 1000)
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    assert abs(leaf.heartbeat_ns - now) < 1_000_000_000     # stamped by the program, same clock
+    dp.set_heartbeat_ns(now + 20_000_000)                   # "ahead": signed difference, fresh
+    assert dp.test_run(arp_req(), LO).verdict == XDP_TX
+    dp.set_heartbeat_ns(now - 40_000_000)                   # inside the window (ticks <= 10 ms)
+    assert dp.test_run(arp_req(), LO).verdict == XDP_TX
+    dp.set_heartbeat_ns(now - 300_000_000)                  # well outside
+    assert dp.test_run(arp_req(), LO).verdict == XDP_PASS
+    dp.heartbeat()
+    assert dp.test_run(arp_req(), LO).verdict == XDP_TX
+
+
+@pytest.mark.parametrize("text, hz", [("CONFIG_HZ_250=y\nCONFIG_HZ=250\n", 250), ("# CONFIG_HZ is not set\n", None),
+                                      ("CONFIG_HZ=1000\nCONFIG_HZ_1000=y", 1000)])
+def test_hz_from_config(text, hz):
+    assert hz_from_config(text) == hz
+
+
+@pytest.mark.parametrize("measured, hz", [(99.0, 100), (112.0, 100), (238.0, 250), (262.0, 250), (290.0, 300),
+                                          (960.0, 1000), (1500.0, 1500), (50.0, 50)])
+def test_snap_hz(measured, hz):
+    assert snap_hz(measured) == hz
+
+
+@pytest.mark.parametrize("ms, hz, jiffies", [(0, 250, 0), (400, 250, 100), (400, 1000, 400), (401, 100, 41),
+                                             (1, 100, 1), (100, 300, 30)])
+def test_jiffies_for_ms(ms, hz, jiffies):
+    assert jiffies_for_ms(ms, hz) == jiffies
+
+
+def test_bench_wrappers_run_the_program_and_restore_the_frame():
+    """bench/xdp_prog_ns.py times the reply paths through bpf/bench_harness.h: the wrapper must
+    give the program's verdict and side effects, and hand back the original frame."""
+    try:
+        d = Dataplane(None, cflags=["-DMX_BENCH_HARNESS"]).open()
+    except DataplaneError as e:
+        pytest.fail(f"XDP dataplane unavailable: {e}")
+    try:
+        d.set_interface(LO, OUR_MAC)
+        d.announce(VIP4, LO)
+        d.announce(VIP6, LO)
+        for fn, frame in (("xdp_bench_arp", arp_req()), ("xdp_bench_ns", NS_MCAST)):
+            direct = d.test_run(frame, LO)
+            assert direct.verdict == XDP_TX and direct.frame != frame
+            r = prog_test_run(d.load_function(fn), frame, LO, 1000)
+            assert r.verdict == XDP_TX and r.frame == frame, fn
+            base = prog_test_run(d.load_function(fn + "_base"), frame, LO, 1)
+            assert base.verdict == XDP_TX and base.frame == frame
+        assert d.vip_counters(VIP4, LO)["replies"] == 1001
+        assert d.vip_counters(VIP6, LO)["replies"] == 1001
+    finally:
+        d.close()
 
 
 def test_announce_refuses_a_non_ethernet_interface(fresh):
