@@ -17,6 +17,7 @@ import resource
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from typing import Iterable, Optional
@@ -25,6 +26,7 @@ import click
 
 from . import packets
 
+SOL_PACKET, PACKET_STATISTICS = 263, 6
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
@@ -39,12 +41,22 @@ class UserspaceResponder:
         self.answer = answer
         self.requests = 0   # requests for our VIPs seen
         self.replies = 0
+        self.send_failures = 0   # replies the kernel refused (send buffer full): dropped, as a flood would
         self._socks = []
         for proto in (ETH_P_ARP, ETH_P_IPV6):
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
             s.bind((ifname, proto))
             s.setblocking(False)
             self._socks.append(s)
+
+    def socket_stats(self) -> dict:
+        """Frames the sockets received and dropped (queue full) since the last call (the
+        kernel's PACKET_STATISTICS resets on read)."""
+        got = dropped = 0
+        for s in self._socks:
+            packets_, drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+            got, dropped = got + packets_, dropped + drops
+        return {"socket_packets": got, "socket_drops": dropped}
 
     def close(self) -> None:
         for s in self._socks:
@@ -57,7 +69,11 @@ class UserspaceResponder:
         reply = packets.answer_for(frame, self.mac, self.is_vip if self.answer else self._count_only)
         if reply is not None:
             self.requests += 1
-            self._socks[0].send(reply)
+            try:
+                self._socks[0].send(reply)
+            except (BlockingIOError, OSError):   # ENOBUFS/EAGAIN under a flood: drop, keep serving
+                self.send_failures += 1
+                return
             self.replies += 1
 
     def _count_only(self, ip) -> bool:
@@ -96,9 +112,11 @@ def main(iface: str, vips: tuple[str, ...], duration: float, listen_only: bool) 
     try:
         r.run(time.monotonic() + duration, stop=lambda: bool(stopping))
     finally:
+        stats = r.socket_stats()
         r.close()
         ru = resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({"event": "responderDone", "requests": r.requests, "replies": r.replies,
+                          "send_failures": r.send_failures, **stats,
                           "cpu_user_s": ru.ru_utime, "cpu_sys_s": ru.ru_stime}), flush=True)
     sys.exit(0)
 

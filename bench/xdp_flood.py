@@ -27,8 +27,11 @@ NAPI on the peer, and GRO alone does not enable that path: see docs/xdp.md).
 Answers are counted where they arrive: the client veth's rx_packets. Requests lost before the
 node (its ring full) show as the difference between sent and the node's rx_packets.
 
-Loads: the sender's highest rate (a fixed count as fast as trafgen goes) and fixed rates (equal
-offered load for every responder). Each (phase, load) runs REPS times; medians and ranges are
+The sender: trafgen's per-frame ``sendto`` path (``-b``/``-t``), which blocks when the socket's
+send buffer is full, so a responder slower than the sender slows the sender down instead of
+losing requests on the client (its TX_RING path fails with EAGAIN on veth once the node's
+ring is full). Loads: the sender's highest rate, an evenly spaced ~21 kpps, and 100 kpps in
+bursts (see LOADS). Each (phase, load) runs REPS times; medians and ranges are
 reported. Writes bench/results/xdp_flood.json.
 """
 from __future__ import annotations
@@ -52,13 +55,16 @@ from agent import packets as P  # noqa: E402
 PY = sys.executable
 VIP = "192.0.2.200"
 NODE_IP, CLIENT_IP = "192.0.2.11", "192.0.2.100"
-REPS = 3
+REPS = int(os.environ.get("MX_FLOOD_REPS", "3"))
+# trafgen's rate mode (-b) paces by the second in line-rate bursts (measured: median gap 1 µs,
+# pauses of ms), its gap mode (-t) sleeps between frames (smooth, but ~40 µs of wake-up cost per
+# frame here, so "-t 10us" gives ~21 kpps; SCHED_FIFO for zero timer slack).
 LOADS = {
-    "max": {"count": 1_000_000, "rate": None},
-    "100kpps": {"count": 300_000, "rate": "100000pps"},
-    "20kpps": {"count": 60_000, "rate": "20000pps"},
+    "max": {"count": 1_000_000, "sender": ["-b", "3000000pps"], "what": "as fast as the sender goes"},
+    "smooth-20k": {"count": 60_000, "sender": ["-t", "10us"], "rt": True, "what": "evenly spaced, ~21 kpps"},
+    "bursty-100k": {"count": 300_000, "sender": ["-b", "100000pps"], "what": "100 kpps on average, in bursts"},
 }
-PHASES = ["xdp-native", "xdp-generic", "userspace", "kernel"]
+PHASES = os.environ.get("MX_FLOOD_PHASES", "xdp-native,xdp-generic,userspace,kernel").split(",")
 SEND_TIMEOUT_S = 120
 SENDER_CPU, RESPONDER_CPU = 0, 1
 TAG = f"mxf{os.getpid() % 10000}"
@@ -125,15 +131,28 @@ def setup() -> dict:
         sh("ip", "addr", "add", f"{ip}/24", "dev", ifname, ns=ns)
         sh("ip", "link", "set", "lo", "up", ns=ns)
         sh("ip", "link", "set", ifname, "up", ns=ns)
-    sh("ethtool", "-K", IF_NODE, "gro", "on", ns=NS_NODE)          # NAPI on the node without XDP
+    # NAPI on the node also without an XDP program: GRO on, and veth only hands a frame to the
+    # peer's NAPI when the sending device has no TSO (otherwise: netif_rx on the sender's CPU)
+    sh("ethtool", "-K", IF_NODE, "gro", "on", ns=NS_NODE)
+    sh("ethtool", "-K", IF_CLIENT, "tso", "off", ns=NS_CLIENT)
     sh(PY, "-m", "agent.xdp_cli", "--iface", IF_CLIENT, "--pass-only", "--xdp-mode", "native", ns=NS_CLIENT)
+    client_mac = json.loads(sh("ip", "-j", "link", "show", IF_CLIENT, ns=NS_CLIENT))[0]["address"]
+    return {"client_mac": client_mac}
+
+
+def place_napi_threads() -> dict:
+    """Threaded NAPI on both veths, node's thread on the responder CPU, client's on the sender
+    CPU. Called after every responder change: attaching or detaching XDP re-creates a veth's
+    NAPI instance, and with it the thread."""
     for ns, ifname in ((NS_NODE, IF_NODE), (NS_CLIENT, IF_CLIENT)):
         sh("sh", "-c", f"echo 1 > /sys/class/net/{ifname}/threaded", ns=ns)
     threads = {"node": napi_thread(IF_NODE), "client": napi_thread(IF_CLIENT)}
     sh("taskset", "-pc", str(RESPONDER_CPU), str(threads["node"]))
     sh("taskset", "-pc", str(SENDER_CPU), str(threads["client"]))
-    client_mac = json.loads(sh("ip", "-j", "link", "show", IF_CLIENT, ns=NS_CLIENT))[0]["address"]
-    return {"napi_threads": threads, "client_mac": client_mac}
+    # the client drains replies before trafgen sends more: otherwise its veth ring overflows on
+    # the shared CPU and replies the node did send are lost on the way (counted apart anyway)
+    sh("chrt", "-f", "-p", "50", str(threads["client"]))
+    return threads
 
 
 def teardown() -> None:
@@ -141,41 +160,46 @@ def teardown() -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def wait_line(p: subprocess.Popen, word: str, timeout: float = 60) -> None:
+def wait_line(p: subprocess.Popen, log: Path, word: str, timeout: float = 60) -> None:
+    """Wait for word in the responder's log file (a file, not a pipe: nobody drains a pipe
+    during the flood, and a full pipe would block the responder's logging)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"process ended before {word}")
-        if word in line:
+        if word in log.read_text():
             return
-    raise RuntimeError(f"no {word} within {timeout}s")
+        if p.poll() is not None:
+            raise RuntimeError(f"responder ended before {word}: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"no {word} within {timeout}s: {log.read_text()[-2000:]}")
 
 
-def stop(p: subprocess.Popen) -> str:
+def stop(p: subprocess.Popen) -> None:
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
     try:
-        return p.communicate(timeout=20)[0] or ""
+        p.wait(timeout=20)
     except subprocess.TimeoutExpired:
         p.kill()
-        return p.communicate()[0] or ""
+        p.wait()
 
 
 def start_responder(phase: str, tmp: Path) -> subprocess.Popen | None:
     pin = ["taskset", "-c", str(RESPONDER_CPU)]
+    log = tmp / f"{phase}.log"
     if phase.startswith("xdp-"):
-        p = subprocess.Popen(["ip", "netns", "exec", NS_NODE, *pin, PY, "-m", "agent.xdp_cli", "--iface", IF_NODE,
-                              "--vip", VIP, "--bpffs-dir", PIN_DIR, "--xdp-mode", phase[4:],
-                              "--detach-on-exit", "--no-garp", "--liveness-max-age-ms", "3000"],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_line(p, "xdpReady")
+        with open(log, "w") as out:
+            p = subprocess.Popen(["ip", "netns", "exec", NS_NODE, *pin, PY, "-m", "agent.xdp_cli", "--iface", IF_NODE,
+                                  "--vip", VIP, "--bpffs-dir", PIN_DIR, "--xdp-mode", phase[4:],
+                                  "--detach-on-exit", "--no-garp", "--liveness-max-age-ms", "3000"],
+                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        wait_line(p, log, "xdpReady")
         return p
     if phase == "userspace":
-        p = subprocess.Popen(["ip", "netns", "exec", NS_NODE, *pin, PY, "-m", "agent.userspace_responder",
-                              "--iface", IF_NODE, "--vip", VIP, "--duration", "600"],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_line(p, "responderReady")
+        with open(log, "w") as out:
+            p = subprocess.Popen(["ip", "netns", "exec", NS_NODE, *pin, PY, "-m", "agent.userspace_responder",
+                                  "--iface", IF_NODE, "--vip", VIP, "--duration", "900"],
+                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        wait_line(p, log, "responderReady")
         return p
     sh("ip", "addr", "add", f"{VIP}/32", "dev", IF_NODE, ns=NS_NODE)
     return None
@@ -198,10 +222,9 @@ def run_once(load: dict, cfg: Path, napi_node: int, responder: subprocess.Popen 
     c0, n0 = link_stats(NS_CLIENT, IF_CLIENT), link_stats(NS_NODE, IF_NODE)
     t_napi0, t_resp0 = runtime_ns(napi_node), runtime_ns(resp_pid) if resp_pid else 0
     busy0 = cpu_busy_jiffies(RESPONDER_CPU)
-    cmd = ["taskset", "-c", str(SENDER_CPU), "trafgen", "-o", IF_CLIENT, "-i", str(cfg), "-n", str(load["count"]),
-           "-P", "1", "-A", "-Q", "-C"]
-    if load["rate"]:
-        cmd += ["-b", load["rate"]]
+    cmd = ["taskset", "-c", str(SENDER_CPU), *(["chrt", "-f", "10"] if load.get("rt") else []), "trafgen", "-o",
+           IF_CLIENT, "-i", str(cfg), "-n", str(load["count"]), "-P", "1", "--no-sock-mem", "--notouch-irq",
+           "--no-cpu-stats", *load["sender"]]
     t0 = time.monotonic()
     sh(*cmd, ns=NS_CLIENT, timeout=SEND_TIMEOUT_S)
     send_s = time.monotonic() - t0
@@ -213,6 +236,7 @@ def run_once(load: dict, cfg: Path, napi_node: int, responder: subprocess.Popen 
     napi_ns, resp_ns = t_napi1 - t_napi0, t_resp1 - t_resp0
     return {"sent": load["count"], "send_s": round(send_s, 4), "sent_pps": round(load["count"] / send_s),
             "reached_node": n1["rx"] - n0["rx"], "lost_before_node": (c1["tx_dropped"] - c0["tx_dropped"]),
+            "replies_sent_by_node": n1["tx"] - n0["tx"], "replies_lost_on_the_way": n1["tx_dropped"] - n0["tx_dropped"],
             "replies": replies, "replies_per_s": round(replies / send_s),
             "napi_thread_cpu_s": napi_ns / 1e9, "responder_process_cpu_s": resp_ns / 1e9,
             "responder_cpu_busy_s_ticks": (busy1 - busy0) / os.sysconf("SC_CLK_TCK"),
@@ -268,17 +292,18 @@ def main() -> dict:
     teardown()
     try:
         env = setup()
-        res["napi_threads"] = env["napi_threads"]
+        res["napi_threads"] = {}
         request = P.arp_request(P.mac_bytes(env["client_mac"]), CLIENT_IP, VIP)
         cfg = tmp / "arp.cfg"
         cfg.write_text("{ " + ", ".join(f"0x{b:02x}" for b in request) + " }\n")
         for phase in PHASES:
             res["phases"][phase] = {ln: [] for ln in LOADS}
             responder = start_responder(phase, tmp)
+            threads = res["napi_threads"][phase] = place_napi_threads()
             try:
                 for load_name, load in LOADS.items():
                     for _ in range(REPS):
-                        r = run_once(load, cfg, env["napi_threads"]["node"], responder)
+                        r = run_once(load, cfg, threads["node"], responder)
                         res["phases"][phase][load_name].append(r)
                     runs = res["phases"][phase][load_name]
                     cpu = [r["cpu_ns_per_reply"] for r in runs if r["cpu_ns_per_reply"]]
@@ -289,6 +314,10 @@ def main() -> dict:
                           flush=True)
             finally:
                 stop_responder(phase, responder)
+                if phase == "userspace":  # its own counts: requests its sockets got and dropped
+                    done = [json.loads(line) for line in (tmp / "userspace.log").read_text().splitlines()
+                            if "responderDone" in line]
+                    res["userspace_responder_totals"] = done[-1] if done else None
     finally:
         teardown()
         subprocess.run([PY, "-c", f"from agent.dataplane import Dataplane; Dataplane.purge({PIN_DIR!r})"],
@@ -314,8 +343,9 @@ if __name__ == "__main__":
             print(f"  {phase:12s} answered {100 * r['answered_share_median']:6.2f}% (min {100 * r['answered_share_min']:.2f}%), "
                   f"{r['replies_per_s_median']:>9.0f} replies/s (range {r['replies_per_s_range'][0]}-{r['replies_per_s_range'][1]}), "
                   f"sender {r['sent_pps_median']:.0f} pps, responder-side CPU {'n/a' if cpu is None else f'{cpu:.0f} ns'}/reply")
-        print(f"  XDP native / userspace replies/s: {s['xdp_native_vs_userspace_replies_per_s']:.1f}x; "
-              f"/ kernel: {s['xdp_native_vs_kernel_replies_per_s']:.2f}x")
+        xu, xk = s["xdp_native_vs_userspace_replies_per_s"], s["xdp_native_vs_kernel_replies_per_s"]
+        print(f"  XDP native / userspace replies/s: {'n/a' if xu is None else f'{xu:.1f}x'}; "
+              f"/ kernel: {'n/a' if xk is None else f'{xk:.2f}x'}")
         for p in ("xdp-native", "xdp-generic"):
             if f"{p}_vs_kernel_cpu_per_reply" in s:
                 print(f"  {p} / kernel CPU per reply: {s[f'{p}_vs_kernel_cpu_per_reply']:.2f}x")
