@@ -220,6 +220,21 @@ def prog_test_run(prog_fd: int, frame: bytes, ingress_ifindex: int = 0, repeat: 
     return TestRunResult(opts.retval, buf_out.raw[:opts.data_size_out], opts.duration)
 
 
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+def prog_test_run_live(prog_fd: int, frame: bytes, ifindex: int, repeat: int, batch_size: int = 0) -> None:
+    """Run an XDP program ``repeat`` times on copies of ``frame`` in live-frames mode: the
+    verdicts act for real (XDP_TX sends out of ``ifindex``, which must be in the caller's
+    network namespace). The benchmark's packet generator (bpf/xdp_tx.c)."""
+    buf_in = ctypes.create_string_buffer(bytes(frame), len(frame))
+    ctx = _XdpMd(data=0, data_end=len(frame), ingress_ifindex=ifindex)
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(buf_in), data_size_in=len(frame),
+                        ctx_in=ctypes.addressof(ctx), ctx_size_in=ctypes.sizeof(ctx), repeat=repeat,
+                        flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch_size)
+    _check(libbpf().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "bpf_prog_test_run_opts (live frames)")
+
+
 # ---- environment ---------------------------------------------------------------------------
 
 def _import_bcc():
