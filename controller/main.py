@@ -13,9 +13,10 @@ import click
 from prometheus_client import CollectorRegistry, start_http_server
 
 from metalxdp import log as mlog
-from metalxdp.kube import api_client
+from metalxdp.kube import ApiException, api_client
 
 from .leader import LeaderElector
+from .memberlist_key import ensure_memberlist_secret
 from .metrics import ControllerMetrics
 from .reconcile import Controller
 
@@ -38,9 +39,12 @@ from .reconcile import Controller
               help="Leader-election identity (default: pod name or host-pid).")
 @click.option("--lease-duration", default=15.0, show_default=True, type=float,
               help="Lease duration in seconds; a dead leader is replaced after at most this long.")
+@click.option("--ml-secret-name", envvar="METALLB_ML_SECRET_NAME", default="",
+              help="Create this Secret in --namespace with a random membership key (key `secretkey`) when "
+              "it is missing, as MetalLB's controller does; the agents read it. Empty: never create it.")
 @click.option("--log-level", type=click.Choice(list(mlog.LEVELS)), default="info", show_default=True)
 def controller(kubeconfig, namespace, lb_class, metrics_port, metrics_host, webhook_mode, webhook_port,
-               webhook_host, webhook_url, identity, lease_duration, log_level) -> None:
+               webhook_host, webhook_url, identity, lease_duration, ml_secret_name, log_level) -> None:
     """Run the controller: allocate IPs to LoadBalancer Services from the IPAddressPools,
     validate metallb.io resources (webhook), export metrics. Safe to run several replicas."""
     mlog.setup(log_level)
@@ -56,6 +60,13 @@ def controller(kubeconfig, namespace, lb_class, metrics_port, metrics_host, webh
         stop.set()
     signal.signal(signal.SIGTERM, _term)
     signal.signal(signal.SIGINT, _term)
+
+    if ml_secret_name:
+        try:
+            ensure_memberlist_secret(api, namespace, ml_secret_name)
+        except ApiException as e:   # e.g. RBAC without create on secrets: the agents will say so
+            log.warning("could not create the memberlist key", event="memberlistSecretFailed",
+                        secret=f"{namespace}/{ml_secret_name}", status=e.status, error=str(e.reason))
 
     if webhook_mode != "disabled":
         from .webhook import start_webhook

@@ -22,10 +22,8 @@ recomputes everything from the API server's current state; a resync every 30 s c
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -42,6 +40,7 @@ from metalxdp.watch import Informer
 
 from . import operator_render as render
 from .leader import LeaderElector
+from .memberlist_key import ensure_memberlist_secret
 
 log = mlog.get_logger("operator")
 
@@ -95,18 +94,7 @@ class Operator:
 
     # ---- pieces of a reconcile -----------------------------------------------------------
     def ensure_memberlist_secret(self) -> None:
-        path = f"/api/v1/namespaces/{self.namespace}/secrets/{render.MEMBERLIST_SECRET}"
-        if self._get(path) is not None:
-            return
-        key = base64.b64encode(secrets.token_bytes(128)).decode()
-        try:
-            self._call("POST", f"/api/v1/namespaces/{self.namespace}/secrets",
-                       render.memberlist_secret(self.namespace, key))
-            log.info("created the memberlist key", event="memberlistSecretCreated",
-                     secret=f"{self.namespace}/{render.MEMBERLIST_SECRET}")
-        except ApiException as e:
-            if e.status != 409:   # created meanwhile by someone else: theirs is as good
-                raise
+        ensure_memberlist_secret(self.api, self.namespace)
 
     def sync_workload(self, desired: dict) -> dict:
         """Create ``desired`` or put it back; returns the object as the server has it."""

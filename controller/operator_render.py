@@ -426,11 +426,11 @@ def same_conditions(a: Optional[list[dict]], b: list[dict]) -> bool:
 
 
 # ---- the memberlist secret ---------------------------------------------------------------------
-def memberlist_secret(namespace: str, key_b64: str) -> dict:
+def memberlist_secret(namespace: str, key_b64: str, name: str = MEMBERLIST_SECRET) -> dict:
     """The membership protocol's HMAC key, 128 random bytes base64-encoded (as
     `openssl rand -base64 128`). Not owned by the MetalLB CR: deleting and re-creating the CR
     must not rotate the key under running agents."""
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": MEMBERLIST_SECRET, "namespace": namespace,
+            "metadata": {"name": name, "namespace": namespace,
                          "labels": {**COMMON_LABELS, "app.kubernetes.io/managed-by": MANAGED_BY}},
             "stringData": {MEMBERLIST_KEY: key_b64}}

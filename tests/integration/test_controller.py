@@ -250,3 +250,26 @@ def test_leader_failover(apiserver, kube_api, k8s_namespace, cfg_ns, controller)
     assert coord.read_namespaced_lease("metalxdp-controller", cfg_ns).spec.holder_identity == "replica-b"
     assert took < 3.0 + 5.0, f"failover took {took:.1f}s with a 3 s lease"
     assert service_ips(kube_api, ns, "first") == ["192.0.2.112"]
+
+
+def test_controller_creates_the_memberlist_key_once(kube_api, cfg_ns, controller):
+    """As MetalLB's --ml-secret-name: created with 128 random bytes when missing, never replaced."""
+    import base64
+    core = client.CoreV1Api(kube_api)
+    p = controller(extra=("--ml-secret-name", "memberlist"))
+
+    def created():
+        try:
+            return core.read_namespaced_secret("memberlist", cfg_ns)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+    wait_for("memberlist Secret", lambda: created() is not None, 30, proc=p)
+    first = created().data["secretkey"]
+    assert len(base64.b64decode(base64.b64decode(first))) == 128
+    p.stop()
+    p2 = controller(name="controller-2", extra=("--ml-secret-name", "memberlist"))
+    wait_for("second controller leading", lambda: "leaderElected" in p2.log_path.read_text(), 30, proc=p2)
+    assert "memberlistSecretCreated" not in p2.log_path.read_text()
+    assert created().data["secretkey"] == first
