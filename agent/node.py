@@ -99,7 +99,7 @@ class Agent:
         self.bfd = None
         self._peer_by_ip: dict[str, str] = {}
         self._announced_metric: set[tuple] = set()
-        self._l2_status: dict[str, tuple] = {}                  # service key -> (name, interfaces)
+        self._l2_want: Optional[dict[str, list]] = None       # ServiceL2Status last reconciled for
         self._announce_failed: set[str] = set()                # elected services with no usable interface
         self._bgp_status: dict[tuple, tuple] = {}               # status key -> (object name, peers)
         self.handoff = election.HandoffTracker(quiet_s=settings.handoff_quiet_s, max_s=settings.handoff_max_s)
@@ -419,21 +419,39 @@ class Agent:
 
     def _sync_l2_status(self, l2_status: dict) -> None:
         """ServiceL2Status objects for the services this node announces (MetalLB's layer2 status
-        controller): created when we start announcing, deleted when we stop."""
-        want = {k: names for k, (names, _svc) in l2_status.items()}
-        if want == {k: v[1] for k, v in self._l2_status.items()}:
+        controller), reconciled with what the API holds whenever that set changes: this node's
+        objects from before an agent restart are adopted (not duplicated), this node's objects
+        for services it no longer announces are deleted, and so are other nodes' objects for a
+        service this node now announces (a dead node's: nobody else would ever remove them)."""
+        want = {k: sorted(names) for k, (names, _svc) in l2_status.items()}
+        if want == self._l2_want:
             return
         co = client.CustomObjectsApi(self.api)
         args = ("metallb.io", "v1beta1", self.s.namespace, "servicel2statuses")
-        for key, (name, names) in list(self._l2_status.items()):
-            if want.get(key) != names:
+        try:
+            items = co.list_namespaced_custom_object(*args).get("items", [])
+        except ApiException as e:
+            log.debug("ServiceL2Status not listed", status=e.status)
+            return                                  # retried at the next sync
+        kept: dict[str, str] = {}
+        ok = True
+        for item in items:
+            meta = item.get("metadata", {})
+            labels = meta.get("labels") or {}
+            key = f"{labels.get('metallb.io/service-namespace')}/{labels.get('metallb.io/service-name')}"
+            status = item.get("status") or {}
+            mine = labels.get("metallb.io/node") == self.node
+            if (mine and key in want and key not in kept and status.get("node") == self.node
+                    and sorted(i.get("name") for i in status.get("interfaces") or []) == want[key]):
+                kept[key] = meta["name"]
+            elif mine or key in want:
                 try:
-                    co.delete_namespaced_custom_object(*args, name)
-                except ApiException:
-                    pass
-                del self._l2_status[key]
+                    co.delete_namespaced_custom_object(*args, meta["name"])
+                except ApiException as e:
+                    if e.status != 404:
+                        ok = False
         for key, names in want.items():
-            if key in self._l2_status:
+            if key in kept:
                 continue
             ns, svc_name = key.split("/", 1)
             body = {"apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
@@ -442,13 +460,13 @@ class Agent:
                         "metallb.io/service-namespace": ns}}}
             try:
                 created = co.create_namespaced_custom_object(*args, body)
-                name = created["metadata"]["name"]
                 created["status"] = {"node": self.node, "serviceName": svc_name, "serviceNamespace": ns,
                                      "interfaces": [{"name": n} for n in names]}
-                co.replace_namespaced_custom_object_status(*args, name, created)
-                self._l2_status[key] = (name, names)
+                co.replace_namespaced_custom_object_status(*args, created["metadata"]["name"], created)
             except ApiException as e:
+                ok = False
                 log.debug("ServiceL2Status not written", service=key, status=e.status)
+        self._l2_want = want if ok else None        # None: reconcile again at the next sync
 
     # ---- BGP -------------------------------------------------------------------------------
     def _ensure_speaker(self):

@@ -330,6 +330,9 @@ def test_agent_restart_under_request_stream_loses_no_request(lab, sig):
         # connection in flight while the client's entry switches nodes); allow that one
         allowed = 0 if sig == signal.SIGTERM else 1
         assert len(failed) <= allowed, f"{len(failed)} of {len(results)} requests failed: {failed[:3]}"
+        # the new agent adopted its predecessor's ServiceL2Status instead of adding a second one
+        wait_for(f"one ServiceL2Status, naming {node}",
+                 lambda: [st.get("status", {}).get("node") for st in l2_statuses(lab, name)] == [node], 30)
         if sig == signal.SIGKILL:
             # the crash was noticed: another node took the VIP over in between
             took_over = [n for n, c in others_before.items() if len(lt.agent_log_events(
@@ -416,9 +419,15 @@ def test_killed_agent_node_stops_answering_after_liveness_window(lab):
             assert lt.announcing_nodes(lab, ip, count=3) == {other}
             assert lt.wait_curl(lab, ip)
             assert silent_after < 2.5, silent_after
+            # the dead node's ServiceL2Status is removed by the node that took over
+            wait_for(f"one ServiceL2Status, naming {other}",
+                     lambda: [st.get("status", {}).get("node") for st in l2_statuses(lab, name)] == [other], 30)
         finally:
             lab.start_agent(owner)
         wait_announcer(lab, ip, owner, timeout=60)
+        # back on the restarted agent's node: one object again, no leftover, no duplicate
+        wait_for(f"one ServiceL2Status, naming {owner}",
+                 lambda: [st.get("status", {}).get("node") for st in l2_statuses(lab, name)] == [owner], 30)
 
 
 def test_vip_deleted_while_the_agent_was_down_is_not_answered_after_restart(lab):
