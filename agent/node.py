@@ -101,7 +101,7 @@ class Agent:
         self._announced_metric: set[tuple] = set()
         self._l2_want: Optional[dict[str, list]] = None       # ServiceL2Status last reconciled for
         self._announce_failed: set[str] = set()                # elected services with no usable interface
-        self._bgp_status: dict[tuple, tuple] = {}               # status key -> (object name, peers)
+        self._bgp_want: Optional[dict] = None                 # ServiceBGPStatus peers last reconciled for
         self.handoff = election.HandoffTracker(quiet_s=settings.handoff_quiet_s, max_s=settings.handoff_max_s)
         self._handoff: dict[tuple[str, str], str] = {}           # (ip, ifname) -> service key
         self._moved: dict[str, str] = {}
@@ -498,35 +498,47 @@ class Agent:
         self._sync_bgp_status(plan.service_peers)
 
     def _sync_bgp_status(self, service_peers: dict) -> None:
-        """ServiceBGPStatus objects: one per service this node advertises, listing the peers."""
-        from .bgp.status import service_bgp_statuses
+        """ServiceBGPStatus objects: one per service this node advertises, listing the peers.
+        Reconciled with this node's objects in the API whenever the wanted set changes, so an
+        agent restart adopts its predecessor's objects instead of adding duplicates."""
+        from .bgp.status import NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL, service_bgp_statuses
         want = service_bgp_statuses(self.node, service_peers, self.s.namespace)
         want_peers = {k: tuple(b["status"]["peers"]) for k, b in want.items()}
-        if want_peers == {k: v[1] for k, v in self._bgp_status.items()}:
+        if want_peers == self._bgp_want:
             return
         co = client.CustomObjectsApi(self.api)
         args = ("metallb.io", "v1beta1", self.s.namespace, "servicebgpstatuses")
-        for key, (name, peers) in list(self._bgp_status.items()):
-            if key not in want:
-                try:
-                    co.delete_namespaced_custom_object(*args, name)
-                except ApiException:
-                    pass
-                del self._bgp_status[key]
-        for key, body in want.items():
-            cur = self._bgp_status.get(key)
-            if cur and cur[1] == want_peers[key]:
+        try:
+            items = co.list_namespaced_custom_object(*args, label_selector=f"{NODE_LABEL}={self.node}")["items"]
+        except ApiException as e:
+            log.debug("ServiceBGPStatus not listed", status=e.status)
+            return                                  # retried at the next sync
+        kept: dict = {}
+        ok = True
+        for item in items:
+            labels = item["metadata"].get("labels") or {}
+            key = (self.node, labels.get(SERVICE_NAMESPACE_LABEL), labels.get(SERVICE_NAME_LABEL))
+            if key in want and key not in kept:
+                kept[key] = item
                 continue
             try:
-                if cur:
-                    obj = co.get_namespaced_custom_object(*args, cur[0])
-                else:
+                co.delete_namespaced_custom_object(*args, item["metadata"]["name"])
+            except ApiException as e:
+                if e.status != 404:
+                    ok = False
+        for key, body in want.items():
+            obj = kept.get(key)
+            if obj is not None and obj.get("status") == body["status"]:
+                continue
+            try:
+                if obj is None:
                     obj = co.create_namespaced_custom_object(*args, {k: v for k, v in body.items() if k != "status"})
                 obj["status"] = body["status"]
                 co.replace_namespaced_custom_object_status(*args, obj["metadata"]["name"], obj)
-                self._bgp_status[key] = (obj["metadata"]["name"], want_peers[key])
             except ApiException as e:
+                ok = False
                 log.debug("ServiceBGPStatus not written", service=key, status=e.status)
+        self._bgp_want = want_peers if ok else None  # None: reconcile again at the next sync
 
     def _sync_bfd(self, cfg: Config, peers: dict) -> None:
         from .bfd.runner import BFDManager, sessions_for_peers

@@ -1,6 +1,7 @@
 """The ServiceBGPStatus objects this node should have: one per service it announces, listing the
 BGPPeers the service's prefixes go to (MetalLB's ``adsChangedCallback``). Pure: the agent's
-writer compares them with what the API holds (by the three labels) and creates/updates/deletes.
+writer (agent/node.py) compares them with this node's objects in the API (by the three labels)
+and creates/updates/deletes, also right after a restart.
 """
 from __future__ import annotations
 

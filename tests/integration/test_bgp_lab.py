@@ -195,6 +195,17 @@ def test_service_route_one_nexthop_per_node_curl_status_and_withdraw(lab, made):
     wait_equal("ServiceBGPStatus from every node", lambda: bgp_statuses(lab, "bgp-a"),
                {n: ["router-v4"] for n in NODES})
 
+    # an agent restart adopts its ServiceBGPStatus: still one object per node, not two for node1
+    announced = lambda: len(lt.agent_log_events(lab, "node1", "serviceAnnounced", prefix=f"{vip}/32"))  # noqa: E731
+    before = announced()
+    lab.restart_agent("node1")
+    wait_for("node1's new agent to advertise again", lambda: announced() > before, 60)
+    wait_hops(lab, vip, set(NODE4.values()))
+    wait_equal("one ServiceBGPStatus per node after the restart", lambda: sorted(
+        o["metadata"]["labels"]["metallb.io/node"] for o in json.loads(kubectl(
+            lab.kubeconfig(), "get", "servicebgpstatuses", "-n", NAMESPACE, "-o", "json",
+            "-l", "metallb.io/service-name=bgp-a").stdout)["items"]), sorted(NODES))
+
     kubectl(lab.kubeconfig(), "delete", "svc", "bgp-a")
     wait_hops(lab, vip, set())
     assert vip not in json.dumps(router(lab).json("show bgp ipv4 unicast"))
