@@ -44,9 +44,13 @@ from metalxdp.kube import api_client
 @click.option("--bgp/--no-bgp", default=True, show_default=True, help="Speak BGP (ExaBGP) to the BGPPeers.")
 @click.option("--workdir", default="/run/metalxdp/agent", show_default=True, type=click.Path(),
               help="Private state (ExaBGP config, logs, API socket).")
+@click.option("--pod-name", envvar="METALLB_POD_NAME", default=None,
+              help="This agent's pod (in --namespace): owner of the ServiceL2Status/ServiceBGPStatus objects it "
+              "writes, so deleting the pod deletes them (the DaemonSet sets it from metadata.name).")
 @click.option("--log-level", type=click.Choice(list(mlog.LEVELS)), default="info", show_default=True)
 def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detach_on_exit, liveness_max_age_ms,
-          ml_bind_port, ml_secret_name, ignore_exclude_lb, handoff_quiet_s, handoff_max_s, metrics_port, metrics_host, bgp, workdir, log_level):
+          ml_bind_port, ml_secret_name, ignore_exclude_lb, handoff_quiet_s, handoff_max_s, metrics_port, metrics_host, bgp,
+          workdir, pod_name, log_level):
     """Run the node agent: answer ARP/NDP for the VIPs this node owns (XDP), advertise VIPs
     over BGP (ExaBGP) with BFD, and export per-VIP traffic counters."""
     mlog.setup(log_level)
@@ -68,7 +72,7 @@ def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detac
             raise SystemExit(2)
     settings = AgentSettings(node_name, namespace, lb_class, ignore_exclude_lb, ml_bind_port, ml_secret_name,
                              liveness_max_age_ms, handoff_quiet_s=handoff_quiet_s, handoff_max_s=handoff_max_s,
-                             bgp_workdir=Path(workdir), enable_bgp=bgp)
+                             bgp_workdir=Path(workdir), enable_bgp=bgp, pod_name=pod_name)
     garp = GratuitousSender()
     node = Agent(api_client(kubeconfig), settings, dp, garp, metrics, registry)
     registry.register(XDPCollector(node.xdp_counters))

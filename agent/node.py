@@ -81,6 +81,7 @@ class AgentSettings:
     handoff_max_s: float = 30.0         # ...or at most this long (0: no handoff, withdraw at once)
     bgp_workdir: Path = Path("/run/metalxdp/agent")
     enable_bgp: bool = True
+    pod_name: Optional[str] = None      # owner of the status objects we write (GC'd with the pod)
 
 
 class Agent:
@@ -101,6 +102,7 @@ class Agent:
         self._announced_metric: set[tuple] = set()
         self._l2_want: Optional[dict[str, list]] = None       # ServiceL2Status last reconciled for
         self._announce_failed: set[str] = set()                # elected services with no usable interface
+        self._owner_refs: Optional[list] = None               # ownerReferences for our objects (see _owners)
         self._bgp_want: Optional[dict] = None                 # ServiceBGPStatus peers last reconciled for
         self.handoff = election.HandoffTracker(quiet_s=settings.handoff_quiet_s, max_s=settings.handoff_max_s)
         self._handoff: dict[tuple[str, str], str] = {}           # (ip, ifname) -> service key
@@ -417,6 +419,26 @@ class Agent:
         except Exception as e:  # noqa: BLE001 - events are best effort
             log.debug("event not written", error=str(e))
 
+    def _owners(self) -> list:
+        """ownerReferences naming this agent's pod (MetalLB's speaker owns its status objects the
+        same way: deleting the pod garbage-collects them). Empty outside a pod or when the pod
+        cannot be read; looked up once."""
+        if self._owner_refs is None:
+            self._owner_refs = []
+            if self.s.pod_name:
+                try:
+                    pod = client.CoreV1Api(self.api).read_namespaced_pod(self.s.pod_name, self.s.namespace)
+                    self._owner_refs = [{"apiVersion": "v1", "kind": "Pod", "name": self.s.pod_name,
+                                         "uid": pod.metadata.uid}]
+                except ApiException as e:
+                    log.warning("cannot read the agent's pod: status objects get no owner", event="ownerUnknown",
+                                pod=f"{self.s.namespace}/{self.s.pod_name}", status=e.status)
+        return self._owner_refs
+
+    def _owned_by_us(self, meta: dict) -> bool:
+        want = {o["uid"] for o in self._owners()}
+        return {o.get("uid") for o in meta.get("ownerReferences") or []} == want
+
     def _sync_l2_status(self, l2_status: dict) -> None:
         """ServiceL2Status objects for the services this node announces (MetalLB's layer2 status
         controller), reconciled with what the API holds whenever that set changes: this node's
@@ -442,6 +464,7 @@ class Agent:
             status = item.get("status") or {}
             mine = labels.get("metallb.io/node") == self.node
             if (mine and key in want and key not in kept and status.get("node") == self.node
+                    and self._owned_by_us(meta)
                     and sorted(i.get("name") for i in status.get("interfaces") or []) == want[key]):
                 kept[key] = meta["name"]
             elif mine or key in want:
@@ -455,7 +478,7 @@ class Agent:
                 continue
             ns, svc_name = key.split("/", 1)
             body = {"apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
-                    "metadata": {"generateName": "l2-", "labels": {
+                    "metadata": {"generateName": "l2-", "ownerReferences": self._owners(), "labels": {
                         "metallb.io/node": self.node, "metallb.io/service-name": svc_name,
                         "metallb.io/service-namespace": ns}}}
             try:
@@ -518,7 +541,7 @@ class Agent:
         for item in items:
             labels = item["metadata"].get("labels") or {}
             key = (self.node, labels.get(SERVICE_NAMESPACE_LABEL), labels.get(SERVICE_NAME_LABEL))
-            if key in want and key not in kept:
+            if key in want and key not in kept and self._owned_by_us(item["metadata"]):
                 kept[key] = item
                 continue
             try:
@@ -532,7 +555,9 @@ class Agent:
                 continue
             try:
                 if obj is None:
-                    obj = co.create_namespaced_custom_object(*args, {k: v for k, v in body.items() if k != "status"})
+                    new = {k: v for k, v in body.items() if k != "status"}
+                    new["metadata"] = {**new["metadata"], "ownerReferences": self._owners()}
+                    obj = co.create_namespaced_custom_object(*args, new)
                 obj["status"] = body["status"]
                 co.replace_namespaced_custom_object_status(*args, obj["metadata"]["name"], obj)
             except ApiException as e:

@@ -162,6 +162,38 @@ def test_etp_cluster_exactly_one_node_answers_with_status_and_event(lab):
     wait_for("ServiceL2Status removed with the Service", lambda: not l2_statuses(lab, "cl"), 30)
 
 
+def test_status_owned_by_the_agent_pod_is_garbage_collected_with_it(lab):
+    """With --pod-name (METALLB_POD_NAME in the DaemonSet) the agent's ServiceL2Status is owned by
+    its pod, as MetalLB's speaker's is: the API's garbage collector (kube-controller-manager)
+    deletes it with the pod. The pod here is an API object only (no kubelet in the lab)."""
+    name = "own"
+    pod = f"speaker-{secrets.token_hex(3)}"
+    with backends(lab, name, "node1", "node2", "node3"), service(lab, name) as (ip,):
+        lt.wait_curl(lab, ip)
+        winner = wait_announcer(lab, ip)
+        kubectl(lab.kubeconfig(), "apply", "-f", "-", input_=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NAMESPACE},
+            "spec": {"nodeName": winner, "containers": [{"name": "agent", "image": "metalxdp:lab"}]}}))
+        uid = json.loads(kubectl(lab.kubeconfig(), "get", "pod", pod, "-n", NAMESPACE, "-o", "json").stdout)[
+            "metadata"]["uid"]
+        try:
+            lab.stop_agent(winner)
+            lab.start_agent(winner, extra=("--pod-name", pod))
+            # the restarted agent replaces its unowned object by one its pod owns
+            wait_for("ServiceL2Status owned by the pod", lambda: [
+                [o.get("uid") for o in st["metadata"].get("ownerReferences") or []]
+                for st in l2_statuses(lab, name)] == [[uid]], 60)
+            # no kubelet to confirm a graceful deletion: delete at once
+            kubectl(lab.kubeconfig(), "delete", "pod", pod, "-n", NAMESPACE, "--grace-period=0", "--force")
+            wait_for("ServiceL2Status garbage-collected with the pod", lambda: not l2_statuses(lab, name), 90)
+        finally:
+            kubectl(lab.kubeconfig(), "delete", "pod", pod, "-n", NAMESPACE, "--ignore-not-found",
+                    "--grace-period=0", "--force", check=False)
+            lab.restart_agent(winner)
+        wait_for("an unowned ServiceL2Status again", lambda: [
+            st["metadata"].get("ownerReferences") for st in l2_statuses(lab, name)] == [None], 60)
+
+
 def test_etp_local_announced_only_where_a_ready_endpoint_is_and_follows_it(lab):
     with service(lab, "loc", etp="Local") as (ip,):
         with backends(lab, "loc", "node1"):
