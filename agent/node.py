@@ -100,10 +100,10 @@ class Agent:
         self.bfd = None
         self._peer_by_ip: dict[str, str] = {}
         self._announced_metric: set[tuple] = set()
-        self._l2_want: Optional[dict[str, list]] = None       # ServiceL2Status last reconciled for
+        self._l2_want: Optional[dict] = None                  # ServiceL2Status bodies last reconciled
         self._announce_failed: set[str] = set()                # elected services with no usable interface
         self._owner_refs: Optional[list] = None               # ownerReferences for our objects (see _owners)
-        self._bgp_want: Optional[dict] = None                 # ServiceBGPStatus peers last reconciled for
+        self._bgp_want: Optional[dict] = None                 # ServiceBGPStatus bodies last reconciled
         self.handoff = election.HandoffTracker(quiet_s=settings.handoff_quiet_s, max_s=settings.handoff_max_s)
         self._handoff: dict[tuple[str, str], str] = {}           # (ip, ifname) -> service key
         self._moved: dict[str, str] = {}
@@ -441,55 +441,74 @@ class Agent:
 
     def _sync_l2_status(self, l2_status: dict) -> None:
         """ServiceL2Status objects for the services this node announces (MetalLB's layer2 status
-        controller), reconciled with what the API holds whenever that set changes: this node's
-        objects from before an agent restart are adopted (not duplicated), this node's objects
-        for services it no longer announces are deleted, and so are other nodes' objects for a
-        service this node now announces (a dead node's: nobody else would ever remove them)."""
-        want = {k: sorted(names) for k, (names, _svc) in l2_status.items()}
+        controller), reconciled whenever that set changes (see _reconcile_status_objects). Also
+        deleted: other nodes' objects for a service this node now announces (a dead node's:
+        nobody else would ever remove them). An object whose status differs is replaced."""
+        from .bgp.status import API_VERSION, NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL, status_key
+        want: dict = {}
+        for svc_key, (names, _svc) in l2_status.items():
+            key = status_key(self.node, svc_key)
+            _, ns, name = key
+            want[key] = {"apiVersion": API_VERSION, "kind": "ServiceL2Status",
+                         "metadata": {"generateName": "l2-", "labels": {
+                             NODE_LABEL: self.node, SERVICE_NAME_LABEL: name, SERVICE_NAMESPACE_LABEL: ns}},
+                         "status": {"node": self.node, "serviceName": name, "serviceNamespace": ns,
+                                    "interfaces": [{"name": n} for n in sorted(names)]}}
         if want == self._l2_want:
             return
+        ok = self._reconcile_status_objects("servicel2statuses", want, adopt_if_status_differs=False,
+                                            delete_others_for_wanted=True)
+        self._l2_want = want if ok else None        # None: reconcile again at the next sync
+
+    def _reconcile_status_objects(self, plural: str, want: dict, *, adopt_if_status_differs: bool,
+                                  delete_others_for_wanted: bool, label_selector: str = "") -> bool:
+        """Make the API's ``plural`` objects of this node match ``want`` (status_key -> body with
+        metadata.generateName/labels and status). This node's objects are adopted when they are
+        owned by this agent's pod (see _owners) and, unless ``adopt_if_status_differs``, have the
+        wanted status; the rest of this node's are deleted, so an agent restart adds no
+        duplicates. With ``delete_others_for_wanted`` other nodes' objects for a wanted service go
+        too. False when a call failed (the caller reconciles again at its next sync)."""
+        from .bgp.status import NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL
         co = client.CustomObjectsApi(self.api)
-        args = ("metallb.io", "v1beta1", self.s.namespace, "servicel2statuses")
+        args = ("metallb.io", "v1beta1", self.s.namespace, plural)
         try:
-            items = co.list_namespaced_custom_object(*args).get("items", [])
+            items = co.list_namespaced_custom_object(*args, label_selector=label_selector).get("items", [])
         except ApiException as e:
-            log.debug("ServiceL2Status not listed", status=e.status)
-            return                                  # retried at the next sync
-        kept: dict[str, str] = {}
+            log.debug("status objects not listed", kind=plural, status=e.status)
+            return False
+        kept: dict = {}
         ok = True
         for item in items:
             meta = item.get("metadata", {})
             labels = meta.get("labels") or {}
-            key = f"{labels.get('metallb.io/service-namespace')}/{labels.get('metallb.io/service-name')}"
-            status = item.get("status") or {}
-            mine = labels.get("metallb.io/node") == self.node
-            if (mine and key in want and key not in kept and status.get("node") == self.node
-                    and self._owned_by_us(meta)
-                    and sorted(i.get("name") for i in status.get("interfaces") or []) == want[key]):
-                kept[key] = meta["name"]
-            elif mine or key in want:
+            mine = labels.get(NODE_LABEL) == self.node
+            # keyed as this node's object for the same service: for another node's object,
+            # "key in want" means this node now announces that service
+            key = (self.node, labels.get(SERVICE_NAMESPACE_LABEL), labels.get(SERVICE_NAME_LABEL))
+            if (mine and key in want and key not in kept and self._owned_by_us(meta)
+                    and (adopt_if_status_differs or item.get("status") == want[key]["status"])):
+                kept[key] = item
+            elif mine or (delete_others_for_wanted and key in want):
                 try:
                     co.delete_namespaced_custom_object(*args, meta["name"])
                 except ApiException as e:
                     if e.status != 404:
                         ok = False
-        for key, names in want.items():
-            if key in kept:
+        for key, body in want.items():
+            obj = kept.get(key)
+            if obj is not None and obj.get("status") == body["status"]:
                 continue
-            ns, svc_name = key.split("/", 1)
-            body = {"apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
-                    "metadata": {"generateName": "l2-", "ownerReferences": self._owners(), "labels": {
-                        "metallb.io/node": self.node, "metallb.io/service-name": svc_name,
-                        "metallb.io/service-namespace": ns}}}
             try:
-                created = co.create_namespaced_custom_object(*args, body)
-                created["status"] = {"node": self.node, "serviceName": svc_name, "serviceNamespace": ns,
-                                     "interfaces": [{"name": n} for n in names]}
-                co.replace_namespaced_custom_object_status(*args, created["metadata"]["name"], created)
+                if obj is None:
+                    new = {k: v for k, v in body.items() if k != "status"}
+                    new["metadata"] = {**new["metadata"], "ownerReferences": self._owners()}
+                    obj = co.create_namespaced_custom_object(*args, new)
+                obj["status"] = body["status"]
+                co.replace_namespaced_custom_object_status(*args, obj["metadata"]["name"], obj)
             except ApiException as e:
                 ok = False
-                log.debug("ServiceL2Status not written", service=key, status=e.status)
-        self._l2_want = want if ok else None        # None: reconcile again at the next sync
+                log.debug("status object not written", kind=plural, service=key, status=e.status)
+        return ok
 
     # ---- BGP -------------------------------------------------------------------------------
     def _ensure_speaker(self):
@@ -521,49 +540,17 @@ class Agent:
         self._sync_bgp_status(plan.service_peers)
 
     def _sync_bgp_status(self, service_peers: dict) -> None:
-        """ServiceBGPStatus objects: one per service this node advertises, listing the peers.
-        Reconciled with this node's objects in the API whenever the wanted set changes, so an
-        agent restart adopts its predecessor's objects instead of adding duplicates."""
-        from .bgp.status import NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL, service_bgp_statuses
+        """ServiceBGPStatus objects: one per service this node advertises, listing the peers,
+        reconciled with this node's objects whenever the wanted set changes (other nodes' objects
+        for the same service are legitimate: every node advertises). Kept objects are updated."""
+        from .bgp.status import NODE_LABEL, service_bgp_statuses
         want = service_bgp_statuses(self.node, service_peers, self.s.namespace)
-        want_peers = {k: tuple(b["status"]["peers"]) for k, b in want.items()}
-        if want_peers == self._bgp_want:
+        if want == self._bgp_want:
             return
-        co = client.CustomObjectsApi(self.api)
-        args = ("metallb.io", "v1beta1", self.s.namespace, "servicebgpstatuses")
-        try:
-            items = co.list_namespaced_custom_object(*args, label_selector=f"{NODE_LABEL}={self.node}")["items"]
-        except ApiException as e:
-            log.debug("ServiceBGPStatus not listed", status=e.status)
-            return                                  # retried at the next sync
-        kept: dict = {}
-        ok = True
-        for item in items:
-            labels = item["metadata"].get("labels") or {}
-            key = (self.node, labels.get(SERVICE_NAMESPACE_LABEL), labels.get(SERVICE_NAME_LABEL))
-            if key in want and key not in kept and self._owned_by_us(item["metadata"]):
-                kept[key] = item
-                continue
-            try:
-                co.delete_namespaced_custom_object(*args, item["metadata"]["name"])
-            except ApiException as e:
-                if e.status != 404:
-                    ok = False
-        for key, body in want.items():
-            obj = kept.get(key)
-            if obj is not None and obj.get("status") == body["status"]:
-                continue
-            try:
-                if obj is None:
-                    new = {k: v for k, v in body.items() if k != "status"}
-                    new["metadata"] = {**new["metadata"], "ownerReferences": self._owners()}
-                    obj = co.create_namespaced_custom_object(*args, new)
-                obj["status"] = body["status"]
-                co.replace_namespaced_custom_object_status(*args, obj["metadata"]["name"], obj)
-            except ApiException as e:
-                ok = False
-                log.debug("ServiceBGPStatus not written", service=key, status=e.status)
-        self._bgp_want = want_peers if ok else None  # None: reconcile again at the next sync
+        ok = self._reconcile_status_objects("servicebgpstatuses", want, adopt_if_status_differs=True,
+                                            delete_others_for_wanted=False,
+                                            label_selector=f"{NODE_LABEL}={self.node}")
+        self._bgp_want = want if ok else None       # None: reconcile again at the next sync
 
     def _sync_bfd(self, cfg: Config, peers: dict) -> None:
         from .bfd.runner import BFDManager, sessions_for_peers
