@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent import packets as P  # noqa: E402
+from metalxdp.rig.procs import Proc, start, wait_for  # noqa: E402
 
 PY = sys.executable
 VIP = "192.0.2.200"
@@ -168,59 +168,33 @@ def teardown() -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def wait_line(p: subprocess.Popen, log: Path, word: str, timeout: float = 60) -> None:
-    """Wait for word in the responder's log file (a file, not a pipe: nobody drains a pipe
-    during the flood, and a full pipe would block the responder's logging)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if word in log.read_text():
-            return
-        if p.poll() is not None:
-            raise RuntimeError(f"responder ended before {word}: {log.read_text()[-2000:]}")
-        time.sleep(0.05)
-    raise RuntimeError(f"no {word} within {timeout}s: {log.read_text()[-2000:]}")
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-
-
-def start_responder(phase: str, tmp: Path) -> subprocess.Popen | None:
+def start_responder(phase: str, tmp: Path) -> Proc | None:
+    """The responder of ``phase`` in the node's netns, pinned to the responder CPU, logging to a
+    file (nobody drains a pipe during the flood; a full one would block the responder)."""
     pin = ["taskset", "-c", str(RESPONDER_CPU)]
-    log = tmp / f"{phase}.log"
     if phase.startswith("xdp-"):
-        with open(log, "w") as out:
-            p = subprocess.Popen(["ip", "netns", "exec", NS_NODE, *pin, PY, "-m", "agent.xdp_cli", "--iface", IF_NODE,
-                                  "--vip", VIP, "--bpffs-dir", PIN_DIR, "--xdp-mode", phase[4:],
-                                  "--detach-on-exit", "--no-garp", "--liveness-max-age-ms", "3000"],
-                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        wait_line(p, log, "xdpReady")
-        return p
-    if phase == "userspace":
-        with open(log, "w") as out:
-            p = subprocess.Popen(["ip", "netns", "exec", NS_NODE, *pin, PY, "-m", "agent.userspace_responder",
-                                  "--iface", IF_NODE, "--vip", VIP, "--duration", "900"],
-                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        wait_line(p, log, "responderReady")
-        return p
-    sh("ip", "addr", "add", f"{VIP}/32", "dev", IF_NODE, ns=NS_NODE)
-    return None
+        argv, ready = [*pin, PY, "-m", "agent.xdp_cli", "--iface", IF_NODE, "--vip", VIP, "--bpffs-dir", PIN_DIR,
+                       "--xdp-mode", phase[4:], "--detach-on-exit", "--no-garp", "--liveness-max-age-ms",
+                       "3000"], "xdpReady"
+    elif phase == "userspace":
+        argv, ready = [*pin, PY, "-m", "agent.userspace_responder", "--iface", IF_NODE, "--vip", VIP,
+                       "--duration", "900"], "responderReady"
+    else:
+        sh("ip", "addr", "add", f"{VIP}/32", "dev", IF_NODE, ns=NS_NODE)
+        return None
+    p = start(phase, argv, tmp, netns=NS_NODE, cwd=REPO)
+    wait_for(f"{phase} responder ready", lambda: ready in p.log_path.read_text(errors="replace"), 60, proc=p)
+    return p
 
 
-def stop_responder(phase: str, p: subprocess.Popen | None) -> None:
+def stop_responder(phase: str, p: Proc | None) -> None:
     if p is not None:
-        stop(p)
+        p.stop(timeout=20)
     if phase == "kernel":
         sh("ip", "addr", "del", f"{VIP}/32", "dev", IF_NODE, ns=NS_NODE, check=False)
 
 
-def run_once(load: dict, cfg: Path, napi_node: int, responder: subprocess.Popen | None) -> dict:
+def run_once(load: dict, cfg: Path, napi_node: int, responder: Proc | None) -> dict:
     time.sleep(0.3)
     # the responder's own tasks: under `ip netns exec` + taskset the Python process is the child
     resp_pid = None
@@ -341,7 +315,7 @@ def main() -> dict:
             finally:
                 stop_responder(phase, responder)
                 if phase == "userspace":  # its own counts: requests its sockets got and dropped
-                    done = [json.loads(line) for line in (tmp / "userspace.log").read_text().splitlines()
+                    done = [json.loads(line) for line in responder.log_path.read_text().splitlines()
                             if "responderDone" in line]
                     res["userspace_responder_totals"] = done[-1] if done else None
     finally:

@@ -3,7 +3,6 @@ B), durability under SIGKILL, leader failover. Each test runs its own controller
 its own configuration namespace, and its Services in their own namespace."""
 from __future__ import annotations
 
-import ipaddress
 import random
 import secrets
 import signal
