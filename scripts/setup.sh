@@ -2,7 +2,8 @@
 # metalxdp setup: installs everything `make demo` and `make test` need, idempotently.
 #   - Debian packages (BCC, bpftool, FRR, BIRD2, etcd, headers, lab tools)
 #   - kernel headers linked where BCC looks for them; bpffs mounted
-#   - kube-apiserver + kube-controller-manager built from Debian's kubernetes source (cached)
+#   - Kubernetes (apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl) of one
+#     pinned release built from Go modules through scripts/kube (cached)
 #   - a virtualenv (.venv) that sees Debian's bcc, with the project installed editable
 # Each step prints a "[setup n/6]" line; a step already done says "ok (cached)".
 set -euo pipefail
@@ -22,8 +23,7 @@ command -v apt-get >/dev/null || die "apt-get not found: setup supports Debian 1
 # ---- 1. Debian packages -----------------------------------------------------------------
 PKGS=(python3-bpfcc libbpfcc bpftool linux-headers-amd64 iproute2 ethtool nftables frr
       frr-pythontools bird2 etcd-server arping ndisc6 tcpdump python3-venv python3-pip openssl
-      curl netsniff-ng iputils-ping procps psmisc golang-go shellcheck vagrant
-      golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev dpkg-dev)
+      curl netsniff-ng iputils-ping procps psmisc shellcheck vagrant)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -59,50 +59,53 @@ mkdir -p /run/metalxdp/bpffs
 mountpoint -q /run/metalxdp/bpffs || mount --bind /sys/fs/bpf /run/metalxdp/bpffs
 [ -e /proc/sys/net/core/bpf_jit_enable ] || die "no BPF JIT (/proc/sys/net/core/bpf_jit_enable): this kernel lacks BPF support."
 
-# ---- 3. kube-apiserver (+ controller-manager) from Debian's source, cached --------------
-BIN=$CACHE/bin
-if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
-  step 3/6 "kube-apiserver: ok (cached in $BIN)"
+# ---- 3. Kubernetes binaries of one pinned release, from Go modules, cached ---------------
+# scripts/kube is a wrapper module (go.mod + go.sum committed, cmd/*/main.go call the upstream
+# commands); the release lives in scripts/kube/VERSION only. The cache key is the version plus
+# the hash of go.sum and the main files, so a second run builds nothing.
+KUBE_DIR=$here/scripts/kube
+KUBE_VERSION=$(cat "$KUBE_DIR/VERSION")
+KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+grep -q "^require.*k8s.io/kubernetes $KUBE_VERSION\$\|^	k8s.io/kubernetes $KUBE_VERSION\$" "$KUBE_DIR/go.mod" \
+  || die "scripts/kube/VERSION ($KUBE_VERSION) and scripts/kube/go.mod disagree"
+key=$(cat "$KUBE_DIR/go.mod" "$KUBE_DIR/go.sum" "$KUBE_DIR"/cmd/*/main.go | sha256sum | cut -c1-12)
+KBIN=$CACHE/kube/$KUBE_VERSION-$key
+have_all() { for c in "${KUBE_CMDS[@]}"; do [ -x "$KBIN/$c" ] || return 1; done; }
+if have_all; then
+  step 3/6 "Kubernetes $KUBE_VERSION: ok (cached in $KBIN)"
 else
-  step 3/6 "kube-apiserver: building from Debian's kubernetes source (first run only, ~5 min on 2 cores)"
-  mkdir -p "$CACHE/src" "$BIN"
-  src_list=/etc/apt/sources.list.d/metalxdp-src.sources
-  if [ ! -f "$src_list" ]; then
-    # a deb-src copy of the first stanza of Debian's sources (same URIs and Signed-By)
-    awk 'BEGIN{RS="";ORS="\n\n"} NR==1{sub(/Types: deb/,"Types: deb-src"); print}' \
-      /etc/apt/sources.list.d/debian.sources > "$src_list"
-    apt-get update -q
-  fi
-  cd "$CACHE/src"
-  ls kubernetes_*.orig.tar.* >/dev/null 2>&1 || apt-get source --download-only -q kubernetes
-  orig=$(ls kubernetes_*.orig.tar.* | head -n1)
-  tree=$CACHE/src/tree
-  if [ ! -d "$tree/cmd/kube-apiserver" ]; then
-    echo "  unpacking $orig"
-    rm -rf "$tree" && mkdir -p "$tree"
-    tar -xf "$orig" -C "$tree" --strip-components=1
-  fi
-  # Debian's reflect2/json-iterator instead of the vendored ones: the vendored reflect2
-  # crashes (reflect2.UnsafeIterate) on Go 1.19 at the first custom object.
-  for pkg in github.com/modern-go/reflect2 github.com/json-iterator/go; do
-    v=$tree/vendor/$pkg
-    rm -rf "$v" && mkdir -p "$v"
-    find "/usr/share/gocode/src/$pkg" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -exec cp {} "$v/" \;
+  command -v go >/dev/null || die "Go not found: the polyglot machine kind has Go 1.26 preinstalled (Kubernetes ${KUBE_VERSION%.*} needs Go >= 1.26)"
+  step 3/6 "Kubernetes $KUBE_VERSION: building ${KUBE_CMDS[*]} from Go modules (first run only, ~20-25 min on 2 cores)"
+  mkdir -p "$KBIN.tmp"
+  export GOMODCACHE=$CACHE/gomod GOCACHE=$CACHE/gocache GOFLAGS=-mod=readonly GOTOOLCHAIN=local CGO_ENABLED=0
+  minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  cd "$tree"
   start=$(date +%s)
-  # make (not plain go build) so the binaries carry Kubernetes' version ldflags
-  ( GOCACHE=$CACHE/gocache make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$CACHE/build.log" 2>&1 ) &
-  pid=$!
-  while kill -0 $pid 2>/dev/null; do
-    sleep 15; echo "    ... building, $(( $(date +%s) - start ))s ($(tail -n1 "$CACHE/build.log" | cut -c1-80))"
+  ( cd "$KUBE_DIR" && go mod download >"$CACHE/kube-build.log" 2>&1 ) \
+    || { tail -n 20 "$CACHE/kube-build.log"; die "go mod download failed: is the Go module proxy reachable? (log: $CACHE/kube-build.log)"; }
+  for c in "${KUBE_CMDS[@]}"; do
+    [ -x "$KBIN.tmp/$c" ] && continue
+    t0=$(date +%s)
+    ( cd "$KUBE_DIR" && go build -p "$(nproc)" -trimpath -ldflags "$ld" -o "$KBIN.tmp/$c" "./cmd/$c" >>"$CACHE/kube-build.log" 2>&1 ) &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do
+      sleep 20; kill -0 $pid 2>/dev/null && echo "    ... $c: $(( $(date +%s) - t0 ))s (total $(( $(date +%s) - start ))s)"
+    done
+    wait $pid || { tail -n 30 "$CACHE/kube-build.log"; die "building $c failed (log: $CACHE/kube-build.log)"; }
+    echo "  built $c in $(( $(date +%s) - t0 ))s"
   done
-  wait $pid || { tail -n 30 "$CACHE/build.log"; die "kube-apiserver build failed (log: $CACHE/build.log)"; }
-  for what in kube-apiserver kube-controller-manager; do
-    cp "$(find "$tree/_output" -type f -name "$what" | head -n1)" "$BIN/$what"
-  done
-  echo "  built in $(( $(date +%s) - start ))s; cached in $BIN"
+  rm -rf "$KBIN" && mv "$KBIN.tmp" "$KBIN"
+  echo "  Kubernetes $KUBE_VERSION built in $(( $(date +%s) - start ))s; cached in $KBIN"
 fi
+# stable names for the rig: $CACHE/bin/<cmd> -> the binaries of the pinned release
+mkdir -p "$CACHE/bin"
+for c in "${KUBE_CMDS[@]}"; do ln -sfn "$KBIN/$c" "$CACHE/bin/$c"; done
+# etcd: Debian's etcd-server 3.4 works with the 1.36 server (see docs)
+command -v etcd >/dev/null || die "etcd not found: install etcd-server"
 
 # ---- 4. virtualenv that sees Debian's bcc ----------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
@@ -122,5 +125,6 @@ fi
 
 # ---- 6. sanity: bcc importable, kube-apiserver runs ------------------------------------
 "$VENV/bin/python" -c 'import bcc' || die "python cannot import bcc: is python3-bpfcc installed for /usr/bin/python3?"
-"$BIN/kube-apiserver" --version >/dev/null || die "$BIN/kube-apiserver does not run"
-step 6/6 "ready: $("$BIN/kube-apiserver" --version), $(/usr/bin/python3 --version)"
+"$CACHE/bin/kube-apiserver" --version >/dev/null || die "$CACHE/bin/kube-apiserver does not run"
+ln -sfn "$CACHE/bin/kubectl" "$VENV/bin/kubectl"
+step 6/6 "ready: $("$CACHE/bin/kube-apiserver" --version), kubectl $("$CACHE/bin/kubectl" version --client -o json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(/usr/bin/python3 --version)"
