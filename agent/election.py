@@ -222,17 +222,12 @@ def endpoint_can_serve(conditions: Optional[Mapping]) -> bool:
 
 
 def _endpoint_node(ep: Mapping) -> Optional[str]:
-    # discovery.k8s.io/v1: endpoints[].nodeName; v1beta1: endpoints[].topology[hostname]
-    # (nodeName also exists in late v1beta1, so look at it first).
-    name = ep.get("nodeName")
-    if name:
-        return name
-    topo = ep.get("topology") or {}
-    return topo.get("kubernetes.io/hostname") or None
+    # discovery.k8s.io/v1 (the only version served since Kubernetes 1.25): endpoints[].nodeName
+    return ep.get("nodeName") or None
 
 
 def endpoint_summary(slices: Iterable[Mapping]) -> tuple[bool, frozenset[str]]:
-    """From EndpointSlices as plain dicts (v1 or v1beta1): (some endpoint can serve anywhere,
+    """From discovery.k8s.io/v1 EndpointSlices as plain dicts: (some endpoint can serve anywhere,
     nodes hosting an endpoint that can serve)."""
     any_serving = False
     nodes: set[str] = set()

@@ -110,19 +110,10 @@ class Agent:
         poke = lambda typ, obj: self._wake.set()  # noqa: E731
         self.services = Informer(api, "/api/v1/services", poke)
         self.nodes = Informer(api, "/api/v1/nodes", poke)
-        self.slices = Informer(api, self._endpointslice_path(), poke)
+        self.slices = Informer(api, "/apis/discovery.k8s.io/v1/endpointslices", poke)
         self.secrets = Informer(api, f"/api/v1/namespaces/{settings.namespace}/secrets", poke)
         self.config_informers = config_informers(api, settings.namespace, poke)
         self.informers = [self.services, self.nodes, self.slices, self.secrets, *self.config_informers]
-
-    def _endpointslice_path(self) -> str:
-        """discovery.k8s.io/v1 (Kubernetes >= 1.21) when served, else v1beta1 (1.20)."""
-        try:
-            self.api.call_api("/apis/discovery.k8s.io/v1", "GET", auth_settings=["BearerToken"],
-                              _preload_content=False, _return_http_data_only=True, _request_timeout=10)
-            return "/apis/discovery.k8s.io/v1/endpointslices"
-        except ApiException:
-            return "/apis/discovery.k8s.io/v1beta1/endpointslices"
 
     # ---- start / stop --------------------------------------------------------------------
     def start(self) -> None:

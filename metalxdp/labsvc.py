@@ -45,14 +45,13 @@ class Endpoint:
 
 
 def endpoints_from_slices(slices: Iterable[Mapping]) -> list[Endpoint]:
-    """discovery.k8s.io v1 or v1beta1 EndpointSlices -> endpoints (nodeName or the v1beta1
-    topology hostname)."""
+    """discovery.k8s.io/v1 EndpointSlices -> endpoints."""
     out = []
     for sl in slices:
         for ep in sl.get("endpoints") or []:
             cond = ep.get("conditions") or {}
             ready = cond.get("ready") is not False
-            node = ep.get("nodeName") or (ep.get("topology") or {}).get("kubernetes.io/hostname", "")
+            node = ep.get("nodeName") or ""
             for a in ep.get("addresses") or []:
                 out.append(Endpoint(a, node, ready))
     return out
@@ -112,7 +111,7 @@ def run_proxy(kubeconfig: str, node_netns: Mapping[str, str], stop: Optional[thr
     wake = threading.Event()
     poke = lambda t, o: wake.set()  # noqa: E731
     svcs = Informer(api, "/api/v1/services", poke).start()
-    slices = Informer(api, "/apis/discovery.k8s.io/v1beta1/endpointslices", poke).start()
+    slices = Informer(api, "/apis/discovery.k8s.io/v1/endpointslices", poke).start()
     svcs.wait_synced()
     slices.wait_synced()
     applied: dict[str, str] = {}

@@ -1,5 +1,6 @@
 """A real Kubernetes control plane for the lab and the tests: etcd + kube-apiserver (+
-kube-controller-manager), built from Debian's kubernetes source by `make setup`.
+kube-controller-manager) of the release pinned in ``scripts/kube/VERSION``, built from Go
+modules by `make setup`.
 
 Everything listens on 127.0.0.1 on ports the kernel picks, so parallel runs don't clash.
 Lab node namespaces reach the API server through a loopback forwarder (see ``lab.py``).
@@ -35,7 +36,7 @@ def binary(name: str) -> str:
     found = shutil.which(name)
     if not found:
         raise RigError(f"{name} not found in {BIN} or PATH: run `make setup` (it builds "
-                       f"kube-apiserver from Debian's kubernetes source and caches it)")
+                       f"the pinned Kubernetes release from Go modules and caches it)")
     return found
 
 
@@ -121,7 +122,8 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
         api = start("kube-apiserver", [
             binary("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1", f"--secure-port={api_port}", "--insecure-port=0",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
             f"--cert-dir={certs}", f"--token-auth-file={workdir / 'tokens.csv'}",
             "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc",
@@ -129,7 +131,6 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
             f"--service-account-signing-key-file={sa_key}",
             "--api-audiences=https://kubernetes.default.svc",
             f"--service-cluster-ip-range={SERVICE_CIDRS}",
-            "--feature-gates=IPv6DualStack=true",
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true", "--v=0",
         ], logs)
@@ -145,7 +146,7 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
             kcm = start("kube-controller-manager", [
                 binary("kube-controller-manager"),
                 f"--kubeconfig={cp.kubeconfig}", "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}", "--port=0",
+                f"--secure-port={free_port()}",
                 "--controllers=namespace,garbagecollector,serviceaccount,"
                 "clusterrole-aggregation,endpointslice,endpoint",
                 f"--service-account-private-key-file={sa_key}",

@@ -240,7 +240,7 @@ def test_rbac_with_a_real_agent_token(apiserver, kube_api, rbac_applied):
             return e.code
 
     assert call("GET", "/api/v1/services") == 200
-    assert call("GET", "/apis/discovery.k8s.io/v1beta1/endpointslices") == 200
+    assert call("GET", "/apis/discovery.k8s.io/v1/endpointslices") == 200
     assert call("GET", f"/apis/metallb.io/v1beta1/namespaces/{NS}/ipaddresspools") == 200
     assert call("GET", f"/api/v1/namespaces/{NS}/secrets") == 200
     assert call("GET", "/api/v1/namespaces/default/secrets") == 403

@@ -212,7 +212,7 @@ def test_endpoint_can_serve(conditions, ok):
     assert endpoint_can_serve(conditions) is ok
 
 
-def test_endpoint_summary_v1_and_v1beta1():
+def test_endpoint_summary_v1():
     v1 = {"apiVersion": "discovery.k8s.io/v1", "endpoints": [
         {"addresses": ["198.18.0.1"], "conditions": {"ready": True}, "nodeName": "node1"},
         {"addresses": ["198.18.0.2"], "conditions": {"ready": False}, "nodeName": "node2"},
@@ -220,14 +220,15 @@ def test_endpoint_summary_v1_and_v1beta1():
          "nodeName": "node3"},
         {"addresses": ["198.18.0.4"], "conditions": {}},            # serving, no node
     ]}
-    v1beta1 = {"apiVersion": "discovery.k8s.io/v1beta1", "endpoints": [
-        {"addresses": ["198.18.0.5"], "conditions": {"ready": True},
-         "topology": {"kubernetes.io/hostname": "node4"}},
-        {"addresses": ["198.18.0.6"], "conditions": {"ready": False},
-         "topology": {"kubernetes.io/hostname": "node5"}},
+    assert endpoint_summary([v1]) == (True, frozenset({"node1", "node3"}))
+    # a terminating endpoint that still serves keeps its node (ETP Local), as in MetalLB
+    terminating = {"apiVersion": "discovery.k8s.io/v1", "endpoints": [
+        {"addresses": ["198.18.0.5"], "nodeName": "node4",
+         "conditions": {"ready": False, "serving": True, "terminating": True}},
+        {"addresses": ["198.18.0.6"], "nodeName": "node5",
+         "conditions": {"ready": False, "serving": False, "terminating": True}},
     ]}
-    assert endpoint_summary([v1, v1beta1]) == (True, frozenset({"node1", "node3", "node4"}))
-    assert nodes_with_ready_endpoints([v1beta1]) == frozenset({"node4"})
+    assert nodes_with_ready_endpoints([terminating]) == frozenset({"node4"})
     assert endpoint_summary([{"endpoints": None}]) == (False, frozenset())
     only_nodeless = {"endpoints": [{"conditions": {"ready": True}}]}
     assert endpoint_summary([only_nodeless]) == (True, frozenset())
