@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# the pinned Kubernetes binaries (kubectl of the server's minor) before anything else on PATH
+export PATH := $(or $(METALXDP_CACHE),/var/cache/metalxdp)/bin:$(VENV)/bin:$(PATH)
 
 .PHONY: setup demo test unit integration bench clean lab-down
 

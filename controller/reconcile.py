@@ -26,7 +26,7 @@ from metalxdp.watch import Informer, config_informers, obj_key
 from .allocator import (AllocationError, Allocator, ServiceSpecError, service_spec_from_k8s,
                         status_ips_from_k8s, wants_load_balancer)
 from .metrics import ControllerMetrics
-from .writer import POOL_ANNOTATION, ServiceWriter
+from .writer import POOL_ANNOTATION, ServiceWriter, ingress_current
 
 log = get_logger("controller")
 
@@ -237,7 +237,7 @@ class Controller:
         if alloc.additional_failed:
             self.writer.event(svc, "Normal", "AdditionalAssignFailed", alloc.additional_failed)
         ips = [str(i) for i in alloc.ips]
-        need_status = ips != _ingress_ips(svc)
+        need_status = not ingress_current(svc, ips)
         need_annotation = _annotation(svc, POOL_ANNOTATION) != alloc.pool_name
         if need_status or need_annotation:
             self.writer.update(key, tuple(ips), alloc.pool_name, annotate=need_annotation, status=need_status)

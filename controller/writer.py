@@ -24,6 +24,21 @@ POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
 COMPONENT = "metallb-controller"
 
 
+# status.loadBalancer.ingress[].ipMode (Kubernetes >= 1.30): "VIP", as MetalLB sets it: traffic
+# for the IP arrives with the IP as destination, so kube-proxy may short-cut in-cluster clients
+IP_MODE = "VIP"
+
+
+def ingress_for(ips) -> list[dict]:
+    return [{"ip": ip, "ipMode": IP_MODE} for ip in ips]
+
+
+def ingress_current(svc: dict, ips) -> bool:
+    """True when the Service's status already says exactly ``ips``, each with our ipMode."""
+    ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return [(i.get("ip"), i.get("ipMode")) for i in ing] == [(ip, IP_MODE) for ip in ips]
+
+
 class ServiceWriter:
     """``update(key, ips, pool)`` / ``event(svc, type, reason, message)``; asynchronous, ordered
     per service. ``flush()`` waits until everything queued so far is written."""
@@ -81,7 +96,7 @@ class ServiceWriter:
                     # metadata (checked on 1.20). A server that drops it leaves the annotation
                     # missing; the next reconcile then sends an annotation-only patch.
                     self.core.patch_namespaced_service_status(
-                        name, ns, {**meta, "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips] or None}}})
+                        name, ns, {**meta, "status": {"loadBalancer": {"ingress": ingress_for(ips) or None}}})
                 elif annotate:
                     self.core.patch_namespaced_service(name, ns, meta)
                 if self.metrics:

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import click
 
 from .labspec import NAMESPACE, LabSpec
-from .rig.apiserver import start_control_plane
+from .rig.apiserver import binary, start_control_plane
 from .rig.frr import FRRRouter, render_frr_conf
 from .rig.netns import Host, Topology, destroy_namespaces, list_namespaces
 from .rig.procs import RigError, start, stop_pid, wait_for
@@ -430,7 +430,8 @@ class Lab:
 
 def kubectl(kubeconfig: str, *args: str, check: bool = True,
             input_: Optional[str] = None) -> subprocess.CompletedProcess:
-    r = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True,
+    # the kubectl built with the pinned server (same minor: inside the version skew)
+    r = subprocess.run([binary("kubectl"), f"--kubeconfig={kubeconfig}", *args], capture_output=True,
                        text=True, timeout=120, input=input_)
     if check and r.returncode != 0:
         raise RigError(f"kubectl {' '.join(args)} failed: {r.stderr.strip()}")

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from metalxdp.rig.apiserver import ControlPlane, start_control_plane
+from metalxdp.rig.apiserver import BIN, ControlPlane, start_control_plane
 from metalxdp.rig.frr import FRRRouter
 from metalxdp.rig.netns import Topology
 
 REPO = Path(__file__).resolve().parent.parent
+# every `kubectl` a test runs is the one built with the pinned server (same minor), not whatever
+# an image ships on PATH (a 1.32 kubectl against a 1.36 server is outside the version skew)
+os.environ["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"
 
 
 def pytest_configure(config):
