@@ -93,7 +93,7 @@ class ServiceWriter:
                 meta = {"metadata": {"annotations": {POOL_ANNOTATION: pool}}} if annotate else {}
                 if status:
                     # one request for both: the Service status subresource also persists
-                    # metadata (checked on 1.20). A server that drops it leaves the annotation
+                    # metadata. A server that drops it leaves the annotation
                     # missing; the next reconcile then sends an annotation-only patch.
                     self.core.patch_namespaced_service_status(
                         name, ns, {**meta, "status": {"loadBalancer": {"ingress": ingress_for(ips) or None}}})

@@ -3,10 +3,10 @@ selectors, conditions) are written once, plus an offline structural-schema check
 
 ``deploy/crds/*.yaml`` is the output of ``python -m metalxdp.config.crds deploy/crds``; a unit
 test fails when the files and this module disagree. Every schema is structural
-(apiextensions.k8s.io/v1) and uses nothing newer than Kubernetes 1.20: no CEL
-(``x-kubernetes-validations``), so the rules MetalLB writes in CEL (connectTime range and whole
-seconds, serviceSelectors vs aggregationLength, immutable fields) are enforced by the webhook
-(metalxdp.config.parse / admission) instead.
+(apiextensions.k8s.io/v1) without CEL (``x-kubernetes-validations``): the rules MetalLB writes in
+CEL (connectTime range and whole seconds, serviceSelectors vs aggregationLength, immutable
+fields) are enforced by the webhook (metalxdp.config.parse / admission), so that they hold with
+the same message in ``metalxdp config validate``, the controller and the agent too.
 
 The BGPPeer CRD converts v1beta1 <-> v1beta2 through a webhook (service
 ``metallb-webhook-service`` in ``metallb-system``, path ``/convert``), like MetalLB. Where no
@@ -70,8 +70,8 @@ def s_obj(properties: dict, description: str = "", required: Optional[list] = No
 
 
 def s_map(description: str = "") -> dict:
-    # nullable: a 1.20 API server validates an empty-string map value ("role: ''") as null and
-    # rejects it unless nullable; the stored value stays "". The webhook rejects real nulls.
+    # nullable: some API servers validate an empty-string map value ("role: ''") as null and
+    # reject it unless nullable; the stored value stays "". The webhook rejects real nulls.
     return {"type": "object", "additionalProperties": {"type": "string", "nullable": True},
             **({"description": description} if description else {})}
 
