@@ -92,10 +92,44 @@ current-context: metalxdp
 """)
 
 
+@dataclass(frozen=True)
+class ClusterOptions:
+    """What a control plane for real nodes (kubelets) needs beyond the API-only rig.
+
+    advertise_address: the address the ``kubernetes`` Service points pods at; the lab makes it
+        reachable inside every node (``metalxdp.rig.forward --listen``).
+    cluster_cidr: pod addresses (node IPAM hands each node a /node_mask of it).
+    """
+    advertise_address: str = "198.18.250.1"
+    cluster_cidr: str = "198.19.0.0/16"
+    node_mask: int = 24
+
+
+# kube-controller-manager controllers: the API-only rig needs namespace deletion, GC and
+# EndpointSlices; a cluster also needs workloads, node IPAM and lifecycle, and pod tokens
+RIG_CONTROLLERS = "namespace,garbagecollector,serviceaccount,clusterrole-aggregation,endpointslice,endpoint"
+CLUSTER_CONTROLLERS = (RIG_CONTROLLERS + ",deployment-controller,replicaset-controller,daemonset-controller,"
+                       "statefulset-controller,node-ipam-controller,node-lifecycle-controller,"
+                       "pod-garbage-collector-controller,serviceaccount-token-controller,"
+                       "root-ca-certificate-publisher-controller,ttl-controller,taint-eviction-controller,"
+                       "endpointslice-mirroring-controller,disruption-controller")
+
+
+def _healthz(port: int) -> bool:
+    """A component's /healthz on its secure port (anonymous access to /healthz is the default)."""
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=ssl._create_unverified_context(),
+                                    timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool = True,
-                        timeout: float = 90) -> ControlPlane:
-    """Start etcd, kube-apiserver and (optionally) kube-controller-manager; return when /readyz
-    is ok. On any failure everything started so far is stopped and RigError says why."""
+                        timeout: float = 90, cluster: Optional[ClusterOptions] = None) -> ControlPlane:
+    """Start etcd, kube-apiserver and (optionally) kube-controller-manager; with ``cluster``
+    also kube-scheduler and what real nodes need. Return when /readyz is ok. On any failure
+    everything started so far is stopped and RigError says why."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="metalxdp-cp-"))
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
@@ -122,7 +156,8 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
         api = start("kube-apiserver", [
             binary("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            "--bind-address=127.0.0.1",
+            f"--advertise-address={cluster.advertise_address if cluster else '127.0.0.1'}",
             f"--secure-port={api_port}",
             f"--cert-dir={certs}", f"--token-auth-file={workdir / 'tokens.csv'}",
             "--authorization-mode=RBAC",
@@ -131,7 +166,9 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
             f"--service-account-signing-key-file={sa_key}",
             "--api-audiences=https://kubernetes.default.svc",
             f"--service-cluster-ip-range={SERVICE_CIDRS}",
-            "--disable-admission-plugins=ServiceAccount",
+            # a cluster's pods get service-account tokens; the API-only rig has no token controller
+            *([] if cluster else ["--disable-admission-plugins=ServiceAccount"]),
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--allow-privileged=true", "--v=0",
         ], logs)
         cp.procs.append(api)
@@ -143,17 +180,28 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
         _write_kubeconfig(cp.kubeconfig, cp.url)
 
         if controller_manager:
+            kcm_port = free_port()
             kcm = start("kube-controller-manager", [
                 binary("kube-controller-manager"),
                 f"--kubeconfig={cp.kubeconfig}", "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                "--controllers=namespace,garbagecollector,serviceaccount,"
-                "clusterrole-aggregation,endpointslice,endpoint",
+                f"--secure-port={kcm_port}",
+                f"--controllers={CLUSTER_CONTROLLERS if cluster else RIG_CONTROLLERS}",
                 f"--service-account-private-key-file={sa_key}",
+                *([f"--root-ca-file={certs / 'apiserver.crt'}", "--allocate-node-cidrs=true",
+                   f"--cluster-cidr={cluster.cluster_cidr}", f"--node-cidr-mask-size={cluster.node_mask}",
+                   "--node-monitor-grace-period=20s"] if cluster else []),
                 "--leader-elect=false", "--v=0",
             ], logs)
             cp.procs.append(kcm)
-            wait_for("kube-controller-manager to start", lambda: True, 1, proc=kcm)
+            wait_for("kube-controller-manager /healthz", lambda: _healthz(kcm_port), timeout, proc=kcm,
+                     interval=0.25)
+        if cluster:
+            sched_port = free_port()
+            sched = start("kube-scheduler", [
+                binary("kube-scheduler"), f"--kubeconfig={cp.kubeconfig}", "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}", "--leader-elect=false", "--v=0"], logs)
+            cp.procs.append(sched)
+            wait_for("kube-scheduler /healthz", lambda: _healthz(sched_port), timeout, proc=sched, interval=0.25)
         return cp
     except BaseException:
         cp.stop()

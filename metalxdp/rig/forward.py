@@ -55,7 +55,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def serve(port: int, namespaces: list[str], upstream_port: int) -> None:
+async def serve(port: int, namespaces: list[str], upstream_port: int, also: tuple[str, ...] = ()) -> None:
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
             ur, uw = await asyncio.open_connection("127.0.0.1", upstream_port)
@@ -64,8 +64,8 @@ async def serve(port: int, namespaces: list[str], upstream_port: int) -> None:
             return
         await asyncio.gather(_pipe(r, uw), _pipe(ur, w))
 
-    servers = [await asyncio.start_server(handle, sock=listen_in_netns(ns, "127.0.0.1", port))
-               for ns in namespaces]
+    servers = [await asyncio.start_server(handle, sock=listen_in_netns(ns, host, port))
+               for ns in namespaces for host in ("127.0.0.1", *also)]
     print(f"forwarding 127.0.0.1:{port} in {len(servers)} namespaces to 127.0.0.1:{upstream_port}",
           flush=True)
     await asyncio.gather(*(s.serve_forever() for s in servers))
@@ -76,8 +76,11 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True, help="port to listen on in each namespace")
     ap.add_argument("--upstream-port", type=int, help="root-namespace port (default: --port)")
     ap.add_argument("--netns", action="append", required=True, help="namespace name (repeat)")
+    ap.add_argument("--also-listen", action="append", default=[], metavar="ADDR",
+                    help="also listen on ADDR (already on an interface of each namespace): the API "
+                         "server's advertised address, so pods reach it through the kubernetes Service")
     a = ap.parse_args()
-    asyncio.run(serve(a.port, a.netns, a.upstream_port or a.port))
+    asyncio.run(serve(a.port, a.netns, a.upstream_port or a.port, tuple(a.also_listen)))
 
 
 if __name__ == "__main__":
