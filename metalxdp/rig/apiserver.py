@@ -12,6 +12,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class ControlPlane:
     port: int
     kubeconfig: Path
     procs: list[Proc] = field(default_factory=list)
+    node_kubeconfig: Optional[Path] = None   # for kubelets/kube-proxy on lab nodes (cluster mode)
 
     @property
     def url(self) -> str:
@@ -94,13 +96,16 @@ current-context: metalxdp
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """What a control plane for real nodes (kubelets) needs beyond the API-only rig.
+    """What a control plane for real nodes (kubelets) needs beyond the API-only rig. As in
+    kind, it runs on a host of its own on the lab segment, so kubelets, pods (through the
+    ``kubernetes`` Service) and the API server's calls to webhooks in pods all travel the lab
+    network; the host reaches it at 127.0.0.1:PORT through a forwarder, as before.
 
-    advertise_address: the address the ``kubernetes`` Service points pods at; the lab makes it
-        reachable inside every node (``metalxdp.rig.forward --listen``).
+    netns: the control-plane host's network namespace; address: its IPv4 address there.
     cluster_cidr: pod addresses (node IPAM hands each node a /node_mask of it).
     """
-    advertise_address: str = "198.18.250.1"
+    netns: str
+    address: str
     cluster_cidr: str = "198.19.0.0/16"
     node_mask: int = 24
 
@@ -115,8 +120,12 @@ CLUSTER_CONTROLLERS = (RIG_CONTROLLERS + ",deployment-controller,replicaset-cont
                        "endpointslice-mirroring-controller,disruption-controller")
 
 
-def _healthz(port: int) -> bool:
+def _healthz(port: int, netns: Optional[str] = None) -> bool:
     """A component's /healthz on its secure port (anonymous access to /healthz is the default)."""
+    if netns:
+        r = subprocess.run(["ip", "netns", "exec", netns, "curl", "-sk", "--max-time", "2",
+                            f"https://127.0.0.1:{port}/healthz"], capture_output=True, text=True)
+        return r.stdout.strip() == "ok"
     try:
         with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=ssl._create_unverified_context(),
                                     timeout=2) as r:
@@ -133,6 +142,7 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
     workdir = Path(workdir or tempfile.mkdtemp(prefix="metalxdp-cp-"))
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
+    ns = cluster.netns if cluster else None
     etcd_client, etcd_peer, api_port = free_port(), free_port(), free_port()
     cp = ControlPlane(workdir, api_port, workdir / "kubeconfig")
     try:
@@ -150,14 +160,14 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
                               "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
                               "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
                               "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
-                              "--log-level", "warn"], logs)
+                              "--log-level", "warn"], logs, netns=ns)
         cp.procs.append(etcd)
 
         api = start("kube-apiserver", [
             binary("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1",
-            f"--advertise-address={cluster.advertise_address if cluster else '127.0.0.1'}",
+            f"--bind-address={'0.0.0.0' if cluster else '127.0.0.1'}",
+            f"--advertise-address={cluster.address if cluster else '127.0.0.1'}",
             f"--secure-port={api_port}",
             f"--cert-dir={certs}", f"--token-auth-file={workdir / 'tokens.csv'}",
             "--authorization-mode=RBAC",
@@ -170,8 +180,14 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
             *([] if cluster else ["--disable-admission-plugins=ServiceAccount"]),
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--allow-privileged=true", "--v=0",
-        ], logs)
+        ], logs, netns=ns)
         cp.procs.append(api)
+        if cluster:
+            fwd = start("api-forward-host", [sys.executable, "-m", "metalxdp.rig.forward", "--port", str(api_port),
+                                             "--into-netns", ns, "--upstream-host", cluster.address], logs)
+            cp.procs.append(fwd)
+            cp.node_kubeconfig = workdir / "kubeconfig-nodes"
+            _write_kubeconfig(cp.node_kubeconfig, f"https://{cluster.address}:{api_port}")
 
         def ready() -> bool:
             return cp.api_get("/readyz").get("raw", "").strip() == "ok"
@@ -191,17 +207,18 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
                    f"--cluster-cidr={cluster.cluster_cidr}", f"--node-cidr-mask-size={cluster.node_mask}",
                    "--node-monitor-grace-period=20s"] if cluster else []),
                 "--leader-elect=false", "--v=0",
-            ], logs)
+            ], logs, netns=ns)
             cp.procs.append(kcm)
-            wait_for("kube-controller-manager /healthz", lambda: _healthz(kcm_port), timeout, proc=kcm,
+            wait_for("kube-controller-manager /healthz", lambda: _healthz(kcm_port, ns), timeout, proc=kcm,
                      interval=0.25)
         if cluster:
             sched_port = free_port()
             sched = start("kube-scheduler", [
                 binary("kube-scheduler"), f"--kubeconfig={cp.kubeconfig}", "--bind-address=127.0.0.1",
-                f"--secure-port={sched_port}", "--leader-elect=false", "--v=0"], logs)
+                f"--secure-port={sched_port}", "--leader-elect=false", "--v=0"], logs, netns=ns)
             cp.procs.append(sched)
-            wait_for("kube-scheduler /healthz", lambda: _healthz(sched_port), timeout, proc=sched, interval=0.25)
+            wait_for("kube-scheduler /healthz", lambda: _healthz(sched_port, ns), timeout, proc=sched,
+                     interval=0.25)
         return cp
     except BaseException:
         cp.stop()
