@@ -45,7 +45,11 @@ def lab(tmp_path_factory):
 
 
 def svc_json(lab: Lab, name: str, ns: str = "default") -> dict:
-    return json.loads(kubectl(lab.kubeconfig(), "get", "svc", name, "-n", ns, "-o", "json").stdout)
+    return get_svc(lab.kubeconfig(), name, ns)
+
+
+def get_svc(kubeconfig: str, name: str, ns: str = "default") -> dict:
+    return json.loads(kubectl(kubeconfig, "get", "svc", name, "-n", ns, "-o", "json").stdout)
 
 
 def announced_anywhere(lab: Lab, service: str) -> list[dict]:
@@ -108,7 +112,8 @@ def test_service_of_another_class_is_untouched_by_controller_and_agents(lab):
         kubectl(lab.kubeconfig(), "patch", "svc", name, "--subresource=status", "--type=merge",
                 "-p", json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": foreign_ip}]}}}))
         # a Service of our (empty) class created after it is handled: the controller is running
-        lt.apply_service(lab, ours)
+        lab.add_backend(ours, "node1", {"app": ours})
+        lt.apply_service(lab, ours, selector={"app": ours})
         try:
             (ip,) = lt.wait_service_ips(lab, ours)
             wait_for(f"a node to answer for our {ip}", lambda: lt.announcing_node(lab, ip) is not None, 30)
@@ -117,12 +122,13 @@ def test_service_of_another_class_is_untouched_by_controller_and_agents(lab):
             assert not announced_anywhere(lab, f"default/{name}")
         finally:
             kubectl(lab.kubeconfig(), "delete", "svc", ours, "--ignore-not-found", check=False)
+            lt.remove_backend(lab, ours)
 
 
-def test_controller_with_lb_class_handles_only_its_class(lab, tmp_path):
-    """A second controller, run with --lb-class (as the MetalLB CR's loadBalancerClass renders
-    it), in a configuration namespace of its own: it gives IPs to Services of its class only."""
-    kc = lab.kubeconfig()
+def test_controller_with_lb_class_handles_only_its_class(apiserver, crds_installed, tmp_path):
+    """A controller run with --lb-class (as the MetalLB CR's loadBalancerClass renders it) on
+    the session's API server: it gives IPs to Services of its class only."""
+    kc = str(apiserver.kubeconfig)
     cls = "metalxdp.io/test-" + secrets.token_hex(2)
     cfg = "cls-" + secrets.token_hex(3)
     ns = "lbc-" + secrets.token_hex(3)
@@ -143,9 +149,9 @@ def test_controller_with_lb_class_handles_only_its_class(lab, tmp_path):
                 s["metadata"]["namespace"] = ns
                 kubectl(kc, "apply", "-f", "-", input_=json.dumps(s))
             wait_for("the classed Service gets an IP from the class's pool", lambda: [
-                i.get("ip") for i in ingress(svc_json(lab, "mine", ns))] == ["198.51.100.64"], 30, proc=proc)
-            # the other class: no IP from this controller nor from the lab's (class-less) one
-            assert ingress(svc_json(lab, "other", ns)) == []
+                i.get("ip") for i in ingress(get_svc(kc, "mine", ns))] == ["198.51.100.64"], 30, proc=proc)
+            # the other class: no IP, no event
+            assert ingress(get_svc(kc, "other", ns)) == []
             events = json.loads(kubectl(kc, "get", "events", "-n", ns, "-o", "json").stdout)["items"]
             assert not [e for e in events if e["involvedObject"]["name"] == "other"], events
         finally:
@@ -224,9 +230,13 @@ def test_kubectl_apply_k_deploy_with_the_matching_kubectl(tmp_path):
     try:
         kc = str(cp.kubeconfig)
         deploy = str(REPO / "deploy")
+        # a server-side dry run cannot create the namespace its other objects go to: as a user
+        # would, create it first (deploy/namespace.yaml, the same object apply -k creates)
+        kubectl(kc, "apply", "-f", str(REPO / "deploy" / "namespace.yaml"))
         r = kubectl(kc, "apply", "--dry-run=server", "-k", deploy)
         lines = r.stdout.strip().splitlines()
         assert lines and all("(server dry run)" in ln for ln in lines), r.stdout
+        assert "daemonset.apps/speaker created (server dry run)" in lines, r.stdout
         r = kubectl(kc, "apply", "-k", deploy)
         assert "daemonset.apps/speaker created" in r.stdout, r.stdout
         assert "deployment.apps/controller created" in r.stdout, r.stdout

@@ -262,9 +262,11 @@ def test_case_through_api_server(webhook, case: Case):
                 assert case.error_substring in message, f"rule {case.error_substring!r} not named: {message}"
             else:  # schema
                 assert e.status == 422 and "denied the request" not in message, message
-                # the 1.20 API server names array fields without their index
-                field = re.sub(r"\[\d+\]", "", case.error_field)
-                assert field in message, f"field {field!r} not named: {message}"
+                # the API server names array fields with their index (spec.x[0].y), as the
+                # case tables do; a case written without the index matches any index
+                field = case.error_field
+                named = field in message or re.sub(r"\[\d+\]", "", message).find(field) >= 0
+                assert named, f"field {field!r} not named: {message}"
             return
         created.append(last)
         assert case.level in ("valid", "controller", "transient"), \

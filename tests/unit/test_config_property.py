@@ -9,7 +9,7 @@ import copy
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from metalxdp.config.admission import review
@@ -154,6 +154,9 @@ def mutated_legacy_config(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(mutated_legacy_config())
+# found by this test: a non-list match-expressions `values` raised TypeError, not ConvertError
+@example({"peers": [{"peer-address": "192.0.2.1", "peer-asn": 64512, "my-asn": 64513, "node-selectors": [
+    {"match-expressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": True}]}]}]})
 def test_legacy_config_conversion_raises_only_convert_error(config):
     from metalxdp.config.convert import convert_configmap
     try:
