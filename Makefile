@@ -27,6 +27,11 @@ integration: setup
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# the metalxdp, pause and backend images without a Docker engine (docs/image.md); cached
+.PHONY: image
+image:
+	@bash scripts/image.sh
+
 lab-down:
 	@$(VENV)/bin/metalxdp lab down || true
 
