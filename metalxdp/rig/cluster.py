@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .apiserver import SERVICE_CIDRS, ClusterOptions, ControlPlane
-from .kubenode import KubeNode, NodeSpec, pod_routes, start_node, wait_ready
+from .kubenode import KubeNode, NodeSpec, pod_routes, start_node, start_proxy_only, wait_ready
 from .netns import Host
-from .procs import RigError
+from .procs import Proc, RigError
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Cluster:
     cp: ControlPlane
     opts: ClusterOptions
     nodes: dict[str, KubeNode] = field(default_factory=dict)
+    cp_proxy: Optional[Proc] = None
     pod_cidrs: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -36,6 +37,9 @@ class Cluster:
         for n in list(self.nodes.values()):
             n.stop()
         self.nodes.clear()
+        if self.cp_proxy:
+            self.cp_proxy.stop()
+            self.cp_proxy = None
 
     def memory_kb(self) -> dict[str, dict[str, int]]:
         return {name: n.memory_kb() for name, n in self.nodes.items()}
@@ -66,6 +70,13 @@ def start_cluster(cp: ControlPlane, opts: ClusterOptions, hosts: Sequence[Host],
         cl.pod_cidrs = pod_routes(cp.api_get, list(cl.nodes.values()), _run_in_node)
         for node, cidr in cl.pod_cidrs.items():       # the API server calls webhooks in pods
             _run_in(opts.netns, ["ip", "route", "replace", cidr, "via", cl.nodes[node].spec.ipv4])
+        # ... at their Service's ClusterIP: kube-proxy on the control-plane host, as in kind
+        cl.cp_proxy = start_proxy_only(NodeSpec("control-plane", opts.netns, opts.address, None,
+                                                workdir / "nodes" / "control-plane", sandbox_image,
+                                                cp.node_kubeconfig, opts.cluster_cidr, proxy_mode=proxy_mode), logs)
+        for cidr in SERVICE_CIDRS.split(","):
+            if ":" not in cidr:
+                _run_in(opts.netns, ["ip", "route", "replace", cidr, "dev", "eth0"])
         # a socket on a node needs a route to a ClusterIP before kube-proxy's DNAT picks the
         # endpoint (real nodes have a default route); any next hop on the segment will do
         for kn in cl.nodes.values():

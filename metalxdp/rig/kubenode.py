@@ -276,6 +276,9 @@ for f in overcommit_memory panic panic_on_oops; do
   mount --bind "$D/sysctl/$f" "$p"
 done
 mount -t bpf bpf /sys/fs/bpf
+# as on a systemd host, mounts propagate to containers (HostToContainer needs a shared source);
+# the node's peer groups are its own: nothing propagates back to the machine or to other nodes
+mount --make-rshared /
 echo holding
 exec sleep infinity
 """
@@ -325,6 +328,15 @@ def start_node(n: NodeSpec, log_dir: Path, timeout: float = 90) -> KubeNode:
     except BaseException:
         node.stop()
         raise
+
+
+def start_proxy_only(n: NodeSpec, log_dir: Path) -> Proc:
+    """kube-proxy alone in ``n.netns``: the control-plane host's, so the API server reaches
+    webhook Services at their ClusterIPs (it dials the ClusterIP, as on kind's control plane)."""
+    n.workdir.mkdir(parents=True, exist_ok=True)
+    (n.workdir / "kube-proxy.json").write_text(render_kube_proxy_config(n))
+    return start(f"{n.name}-kube-proxy", [binary("kube-proxy"), f"--config={n.workdir / 'kube-proxy.json'}",
+                                          "--v=1"], log_dir, netns=n.netns)
 
 
 def node_ready(api_get, name: str) -> bool:

@@ -1,0 +1,197 @@
+"""The cluster lab: metalxdp installed the way users install it, on a real cluster.
+
+The same segment, router, client, pools and peers as the process lab (``LabSpec``), but every
+node is a real Kubernetes node (containerd + kubelet + kube-proxy, ``rig.cluster``), the
+control plane runs on a host of its own, and metalxdp arrives as pods from its own image:
+``kubectl apply -k`` of a kustomize overlay over ``deploy/`` that only sets the image. The
+controller Deployment and the agent DaemonSet then reach Ready through their own probes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .labspec import NAMESPACE, LabSpec
+from .rig.apiserver import ClusterOptions, ControlPlane, binary, start_control_plane
+from .rig.cluster import Cluster, start_cluster
+from .rig.frr import FRRRouter, render_frr_conf
+from .rig.images import ImageTar, build_images
+from .rig.netns import Topology
+from .rig.procs import RigError, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+FRR_ROOT = Path("/run/metalxdp/frr")
+CP_HOST = 5          # the control-plane host: 192.0.2.5 / 2001:db8:0:1::5
+
+
+def overlay(workdir: Path, image: ImageTar, deploy: Path = DEPLOY) -> Path:
+    """A kustomize overlay over ``deploy`` that sets the metalxdp image to the one built here,
+    as a user sets theirs (``images:``), without editing a manifest. Returns its directory."""
+    d = workdir / "install"
+    d.mkdir(parents=True, exist_ok=True)
+    name, _, tag = image.ref.rpartition(":")
+    (d / "kustomization.yaml").write_text(json.dumps({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(deploy, d)],
+        "images": [{"name": "localhost/metalxdp", "newName": name, "newTag": tag}]}, indent=1))
+    return d
+
+
+def kubectl(kubeconfig: str, *args: str, check: bool = True, input_: Optional[str] = None,
+            timeout: float = 180) -> subprocess.CompletedProcess:
+    r = subprocess.run([binary("kubectl"), f"--kubeconfig={kubeconfig}", *args], capture_output=True,
+                       text=True, timeout=timeout, input=input_)
+    if check and r.returncode != 0:
+        raise RigError(f"kubectl {' '.join(args)} failed: {r.stderr.strip()}")
+    return r
+
+
+@dataclass
+class ClusterLab:
+    """``up()`` builds it, ``down()`` removes everything it made (also after a failed up)."""
+    workdir: Path
+    spec: LabSpec = field(default_factory=LabSpec)
+    topo: Optional[Topology] = None
+    cp: Optional[ControlPlane] = None
+    cluster: Optional[Cluster] = None
+    frr: Optional[FRRRouter] = None
+    images: dict[str, ImageTar] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.cp.kubeconfig)
+
+    def kubectl(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return kubectl(self.kubeconfig, *args, **kw)
+
+    def _stage(self, name: str, t0: float, progress: Callable[[str], None]) -> float:
+        now = time.monotonic()
+        self.timings[name] = round(now - t0, 2)
+        progress(f"  ... {name}: {now - t0:.1f} s")
+        return now
+
+    def up(self, progress: Callable[[str], None] = print, install: bool = True) -> "ClusterLab":
+        spec = self.spec
+        t = t_all = time.monotonic()
+        try:
+            progress("[cluster 1/6] images: metalxdp, pause, backend (cached by content hash)")
+            self.images = build_images(log_path=self.workdir / "image-build.log")
+            t = self._stage("images", t, progress)
+
+            progress(f"[cluster 2/6] network: control plane, {spec.nodes} nodes, router, client on one segment")
+            self.topo = topo = Topology()
+            addrs = spec.host_addresses()
+            cp4 = spec._addr(spec.lan4, CP_HOST)
+            cp6 = spec._addr(spec.lan6, CP_HOST)
+            topo.add_host("cp", ipv4=[cp4], ipv6=[cp6])
+            for h in ["router", *spec.node_names(), "client"]:
+                v4, v6 = addrs[h]
+                topo.add_host(h, ipv4=v4, ipv6=v6, forwarding=(h == "router"))
+            for route in spec.bgp_routes:
+                topo.hosts["client"].run(["ip", "route", "add", route, "via", spec.router_ip(6 if ":" in route else 4)])
+            t = self._stage("network", t, progress)
+
+            progress("[cluster 3/6] control plane: etcd, kube-apiserver, controller-manager, scheduler")
+            opts = ClusterOptions(netns=topo.hosts["cp"].netns, address=cp4.split("/")[0])
+            self.cp = start_control_plane(self.workdir / "cp", cluster=opts)
+            t = self._stage("control_plane", t, progress)
+
+            progress(f"[cluster 4/6] nodes: containerd + kubelet + kube-proxy on {', '.join(spec.node_names())}")
+            hosts = [topo.hosts[n] for n in spec.node_names()]
+            self.cluster = start_cluster(self.cp, opts, hosts, self.workdir, self.images["pause"].ref,
+                                         [i.path for i in self.images.values() if i.name != "base"],
+                                         progress=progress)
+            self._xdp_pass_on_bridge_ports()
+            t = self._stage("nodes", t, progress)
+
+            progress(f"[cluster 5/6] FRR router (AS {spec.router_asn}) peering with every node")
+            self.frr = FRRRouter(topo.hosts["router"], FRR_ROOT / topo.id)
+            self.frr.start(render_frr_conf(spec.router_spec()))
+            t = self._stage("router", t, progress)
+
+            if install:
+                progress("[cluster 6/6] metalxdp: kubectl apply -k (image set by kustomize), pods Ready, lab resources")
+                self.install()
+                t = self._stage("install", t, progress)
+            self.timings["total"] = round(time.monotonic() - t_all, 2)
+            return self
+        except BaseException:
+            progress("cluster lab up failed: removing what was created")
+            self.down()
+            raise
+
+    def _xdp_pass_on_bridge_ports(self) -> None:
+        """Native XDP_TX on a veth needs an XDP program on its peer: an XDP_PASS one on each
+        node's bridge port (production NICs need nothing of the kind)."""
+        for n in self.spec.node_names():
+            r = subprocess.run(["ip", "netns", "exec", self.topo.switch_netns, sys.executable, "-m", "agent.xdp_cli",
+                                "--iface", self.topo.hosts[n].peer_ifname, "--pass-only"],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise RigError(f"XDP_PASS program on the bridge port of {n} failed: {r.stderr[-800:]}")
+
+    def install(self, timeout: float = 240) -> None:
+        d = overlay(self.workdir, self.images["metalxdp"])
+        self.kubectl("apply", "-k", str(d))
+        self.wait_installed(timeout)
+        for obj in self.spec.metallb_resources():
+            self.kubectl("apply", "-f", "-", input_=json.dumps(obj))
+
+    def wait_installed(self, timeout: float = 240) -> None:
+        self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/controller", f"--timeout={int(timeout)}s",
+                     timeout=timeout + 10)
+        self.kubectl("-n", NAMESPACE, "rollout", "status", "daemonset/speaker", f"--timeout={int(timeout)}s",
+                     timeout=timeout + 10)
+
+    def uninstall(self) -> None:
+        d = overlay(self.workdir, self.images["metalxdp"])
+        self.kubectl("delete", "-k", str(d), "--ignore-not-found", "--wait=true", timeout=300)
+
+    def pods(self, namespace: str = NAMESPACE) -> list[dict]:
+        return json.loads(self.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+
+    def node_exec(self, node: str, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a command inside a node (its network and mount namespaces: its own bpffs)."""
+        r = subprocess.run([*self.cluster.nodes[node].enter(), *argv], capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise RigError(f"{' '.join(argv)} on {node}: {r.stderr.strip()[-600:]}")
+        return r
+
+    def memory_kb(self) -> dict:
+        return self.cluster.memory_kb() if self.cluster else {}
+
+    def down(self) -> None:
+        if self.cluster:
+            self.cluster.stop()
+            self.cluster = None
+        if self.frr:
+            self.frr.stop()
+            self.frr = None
+        if self.cp:
+            self.cp.stop()
+            self.cp = None
+        if self.topo:
+            self.topo.destroy()
+            self.topo = None
+
+
+def wait_pods_ready(lab: ClusterLab, selector: str, count: int, namespace: str = NAMESPACE,
+                    timeout: float = 120) -> list[dict]:
+    got: list[dict] = []
+
+    def check() -> bool:
+        nonlocal got
+        items = json.loads(lab.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout)["items"]
+        got = [p for p in items if any(c["type"] == "Ready" and c["status"] == "True"
+                                       for c in (p.get("status") or {}).get("conditions") or [])]
+        return len(got) == count
+    wait_for(f"{count} Ready pods {selector}", check, timeout)
+    return got
