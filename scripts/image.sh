@@ -57,9 +57,13 @@ hash_inputs() {
     while (($#)); do [[ "$1" == -- ]] && { shift; paths=("$@"); break; }; strings+=("$1"); shift; done
     {
         printf '%s\n' "${strings[@]}"
-        (cd "$REPO" && find "${paths[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
-            | sort -z | xargs -0 stat -c '%n %a' && find "${paths[@]}" -type f ! -path '*/__pycache__/*' \
-            ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum)
+        if ((${#paths[@]})); then
+            local files
+            files=$(cd "$REPO" && find "${paths[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort)
+            (cd "$REPO" && while IFS= read -r f; do
+                printf '%s %s %s\n' "$f" "$(stat -c %a "$f")" "$(sha256sum <"$f" | cut -c1-64)"
+            done <<<"$files")
+        fi
     } | sha256sum | cut -c1-16
 }
 
@@ -205,6 +209,26 @@ build_backend() {
         deploy/image/backend/serve:/serve deploy/image/backend/www:/www
 }
 
+# ---------------------------------------------------------------- pruning
+# After a build: keep the newest KEEP tarballs of each image (other worktrees may still use an
+# older one) and drop from buildah's storage the base images of other hashes and the dangling
+# images (earlier builds; the layer cache of the current one stays, it has children).
+KEEP=3
+prune() {
+    local name old ref
+    for name in base metalxdp pause backend; do
+        # shellcheck disable=SC2012
+        for old in $(ls -t "$CACHE/$name"-????????????????.tar 2>/dev/null | tail -n +$((KEEP + 1))); do
+            rm -f "$old" "$old.info"
+        done
+    done
+    for old in $(ls -t "$CACHE"/base-*.rootfs.tar 2>/dev/null | tail -n +2); do rm -f "$old"; done
+    for ref in $(B images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep '^localhost/metalxdp-base:' || true); do
+        [[ "$ref" == "$BASE_REF" ]] || B rmi "$ref" >/dev/null 2>&1 || true
+    done
+    B rmi --prune >/dev/null 2>&1 || true
+}
+
 # ---------------------------------------------------------------- main
 wanted=("$@")
 ((${#wanted[@]})) || wanted=(metalxdp pause backend)
@@ -225,5 +249,7 @@ for w in "${wanted[@]}"; do
         *) die "unknown image $w (base, metalxdp, pause, backend)" ;;
     esac
 done
+built=$(find "$CACHE" -maxdepth 1 -name '*.tar' -newer "$CACHE/.lock" | wc -l)
+((built == 0)) || prune
 say "done in $((SECONDS - t0))s; import with: ctr -a SOCK -n k8s.io images import TARBALL"
 printf '%s\n' "${out[@]}"
