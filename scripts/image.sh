@@ -74,6 +74,7 @@ finish() {
     local name=$1 ref=$2 tar=$3 start=$4 size secs
     size=$(stat -c %s "$tar"); secs=$((SECONDS - start))
     printf 'ref=%s\nsize=%s\nbuild_seconds=%s\nbuilt=%s\n' "$ref" "$size" "$secs" "$(date -u +%FT%TZ)" >"$tar.info"
+    BUILT=1
     say "$name: built $ref -> $tar ($(human "$size"), ${secs}s)"
 }
 
@@ -81,9 +82,9 @@ finish() {
 cached() {
     local name=$1 tar=$2
     [[ -s "$tar" && -s "$tar.info" ]] || return 1
-    # shellcheck disable=SC1090
     local ref size build_seconds built
     eval "$(grep -E '^(ref|size|build_seconds|built)=' "$tar.info" | sed 's/^/local /')"
+    touch "$tar.info"   # last use, for pruning
     say "$name: cached $ref -> $tar ($(human "$size"); built ${built} in ${build_seconds}s)"
 }
 
@@ -210,22 +211,28 @@ build_backend() {
 }
 
 # ---------------------------------------------------------------- pruning
-# After a build: keep the newest KEEP tarballs of each image (other worktrees may still use an
-# older one) and drop from buildah's storage the base images of other hashes and the dangling
-# images (earlier builds; the layer cache of the current one stays, it has children).
-KEEP=3
+# After a build: of each image's tarballs keep the KEEP last used (.info touched at every use:
+# other worktrees and labs use theirs) and always the ones of this run; drop dangling images
+# from buildah's storage (earlier builds; the layer cache of the current build stays: it has
+# children). Base images of other hashes stay (77 MB each; `rm -rf` the cache to reset).
+KEEP=4
+BUILT=0
+CURRENT=()
 prune() {
-    local name old ref
-    for name in base metalxdp pause backend; do
-        # shellcheck disable=SC2012
-        for old in $(ls -t "$CACHE/$name"-????????????????.tar 2>/dev/null | tail -n +$((KEEP + 1))); do
-            rm -f "$old" "$old.info"
+    local name info tar n
+    for name in metalxdp pause backend base; do
+        n=0
+        # shellcheck disable=SC2012,SC2045  # names are <name>-<16 hex>.tar.info
+        for info in $(ls -t "$CACHE/$name"-????????????????.tar.info 2>/dev/null); do
+            tar=${info%.info}
+            n=$((n + 1))
+            ((n > KEEP)) || continue
+            [[ " ${CURRENT[*]} " == *" $tar "* ]] && continue
+            rm -f "$tar" "$info"
         done
     done
-    for old in $(ls -t "$CACHE"/base-*.rootfs.tar 2>/dev/null | tail -n +2); do rm -f "$old"; done
-    for ref in $(B images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep '^localhost/metalxdp-base:' || true); do
-        [[ "$ref" == "$BASE_REF" ]] || B rmi "$ref" >/dev/null 2>&1 || true
-    done
+    # the rootfs tarballs are only an intermediate step of a base image (kept in storage)
+    find "$CACHE" -maxdepth 1 -name 'base-*.rootfs.tar' ! -name "base-$BASE_HASH.rootfs.tar" -delete
     B rmi --prune >/dev/null 2>&1 || true
 }
 
@@ -249,7 +256,7 @@ for w in "${wanted[@]}"; do
         *) die "unknown image $w (base, metalxdp, pause, backend)" ;;
     esac
 done
-built=$(find "$CACHE" -maxdepth 1 -name '*.tar' -newer "$CACHE/.lock" | wc -l)
-((built == 0)) || prune
+for o in "${out[@]}"; do CURRENT+=("${o##* }"); done
+((BUILT == 0)) || prune
 say "done in $((SECONDS - t0))s; import with: ctr -a SOCK -n k8s.io images import TARBALL"
 printf '%s\n' "${out[@]}"

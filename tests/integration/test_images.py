@@ -178,6 +178,9 @@ def test_second_build_is_cached(images, tmp_path):
     again = build_images(log_path=tmp_path / "image.log")
     took = time.monotonic() - t
     assert {n: i.path for n, i in again.items()} == {n: i.path for n, i in images.items()}
+    assert all(i.path.exists() for i in again.values())
     log = (tmp_path / "image.log").read_text()
     assert "metalxdp: cached" in log and "pause: cached" in log and "backend: cached" in log, log
-    assert took < 30, took
+    assert ": built " not in log, log
+    # about a second; no bound here: another build on the machine holds the cache's lock meanwhile
+    print(f"cached build: {took:.1f}s")
