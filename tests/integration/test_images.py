@@ -91,6 +91,13 @@ def test_metalxdp_version_runs_in_image(images, ctrd):
     r = run(ctrd, "--read-only", images["metalxdp"].ref, "mx-version", "metalxdp", "--version")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == f"metalxdp, version {__version__}"
+    # the controller and the operator run as nobody (65534) on the read-only root: every
+    # subcommand's modules import (byte code compiled at build time, nothing written)
+    r = run(ctrd, "--read-only", images["metalxdp"].ref, "mx-nobody", "setpriv", "--reuid=65534",
+            "--regid=65534", "--clear-groups", "--", "python", "-c",
+            "import os, controller.main, controller.operator, agent.main; print(os.getuid())")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split()[-1] == "65534", r.stdout
 
 
 def _probe(ctrd, ref, name, *env):
