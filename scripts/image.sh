@@ -154,7 +154,7 @@ build_metalxdp() {
     B bud --isolation chroot --layers --pull=never \
         --build-arg BASE="$BASE_REF" "${args[@]}" \
         --label io.metalxdp.inputs="$METALXDP_HASH" \
-        -f deploy/Containerfile -t "$METALXDP_REF" "$REPO" >&2
+        -f "$REPO/deploy/Containerfile" -t "$METALXDP_REF" "$REPO" >&2
     push "$METALXDP_REF" "$METALXDP_TAR"
     finish metalxdp "$METALXDP_REF" "$METALXDP_TAR" "$start"
 }
