@@ -200,7 +200,7 @@ def render_agent(metallb: Optional[dict] = None, *, namespace: str = DEFAULT_NAM
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "monitoring"},
                            "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3},
         "securityContext": {
-            # root uid (files on the host's bpffs, /lib/modules are root's) but only the
+            # root uid (the pins on the host's bpffs are root's) but only the
             # capabilities listed in AGENT_CAPABILITIES; not privileged
             "runAsUser": 0,
             "allowPrivilegeEscalation": False,
@@ -213,11 +213,10 @@ def render_agent(metallb: Optional[dict] = None, *, namespace: str = DEFAULT_NAM
             # HostToContainer, not Bidirectional (which needs a privileged container): the agent
             # only creates files in the already-mounted bpffs, it never mounts one
             {"name": "bpffs", "mountPath": "/sys/fs/bpf", "mountPropagation": "HostToContainer"},
-            # BCC compiles the XDP program against the running kernel's headers
-            {"name": "modules", "mountPath": "/lib/modules", "readOnly": True},
-            {"name": "usr-src", "mountPath": "/usr/src", "readOnly": True},
+            # no /lib/modules or /usr/src from the host: BCC compiles the XDP program against
+            # the kernel headers inside the image (BCC_KERNEL_SOURCE, docs/image.md)
             {"name": "memberlist", "mountPath": "/etc/ml_secret_key", "readOnly": True},
-            # BCC extracts /sys/kernel/kheaders.tar.xz here when there are no headers on disk
+            # scratch space for BCC
             {"name": "tmp", "mountPath": "/tmp"},
             # ExaBGP's configuration and API pipes
             {"name": "run", "mountPath": "/run/metalxdp"},
@@ -236,8 +235,6 @@ def render_agent(metallb: Optional[dict] = None, *, namespace: str = DEFAULT_NAM
             "containers": [container],
             "volumes": [
                 {"name": "bpffs", "hostPath": {"path": "/sys/fs/bpf", "type": "Directory"}},
-                {"name": "modules", "hostPath": {"path": "/lib/modules", "type": "Directory"}},
-                {"name": "usr-src", "hostPath": {"path": "/usr/src", "type": "DirectoryOrCreate"}},
                 {"name": "memberlist", "secret": {"secretName": MEMBERLIST_SECRET, "defaultMode": 0o400}},
                 {"name": "tmp", "emptyDir": {}},
                 {"name": "run", "emptyDir": {}},

@@ -57,9 +57,13 @@ hash_inputs() {
     while (($#)); do [[ "$1" == -- ]] && { shift; paths=("$@"); break; }; strings+=("$1"); shift; done
     {
         printf '%s\n' "${strings[@]}"
-        (cd "$REPO" && find "${paths[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
-            | sort -z | xargs -0 stat -c '%n %a' && find "${paths[@]}" -type f ! -path '*/__pycache__/*' \
-            ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum)
+        if ((${#paths[@]})); then
+            local files
+            files=$(cd "$REPO" && find "${paths[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort)
+            (cd "$REPO" && while IFS= read -r f; do
+                printf '%s %s %s\n' "$f" "$(stat -c %a "$f")" "$(sha256sum <"$f" | cut -c1-64)"
+            done <<<"$files")
+        fi
     } | sha256sum | cut -c1-16
 }
 
@@ -70,6 +74,7 @@ finish() {
     local name=$1 ref=$2 tar=$3 start=$4 size secs
     size=$(stat -c %s "$tar"); secs=$((SECONDS - start))
     printf 'ref=%s\nsize=%s\nbuild_seconds=%s\nbuilt=%s\n' "$ref" "$size" "$secs" "$(date -u +%FT%TZ)" >"$tar.info"
+    BUILT=1
     say "$name: built $ref -> $tar ($(human "$size"), ${secs}s)"
 }
 
@@ -77,9 +82,9 @@ finish() {
 cached() {
     local name=$1 tar=$2
     [[ -s "$tar" && -s "$tar.info" ]] || return 1
-    # shellcheck disable=SC1090
     local ref size build_seconds built
     eval "$(grep -E '^(ref|size|build_seconds|built)=' "$tar.info" | sed 's/^/local /')"
+    touch "$tar.info"   # last use, for pruning
     say "$name: cached $ref -> $tar ($(human "$size"); built ${built} in ${build_seconds}s)"
 }
 
@@ -149,7 +154,7 @@ build_metalxdp() {
     B bud --isolation chroot --layers --pull=never \
         --build-arg BASE="$BASE_REF" "${args[@]}" \
         --label io.metalxdp.inputs="$METALXDP_HASH" \
-        -f deploy/Containerfile -t "$METALXDP_REF" "$REPO" >&2
+        -f "$REPO/deploy/Containerfile" -t "$METALXDP_REF" "$REPO" >&2
     push "$METALXDP_REF" "$METALXDP_TAR"
     finish metalxdp "$METALXDP_REF" "$METALXDP_TAR" "$start"
 }
@@ -205,6 +210,32 @@ build_backend() {
         deploy/image/backend/serve:/serve deploy/image/backend/www:/www
 }
 
+# ---------------------------------------------------------------- pruning
+# After a build: of each image's tarballs keep the KEEP last used (.info touched at every use:
+# other worktrees and labs use theirs) and always the ones of this run; drop dangling images
+# from buildah's storage (earlier builds; the layer cache of the current build stays: it has
+# children). Base images of other hashes stay (77 MB each; `rm -rf` the cache to reset).
+KEEP=4
+BUILT=0
+CURRENT=()
+prune() {
+    local name info tar n
+    for name in metalxdp pause backend base; do
+        n=0
+        # shellcheck disable=SC2012,SC2045  # names are <name>-<16 hex>.tar.info
+        for info in $(ls -t "$CACHE/$name"-????????????????.tar.info 2>/dev/null); do
+            tar=${info%.info}
+            n=$((n + 1))
+            ((n > KEEP)) || continue
+            [[ " ${CURRENT[*]} " == *" $tar "* ]] && continue
+            rm -f "$tar" "$info"
+        done
+    done
+    # the rootfs tarballs are only an intermediate step of a base image (kept in storage)
+    find "$CACHE" -maxdepth 1 -name 'base-*.rootfs.tar' ! -name "base-$BASE_HASH.rootfs.tar" -delete
+    B rmi --prune >/dev/null 2>&1 || true
+}
+
 # ---------------------------------------------------------------- main
 wanted=("$@")
 ((${#wanted[@]})) || wanted=(metalxdp pause backend)
@@ -225,5 +256,7 @@ for w in "${wanted[@]}"; do
         *) die "unknown image $w (base, metalxdp, pause, backend)" ;;
     esac
 done
+for o in "${out[@]}"; do CURRENT+=("${o##* }"); done
+((BUILT == 0)) || prune
 say "done in $((SECONDS - t0))s; import with: ctr -a SOCK -n k8s.io images import TARBALL"
 printf '%s\n' "${out[@]}"

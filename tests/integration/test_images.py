@@ -91,6 +91,13 @@ def test_metalxdp_version_runs_in_image(images, ctrd):
     r = run(ctrd, "--read-only", images["metalxdp"].ref, "mx-version", "metalxdp", "--version")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == f"metalxdp, version {__version__}"
+    # the controller and the operator run as nobody (65534) on the read-only root: every
+    # subcommand's modules import (byte code compiled at build time, nothing written)
+    r = run(ctrd, "--read-only", images["metalxdp"].ref, "mx-nobody", "setpriv", "--reuid=65534",
+            "--regid=65534", "--clear-groups", "--", "python", "-c",
+            "import os, controller.main, controller.operator, agent.main; print(os.getuid())")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split()[-1] == "65534", r.stdout
 
 
 def _probe(ctrd, ref, name, *env):
@@ -178,6 +185,9 @@ def test_second_build_is_cached(images, tmp_path):
     again = build_images(log_path=tmp_path / "image.log")
     took = time.monotonic() - t
     assert {n: i.path for n, i in again.items()} == {n: i.path for n, i in images.items()}
+    assert all(i.path.exists() for i in again.values())
     log = (tmp_path / "image.log").read_text()
     assert "metalxdp: cached" in log and "pause: cached" in log and "backend: cached" in log, log
-    assert took < 30, took
+    assert ": built " not in log, log
+    # about a second; no bound here: another build on the machine holds the cache's lock meanwhile
+    print(f"cached build: {took:.1f}s")
