@@ -30,7 +30,8 @@ def _start(n: IPNetwork) -> tuple[int, int]:
 
 
 def _end(n: IPNetwork) -> tuple[int, int]:
-    return n.version, int(n.broadcast_address)
+    # not n.broadcast_address: building that address object costs more than the whole check
+    return n.version, int(n.network_address) | ((1 << (n.max_prefixlen - n.prefixlen)) - 1)
 
 
 def disjoint(networks: Iterable[IPNetwork]) -> bool:
