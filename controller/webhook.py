@@ -9,7 +9,11 @@ controller process, with their own certificate management (MetalLB's cert-contro
   request: a decision never rests on a stale cache), ``POST /convert`` (ConversionReview ->
   ``bgppeer_conversion.conversion_review``), ``GET /healthz`` (the process serves) and
   ``GET /readyz`` (200 only once the certificate is served AND its CA is injected everywhere,
-  i.e. once the API server can actually call us);
+  i.e. once the API server can actually call us). TLS 1.2+ only. Nothing is allowed unchecked and
+  no client input gets a 500: a review that cannot be validated (unknown operation, wrong kind,
+  non-object object) is denied with code 400, one that cannot be decided because the API server
+  cannot be read with code 503 and the cause; a body that is no review gets HTTP 400 (413 over
+  ``MAX_BODY``) - the table is in docs/webhook.md, "Answers, status codes and limits";
 * a certificate thread (``CertManager``): reads Secret ``metallb-webhook-cert``; when it is
   missing, invalid, or expires within 30 days, makes a new one (keeping the CA when the CA is
   still good, so the ``caBundle`` does not change) and stores it, tolerating a racing replica
