@@ -9,6 +9,7 @@ tests/integration/test_webhook.py.
 """
 from __future__ import annotations
 
+import copy
 import http.client
 import http.server
 import ipaddress
@@ -23,10 +24,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller import certs
-from controller.webhook import (BY_KIND, CONVERT_PATH, MAX_BODY, MAX_JSON_DEPTH, ClusterReader, ReadPlan,
-                                WebhookServer, _ssl_context, read_plan)
+from controller.webhook import (BY_KIND, CONVERT_PATH, MAX_BODY, MAX_JSON_DEPTH, BadRequest, ClusterReader,
+                                ClusterView, ReadPlan, WebhookServer, _ssl_context, handle_admission, read_plan)
 from metalxdp.kube import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "config"))
@@ -520,3 +523,52 @@ def test_health_endpoints_name_no_secret_and_no_error_detail(hook):
     text = "".join(body for _, body in answers.values())
     for secret in (TOKEN, hook.bundle.tls_key.decode(), hook.bundle.ca_key.decode(), "PRIVATE KEY", "127.0.0.1:"):
         assert secret not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# property: whatever the review holds, the answer is a BadRequest or a response - and an allow
+# only for a request that was really validated
+
+class _Stored:
+    """The stored configuration, from memory (the HTTP path is covered above)."""
+    namespace = NS
+
+    def read(self, plan: ReadPlan) -> ClusterView:
+        return ClusterView([_pool("stored", "203.0.113.0/24")], None, {})
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=8)
+_BASE = json.loads(review(obj=_pool("p", "198.51.100.0/24"), old=_pool("p", "198.51.100.0/24")))
+_PATHS = [("apiVersion",), ("kind",), ("request",), ("request", "uid"), ("request", "kind"),
+          ("request", "kind", "kind"), ("request", "kind", "group"), ("request", "operation"),
+          ("request", "object"), ("request", "oldObject"), ("request", "object", "metadata"),
+          ("request", "object", "spec"), ("request", "object", "metadata", "name"),
+          ("request", "object", "metadata", "namespace"), ("request", "object", "spec", "addresses")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), _JSON | st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT"])),
+                max_size=4))
+def test_any_review_is_answered_and_only_validated_requests_allowed(changes):
+    body = copy.deepcopy(_BASE)
+    for path, value in changes:
+        target = body
+        for key in path[:-1]:
+            target = target.get(key) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            target[path[-1]] = value
+    try:
+        answer = handle_admission(BY_KIND["IPAddressPool"], json.dumps(body).encode(), _Stored())
+    except BadRequest:
+        return
+    response = answer["response"]
+    assert response["uid"] == body["request"]["uid"] and isinstance(response["allowed"], bool)
+    if response["allowed"]:
+        req = body["request"]
+        assert body["apiVersion"] == "admission.k8s.io/v1" and req["kind"]["kind"] == "IPAddressPool"
+        assert req["operation"] in ("CREATE", "UPDATE", "DELETE")
+        assert isinstance(req["oldObject" if req["operation"] == "DELETE" else "object"], dict)
+    else:
+        assert response["status"]["code"] in (400, 403) and response["status"]["message"]
