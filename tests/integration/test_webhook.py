@@ -264,9 +264,11 @@ def test_case_through_api_server(webhook, case: Case):
                 assert case.error_substring in message, f"rule {case.error_substring!r} not named: {message}"
             else:  # schema
                 assert e.status == 422 and "denied the request" not in message, message
-                # current API servers name array fields with their index, 1.20 without
-                field = re.sub(r"\[\d+\]", "", case.error_field)
-                assert case.error_field in message or field in message, f"field {case.error_field!r} not named: {message}"
+                # the API server names array fields with their index (spec.x[0].y), as the
+                # case tables do; a case written without the index matches any index
+                field = case.error_field
+                named = field in message or re.sub(r"\[\d+\]", "", message).find(field) >= 0
+                assert named, f"field {field!r} not named: {message}"
             return
         created.append(last)
         assert case.level in ("valid", "controller", "transient"), \
