@@ -9,7 +9,11 @@ controller process, with their own certificate management (MetalLB's cert-contro
   request: a decision never rests on a stale cache), ``POST /convert`` (ConversionReview ->
   ``bgppeer_conversion.conversion_review``), ``GET /healthz`` (the process serves) and
   ``GET /readyz`` (200 only once the certificate is served AND its CA is injected everywhere,
-  i.e. once the API server can actually call us);
+  i.e. once the API server can actually call us). TLS 1.2+ only. Nothing is allowed unchecked and
+  no client input gets a 500: a review that cannot be validated (unknown operation, wrong kind,
+  non-object object) is denied with code 400, one that cannot be decided because the API server
+  cannot be read with code 503 and the cause; a body that is no review gets HTTP 400 (413 over
+  ``MAX_BODY``) - the table is in docs/webhook.md, "Answers, status codes and limits";
 * a certificate thread (``CertManager``): reads Secret ``metallb-webhook-cert``; when it is
   missing, invalid, or expires within 30 days, makes a new one (keeping the CA when the CA is
   still good, so the ``caBundle`` does not change) and stores it, tolerating a racing replica
@@ -33,6 +37,7 @@ import datetime as dt
 import http.server
 import json
 import os
+import re
 import socket
 import ssl
 import tempfile
@@ -68,7 +73,18 @@ DEFAULT_CHECK_SECONDS = 60.0
 CA_PROPAGATION_SECONDS = 1.0
 # MetalLB's timeoutSeconds; a decision lists ~4 kinds through the API server (a few ms each)
 TIMEOUT_SECONDS = 10
-MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit is 3 MiB
+# reading the stored configuration may take this long per decision; the rest of TIMEOUT_SECONDS
+# is for validating (a 10,000-CIDR pool: ~0.2 s) and answering, so the API server gets our
+# denial naming the cause instead of its own "context deadline exceeded"
+READ_BUDGET_SECONDS = 6.0
+_ATTEMPTS = 4  # urllib3's default: one attempt and 3 retries
+# controller-runtime's maxRequestSize: an UPDATE review carries two objects of up to etcd's
+# 1.5 MiB each, plus the envelope; larger bodies get 413 without being read
+MAX_BODY = 7 * 1024 * 1024
+# nesting of arrays/objects a request may have; AdmissionReview > request > object > spec > ...
+# with managedFields is ~20 deep for our kinds
+MAX_JSON_DEPTH = 100
+OPERATIONS = ("CREATE", "UPDATE", "DELETE")  # CONNECT never reaches a metallb.io webhook
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,8 @@ BY_PATH = {e.path: e for e in ENDPOINTS}
 BY_KIND = {e.kind: e for e in ENDPOINTS}
 # kinds that decide on a peer's or advertisement's nodes (MetalLB lists Nodes for them)
 _NODE_KINDS = {"BGPPeer", "BGPAdvertisement", "L2Advertisement"}
+# kinds whose rules resolve serviceAllocation.namespaceSelectors (MetalLB lists Namespaces for them)
+_POOL_KINDS = {"IPAddressPool", "AddressPool"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,38 +171,96 @@ def webhook_service(namespace: str = "metallb-system") -> dict:
 # ---------------------------------------------------------------------------------------------
 # reading the current configuration
 
-class ClusterReader:
-    """The metallb.io objects, Nodes and Namespaces as the API server has them now."""
+class ClusterReadError(Exception):
+    """The API server could not be read, so a decision cannot be made (the request is denied)."""
 
-    def __init__(self, api: client.ApiClient, namespace: str):
+    def __init__(self, what: str, cause: str):
+        super().__init__(f"reading {what} failed: {cause}")
+        self.what, self.cause = what, cause
+
+
+def _cause(e: BaseException) -> str:
+    """A short, user-facing reason for a failed API call: HTTP status and the API server's message,
+    or the connection error without urllib3's object reprs."""
+    if isinstance(e, ApiException):
+        message = ""
+        try:
+            message = str((json.loads(e.body or "{}") or {}).get("message") or "")
+        except (ValueError, AttributeError):
+            pass
+        return f"HTTP {e.status} {e.reason}" + (f": {message[:300]}" if message else "")
+    reason = getattr(e, "reason", None)  # urllib3's MaxRetryError wraps the real error
+    root = reason if isinstance(reason, BaseException) else e
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", str(root)).strip(" ()'\"")
+    return f"{type(root).__name__}: {text}"[:300] if text else type(root).__name__
+
+
+class ClusterReader:
+    """The metallb.io objects, Nodes and Namespaces as the API server has them now. Every call
+    raises ClusterReadError (never anything else) and stays within ``budget`` seconds per
+    decision, so the API server (which waits TIMEOUT_SECONDS for us) gets our answer, not a
+    timeout."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, budget: float = READ_BUDGET_SECONDS):
         self.namespace = namespace
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+        self.budget = budget
 
-    def objects(self, kinds: set[str]) -> list[dict]:
-        out: list[dict] = []
-        for kind in sorted(kinds):
+    def _call(self, what: str, deadline: float, fn: Callable[..., Any], *args: Any, missing_ok: bool = False) -> Any:
+        """``fn(*args)`` within the deadline; None for a 404 when ``missing_ok``."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ClusterReadError(what, f"no answer within {self.budget:g} s")
+        # urllib3 applies a timeout to each attempt and retries up to 3 times (the kubernetes
+        # client sets no retries of its own): split what is left between the attempts. A float
+        # would be ignored by the client (it takes an int or a (connect, read) pair).
+        attempt = left / _ATTEMPTS
+        try:
+            return fn(*args, _request_timeout=(attempt, attempt))
+        except Exception as e:  # whatever the failure, we cannot decide
+            if missing_ok and isinstance(e, ApiException) and e.status == 404:
+                return None
+            raise ClusterReadError(what, _cause(e)) from e
+
+    def read(self, plan: "ReadPlan") -> "ClusterView":
+        deadline = time.monotonic() + self.budget
+        objects: list[dict] = []
+        for kind in sorted(plan.kinds):
             e = BY_KIND[kind]
-            try:
-                items = self.custom.list_namespaced_custom_object(GROUP, e.version, self.namespace, e.plural)["items"]
-            except ApiException as err:
-                if err.status == 404:  # that CRD is not installed: no such objects
-                    continue
-                raise
+            listed = self._call(f"{e.plural}.{GROUP}", deadline, self.custom.list_namespaced_custom_object,
+                                GROUP, e.version, self.namespace, e.plural, missing_ok=True)
+            if listed is None:  # that CRD is not installed: no such objects
+                continue
+            items = listed["items"]
             for o in items:  # list items carry no apiVersion/kind in some API server versions
                 o.setdefault("apiVersion", f"{GROUP}/{e.version}")
                 o.setdefault("kind", kind)
-            out += items
-        return out
+            objects += items
+        nodes = namespaces = None
+        if plan.nodes:
+            items = self._call("nodes", deadline, self.core.list_node).items
+            # no Node at all: every peer is assumed to share a node, as MetalLB's config.For
+            nodes = {n.metadata.name: dict(n.metadata.labels or {}) for n in items} or None
+        if plan.namespaces:
+            items = self._call("namespaces", deadline, self.core.list_namespace).items
+            namespaces = {n.metadata.name: dict(n.metadata.labels or {}) for n in items}
+        return ClusterView(objects, nodes, namespaces)
 
-    def node_labels(self) -> Optional[dict[str, dict[str, str]]]:
-        """name -> labels; None when the cluster has no Node (then every peer is assumed to share
-        a node, as MetalLB's config.For with no nodes)."""
-        items = self.core.list_node().items
-        return {n.metadata.name: dict(n.metadata.labels or {}) for n in items} or None
 
-    def namespace_labels(self) -> dict[str, dict[str, str]]:
-        return {n.metadata.name: dict(n.metadata.labels or {}) for n in self.core.list_namespace().items}
+@dataclass(frozen=True)
+class ReadPlan:
+    """What one decision reads from the API server: stored kinds, Nodes, Namespaces."""
+    kinds: frozenset[str]
+    nodes: bool
+    namespaces: bool
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    objects: list[dict]
+    nodes: Optional[dict[str, dict[str, str]]]        # None: not read, or the cluster has no Node
+    namespaces: Optional[dict[str, dict[str, str]]]   # None: not read
 
 
 def kinds_to_read(kind: str, operation: str) -> set[str]:
@@ -194,32 +270,113 @@ def kinds_to_read(kind: str, operation: str) -> set[str]:
     return set(admission.SCOPE.get(kind, set())) | {kind}
 
 
+def read_plan(kind: str, operation: str) -> ReadPlan:
+    """Only what the rule for ``kind``/``operation`` needs: a DELETE is decided on the stored
+    peers alone (BFDProfile) or on nothing, so it reads no Node and no Namespace."""
+    deciding = operation != "DELETE"
+    return ReadPlan(frozenset(kinds_to_read(kind, operation)), nodes=deciding and kind in _NODE_KINDS,
+                    namespaces=deciding and kind in _POOL_KINDS)
+
+
 # ---------------------------------------------------------------------------------------------
 # AdmissionReview handling (no HTTP here)
 
 class BadRequest(ValueError):
-    """The body is not a request we can answer at all (HTTP 400)."""
+    """The body is not a request we can answer at all: HTTP ``status`` (400) with the message."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+_REASONS = {400: "BadRequest", 403: "Forbidden", 503: "ServiceUnavailable"}
 
 
 def _review_response(uid: str, allowed: bool, message: str = "", warnings: Optional[list[str]] = None,
                      code: int = 403) -> dict:
     resp: dict = {"uid": uid, "allowed": allowed}
     if not allowed:
-        resp["status"] = {"code": code, "message": message,
-                          "reason": "Forbidden" if code == 403 else "InternalError"}
+        resp["status"] = {"code": code, "message": message, "reason": _REASONS.get(code, "InternalError")}
     if warnings:
         resp["warnings"] = list(warnings)
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}
 
 
-def handle_admission(endpoint: Endpoint, body: bytes, reader: ClusterReader) -> dict:
-    """AdmissionReview bytes -> AdmissionReview response dict. Raises BadRequest when the body
-    is no AdmissionReview; a review for the wrong kind, or one we cannot decide because the API
-    server could not be read, is *denied* with a message (failing closed, like failurePolicy)."""
+def _type_name(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """More than ``limit`` nested arrays/objects (iterative: the check itself cannot recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v
+        if depth > limit:
+            return True
+        stack += [(c, depth + 1) for c in children if isinstance(c, (dict, list))]
+    return False
+
+
+def decode_json(body: bytes) -> Any:
+    """The request body as JSON, or BadRequest: empty, not JSON, or nested deeper than
+    MAX_JSON_DEPTH (every object we validate is far shallower; deeper input would only exercise
+    recursion limits further down)."""
+    if not body:
+        raise BadRequest("request body is empty")
     try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+        value = json.loads(body)
+    except RecursionError:
+        raise BadRequest(f"body is JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:  # includes UnicodeDecodeError and Python's 4300-digit integer limit
         raise BadRequest(f"body is not JSON: {e}") from None
+    if isinstance(value, (dict, list)) and _too_deep(value, MAX_JSON_DEPTH):
+        raise BadRequest(f"body is JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _request_problem(endpoint: Endpoint, req: dict) -> Optional[str]:
+    """Why this AdmissionRequest cannot be validated at all (controller-runtime answers these with
+    code 400: a wrong kind, an unknown operation, an object that does not decode), or None."""
+    kind = req.get("kind") if isinstance(req.get("kind"), dict) else {}
+    req_kind, group = kind.get("kind"), kind.get("group", GROUP)
+    if req_kind != endpoint.kind or group != GROUP:
+        got = "no kind" if not req_kind else str(req_kind) if group == GROUP else f"{group}/{req_kind}"
+        return (f"{endpoint.path} validates {endpoint.kind} objects, got {got}: "
+                f"the webhook configuration's rules are wrong")
+    operation = req.get("operation")
+    if operation not in OPERATIONS:
+        what = "no request.operation" if operation in (None, "") else f"unknown operation {operation!r}"
+        return f"{what}: expected one of {', '.join(OPERATIONS)}"
+    # the object being written (CREATE, UPDATE), the stored one (UPDATE, DELETE: oldObject)
+    fields = {"CREATE": ("object",), "UPDATE": ("object", "oldObject"), "DELETE": ("oldObject",)}[operation]
+    for field_name in fields:
+        o = req.get(field_name)
+        if not isinstance(o, dict):
+            return f"{operation} needs request.{field_name} to be a Kubernetes object, got {_type_name(o)}"
+        if "metadata" in o and not isinstance(o["metadata"], dict):
+            return f"request.{field_name}.metadata must be an object, got {_type_name(o['metadata'])}"
+    return None
+
+
+def _name(o: Any) -> Optional[str]:
+    meta = o.get("metadata") if isinstance(o, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def handle_admission(endpoint: Endpoint, body: bytes, reader: ClusterReader) -> dict:
+    """AdmissionReview bytes -> AdmissionReview response dict. Never allows what it did not check:
+
+    * BadRequest (HTTP 400) when the body is no AdmissionReview with a request.uid: there is no
+      uid to answer to;
+    * denied with code 400 (HTTP 200, as controller-runtime's ``Errored(400)``) when the review
+      cannot be validated: another AdmissionReview version, a wrong kind, a missing or unknown
+      operation, an object or oldObject that is not an object;
+    * denied with code 503 naming the cause when the API server could not be read;
+    * otherwise ``admission.review``'s decision (code 403 when denied)."""
+    review = decode_json(body)
     if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
         raise BadRequest("expected an admission.k8s.io/v1 AdmissionReview")
     req = review.get("request")
@@ -227,28 +384,30 @@ def handle_admission(endpoint: Endpoint, body: bytes, reader: ClusterReader) -> 
         raise BadRequest("AdmissionReview has no request.uid")
     uid = req["uid"]
     if review.get("apiVersion") != "admission.k8s.io/v1":
-        return _review_response(uid, False, f"unsupported AdmissionReview version {review.get('apiVersion')!r}; "
-                                            f"register the webhook with admissionReviewVersions [v1]", code=400)
-    req_kind = (req.get("kind") or {}).get("kind") if isinstance(req.get("kind"), dict) else None
-    if req_kind != endpoint.kind:
-        return _review_response(uid, False, f"{endpoint.path} validates {endpoint.kind} objects, got "
-                                            f"{req_kind or 'no kind'}: the webhook configuration's rules are wrong",
-                                code=400)
-    operation = str(req.get("operation") or "").upper()
+        problem: Optional[str] = (f"unsupported AdmissionReview version {review.get('apiVersion')!r}; "
+                                  f"register the webhook with admissionReviewVersions [v1]")
+    else:
+        problem = _request_problem(endpoint, req)
+    if problem:
+        log.warning("admission request cannot be validated", event="webhookBadRequest", kind=endpoint.kind,
+                    uid=uid, error=problem)
+        return _review_response(uid, False, problem, code=400)
+    operation = req["operation"]
     obj = req.get("object") if isinstance(req.get("object"), dict) else None
     old = req.get("oldObject") if isinstance(req.get("oldObject"), dict) else None
+    name = _name(obj or old)
     try:
-        existing = reader.objects(kinds_to_read(endpoint.kind, operation))
-        nodes = reader.node_labels() if endpoint.kind in _NODE_KINDS else None
-        namespaces = reader.namespace_labels() if endpoint.kind in ("IPAddressPool", "AddressPool") else None
-    except (ApiException, OSError) as e:
-        reason = getattr(e, "reason", None) or str(e)
-        log.error("cannot read the current configuration", event="webhookError", kind=endpoint.kind, error=reason)
-        return _review_response(uid, False, f"metalxdp webhook could not read the current metallb.io objects "
-                                            f"to validate against ({reason}); retry", code=500)
-    allowed, message, warnings = admission.review(endpoint.kind, operation, obj, old, existing,
-                                                  namespace=reader.namespace, nodes=nodes, namespaces=namespaces)
-    name = ((obj or old or {}).get("metadata") or {}).get("name")
+        view = reader.read(read_plan(endpoint.kind, operation))
+    except ClusterReadError as e:
+        log.error("cannot read the current configuration", event="webhookError", kind=endpoint.kind,
+                  operation=operation, name=name, error=str(e))
+        return _review_response(uid, False, f"{endpoint.kind}/{name or '?'} was not validated, so it is refused: "
+                                            f"the metalxdp webhook could not read the current configuration "
+                                            f"from the API server ({e}); retry once the controller can reach "
+                                            f"the API server", code=503)
+    allowed, message, warnings = admission.review(endpoint.kind, operation, obj, old, view.objects,
+                                                  namespace=reader.namespace, nodes=view.nodes,
+                                                  namespaces=view.namespaces)
     # refusals at info (a user will ask why); acceptances only at debug (one per apply)
     (log.debug if allowed else log.info)("admission", event="webhookDecision", kind=endpoint.kind,
                                          operation=operation, name=name, allowed=allowed,
@@ -257,13 +416,24 @@ def handle_admission(endpoint: Endpoint, body: bytes, reader: ClusterReader) -> 
 
 
 def handle_conversion(body: bytes) -> dict:
-    try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"body is not JSON: {e}") from None
+    """ConversionReview bytes -> ConversionReview response dict; BadRequest (HTTP 400, as
+    controller-runtime's conversion webhook) when the body is no v1 ConversionReview with a uid,
+    a desiredAPIVersion and a list of objects. An object that cannot be converted gives a
+    response with result Failure (the API server reports its message)."""
+    review = decode_json(body)
     if (not isinstance(review, dict) or review.get("kind") != "ConversionReview"
             or not isinstance(review.get("request"), dict)):
         raise BadRequest("expected an apiextensions.k8s.io/v1 ConversionReview with a request")
+    if review.get("apiVersion") != "apiextensions.k8s.io/v1":
+        raise BadRequest(f"unsupported ConversionReview version {review.get('apiVersion')!r}; "
+                         f"the CRD must list conversionReviewVersions [v1]")
+    req = review["request"]
+    if not isinstance(req.get("uid"), str) or not req["uid"]:
+        raise BadRequest("ConversionReview has no request.uid")
+    if not isinstance(req.get("desiredAPIVersion"), str):
+        raise BadRequest(f"request.desiredAPIVersion must be a string, got {_type_name(req.get('desiredAPIVersion'))}")
+    if not isinstance(req.get("objects"), list):
+        raise BadRequest(f"request.objects must be an array, got {_type_name(req.get('objects'))}")
     return conversion_review(review)
 
 
@@ -298,32 +468,52 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(404, f"no such path {path}; POST /validate-..., POST /convert, GET /healthz, /readyz\n",
                        "text/plain")
 
+    def _refuse(self, status: int, message: str, path: str, close: bool = False) -> None:
+        log.warning("bad webhook request", event="webhookBadRequest", path=path, status=status, error=message)
+        if close:  # the body was not read: the connection cannot carry another request
+            self.close_connection = True
+        self._send(status, {"error": message})
+
     def do_POST(self) -> None:  # noqa: N802
+        """HTTP 400/413 with {"error": ...} for a body we cannot read as a review (as
+        controller-runtime, which answers 400 for a body it cannot decode), 404 for an unknown
+        path, otherwise 200 with the review's response. Never 500 for anything a client sends: a
+        500 is a bug (logged with its traceback)."""
         path = urlsplit(self.path).path
+        if path != CONVERT_PATH and path not in BY_PATH:
+            self._refuse(404, f"no webhook at {path}; known: {sorted(BY_PATH)} and {CONVERT_PATH}", path, close=True)
+            return
+        if self.headers.get("Transfer-Encoding"):
+            self._refuse(400, "chunked bodies are not accepted: send Content-Length", path, close=True)
+            return
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_BODY:
-            self.close_connection = True
-            self._send(400, {"error": f"Content-Length must be 0..{MAX_BODY}"})
+        if length < 0:
+            self._refuse(400, f"invalid Content-Length {self.headers.get('Content-Length')!r}", path, close=True)
+            return
+        if length > MAX_BODY:
+            self._refuse(413, f"request entity is too large; limit is {MAX_BODY} bytes", path, close=True)
             return
         body = self.rfile.read(length)
+        if "Content-Length" not in self.headers:  # whatever was sent is not a body we can delimit
+            self.close_connection = True
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            self._refuse(400, f"contentType={content_type or 'none'}, expected application/json", path)
+            return
         try:
             if path == CONVERT_PATH:
                 out = handle_conversion(body)
-            elif path in BY_PATH:
-                out = handle_admission(BY_PATH[path], body, self.server.webhook.reader)
             else:
-                self._send(404, {"error": f"no webhook at {path}; known: {sorted(BY_PATH)} and {CONVERT_PATH}"})
-                return
+                out = handle_admission(BY_PATH[path], body, self.server.webhook.reader)
         except BadRequest as e:
-            log.warning("bad webhook request", event="webhookBadRequest", path=path, error=str(e))
-            self._send(400, {"error": str(e)})
+            self._refuse(e.status, str(e), path)
             return
-        except Exception as e:  # never let one request take the server down; tell the caller
+        except Exception as e:  # a bug: never let one request take the server down; tell the caller
             log.error("webhook request failed", exc_info=True, event="webhookError", path=path)
-            self._send(500, {"error": f"internal error: {type(e).__name__}: {e}"})
+            self._send(500, {"error": f"internal error: {type(e).__name__}"})
             return
         self._send(200, out)
 
@@ -568,7 +758,7 @@ class WebhookServer:
         self.ssl_context: Optional[ssl.SSLContext] = None
         self.serving: Optional[certs.CertBundle] = None
         self._injected = False
-        self._last_error = "no certificate yet"
+        self._last_error_type = ""  # of the last failed certificate check, for /readyz
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -586,10 +776,13 @@ class WebhookServer:
         return self
 
     def readiness(self) -> tuple[bool, str]:
+        """(ready, why not). ``why`` is served on /readyz to anyone who can connect, so it names
+        the state and the error's type only; the error itself is in the certError log event."""
+        failed = f" (last check: {self._last_error_type}; see the certError log)" if self._last_error_type else ""
         if self.ssl_context is None:
-            return False, f"no serving certificate: {self._last_error}"
+            return False, "no serving certificate yet" + failed
         if not self._injected:
-            return False, f"caBundle not injected yet: {self._last_error}"
+            return False, "caBundle not injected yet" + failed
         return True, ""
 
     def wait_ready(self, timeout: float) -> bool:
@@ -641,15 +834,16 @@ class WebhookServer:
         while not self._stop.is_set():
             try:
                 self.check_once()
-                self._last_error = ""
+                self._last_error_type = ""
                 backoff = 1.0
                 if not self.ready.is_set():
                     self.ready.set()
                     log.info("webhook ready: certificate served and caBundle injected", event="webhookReady")
                 wait = self.check_seconds
             except Exception as e:  # the API server may be down: retry, keep serving what we have
-                self._last_error = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
-                log.error("webhook certificate check failed", event="certError", error=self._last_error)
+                self._last_error_type = type(e).__name__
+                log.error("webhook certificate check failed", event="certError",
+                          error=f"{type(e).__name__}: {getattr(e, 'reason', None) or e}")
                 wait = backoff
                 backoff = min(backoff * 2, 30.0)
             self._wake.wait(wait)

@@ -28,6 +28,8 @@ What is checked, per kind (MetalLB's ``internal/k8s/webhooks``):
   enforced here because a 1.20 API server has no CEL).
 * DELETE of a BFDProfile: refused while a BGPPeer references it, naming that peer.
   Every other DELETE is allowed.
+* Any other operation (CONNECT, a typo, none) is refused: it was not checked. Kinds that are not
+  configuration (the status kinds) are allowed.
 
 Deviation: MetalLB returns "disableMP has no effect" and then skips all other checks of that
 BGPPeer; metalxdp returns the warning and still checks the peer.
@@ -86,7 +88,12 @@ def review(kind: str, operation: str, obj: Optional[dict], old_obj: Optional[dic
                                f"remove spec.bfdProfile from the peer(s) first"), []
         return True, "", []
 
-    if operation not in ("CREATE", "UPDATE") or kind not in SCOPE:
+    if operation not in ("CREATE", "UPDATE"):
+        # fail closed: an operation we do not know was not checked (the webhook answers these
+        # with code 400 before calling us; this is the same rule for any other caller)
+        return False, (f"{kind}: unknown admission operation {operation!r}; "
+                       f"expected CREATE, UPDATE or DELETE"), []
+    if kind not in SCOPE:  # status kinds and other groups are not configuration
         return True, "", []
     if not isinstance(obj, dict):
         return False, f"{kind}: the request carries no object", []

@@ -32,11 +32,12 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
+from . import overlaps
 from .fields import Fields, reject_duplicates, type_name
 from .selectors import matching_names, parse_selector, parse_selector_list
 from .types import (BFDProfile, BGPAdvertisement, BGPPeer, Community, Config, ConfigError,
                     IPNetwork, L2Advertisement, LabelSelector, Pool, ServiceAllocation)
-from .values import (CommunityFormatError, community_sort_key, networks_overlap,
+from .values import (CommunityFormatError, community_sort_key,
                      parse_community, parse_duration, parse_ip, parse_pool_address)
 
 GROUP = "metallb.io"
@@ -563,39 +564,50 @@ def _secret_password(secrets: Mapping[str, Any], o: _Obj, key: str) -> str:
 
 def _pools(run: _Run, pool_objs: list[_Obj], legacy_objs: list[_Obj]) -> dict[str, _PoolInfo]:
     out: dict[str, _PoolInfo] = {}
-    all_cidrs: list[tuple[IPNetwork, str]] = []
     # MetalLB read legacy AddressPools alongside IPAddressPools; both share the pool namespace.
+    parsed: list[tuple[_Obj, Optional[_PoolInfo], Optional[ConfigError]]] = []
     for o in sorted(pool_objs + legacy_objs, key=lambda x: x.index):
         try:
-            info = _pool(run, o)
+            parsed.append((o, _pool(run, o), None))
         except ConfigError as e:
-            run.add(e)
+            parsed.append((o, None, e))
+    candidates = [cidr for _, info, _ in parsed if info for cidr in info.pool.cidrs]
+    # a valid configuration is one sort; only one with an overlap needs the index (see overlaps)
+    kept = None if overlaps.disjoint(candidates) else overlaps.DisjointNetworks(candidates)
+    owner: dict[IPNetwork, str] = {}  # kept CIDR -> the pool that defined it first
+    for o, info, error in parsed:
+        if info is None:
+            run.add(error)
             continue
         if info.pool.name in out:
             run.add(ConfigError(o.label, "metadata.name",
                                 f"duplicate definition of pool {o.name!r} (also {out[o.name].obj.label}); "
                                 f"pool names must be unique across IPAddressPools and AddressPools"))
             continue
-        overlap = None
-        for i, text, cidrs in info.entries:
-            for cidr in cidrs:
-                for existing, owner in all_cidrs:
-                    if networks_overlap(cidr, existing):
-                        overlap = ConfigError(o.label, f"spec.addresses[{i}]",
-                                              f"CIDR {cidr} in pool {o.name!r} overlaps with already defined "
-                                              f"CIDR {existing} (pool {owner!r}); address ranges of pools must "
-                                              f"not overlap")
-                        break
-                if overlap:
-                    break
-                all_cidrs.append((cidr, o.name))
-            if overlap:
-                break
+        overlap = _pool_overlap(o, info, kept, owner) if kept is not None else None
         if overlap:
             run.add(overlap)
             continue
         out[o.name] = info
     return out
+
+
+def _pool_overlap(o: _Obj, info: _PoolInfo, kept: overlaps.DisjointNetworks,
+                  owner: dict[IPNetwork, str]) -> Optional[ConfigError]:
+    """The first of this pool's CIDRs that overlaps a CIDR kept from an earlier pool, naming the
+    earliest such CIDR. The CIDRs before it are kept even though the pool is refused, as MetalLB
+    (and metalxdp before the index) did: a later pool overlapping them names this pool."""
+    for i, _text, cidrs in info.entries:
+        for cidr in cidrs:
+            existing = kept.first_overlap(cidr)
+            if existing is not None:
+                return ConfigError(o.label, f"spec.addresses[{i}]",
+                                   f"CIDR {cidr} in pool {o.name!r} overlaps with already defined "
+                                   f"CIDR {existing} (pool {owner[existing]!r}); address ranges of pools must "
+                                   f"not overlap")
+            kept.add(cidr)
+            owner.setdefault(cidr, o.name)
+    return None
 
 
 def _pool(run: _Run, o: _Obj) -> _PoolInfo:
@@ -613,20 +625,29 @@ def _pool(run: _Run, o: _Obj) -> _PoolInfo:
         raise s.error("addresses", "pool has no prefixes defined: list at least one CIDR or range")
     entries: list[tuple[int, str, list[IPNetwork]]] = []
     cidrs: list[IPNetwork] = []
+    unparsable = None
     for i, text in enumerate(addresses):
         try:
             nets = parse_pool_address(text)
         except ValueError as e:
-            raise ConfigError(o.label, f"spec.addresses[{i}]", str(e)) from None
-        # a pool's own entries must not overlap each other either (MetalLB checks all CIDRs)
-        for n in nets:
-            for prev in cidrs:
-                if networks_overlap(n, prev):
+            unparsable = ConfigError(o.label, f"spec.addresses[{i}]", str(e))
+            break
+        entries.append((i, text, nets))
+        cidrs += nets
+    # a pool's own entries must not overlap each other either (MetalLB checks all CIDRs); an
+    # overlap before the first unparsable entry is reported first, as an entry-by-entry scan would
+    if not overlaps.disjoint(cidrs):
+        seen = overlaps.DisjointNetworks(cidrs)
+        for i, _text, nets in entries:
+            for n in nets:
+                prev = seen.first_overlap(n)
+                if prev is not None:
                     raise ConfigError(o.label, f"spec.addresses[{i}]",
                                       f"CIDR {n} in pool {o.name!r} overlaps with already defined CIDR {prev} "
                                       f"of the same pool; address ranges must not overlap")
-            cidrs.append(n)
-        entries.append((i, text, nets))
+                seen.add(n)
+    if unparsable is not None:
+        raise unparsable
 
     allocation = None
     if not legacy and s.has("serviceAllocation"):

@@ -44,7 +44,7 @@ def parse_pool_address(entry: str) -> list[IPNetwork]:
             raise ValueError(f"invalid CIDR {entry!r}: prefix length must be a number")
         try:
             ip = parse_ip(addr)
-            return [ipaddress.ip_network(f"{ip}/{int(plen)}", strict=False)]
+            return [ipaddress.ip_network((ip, int(plen)), strict=False)]  # (address, length): no re-parse
         except ValueError:
             raise ValueError(f"invalid CIDR {entry!r}") from None
     start_text, _, end_text = entry.partition("-")

@@ -53,6 +53,7 @@ CHECK_SECONDS = 2  # the rotation test waits for a check; production default is 
 class Webhook:
     def __init__(self, api, kubeconfig: str, port: int, proc):
         self.api, self.kubeconfig, self.port, self.proc = api, kubeconfig, port, proc
+        self.metrics_port = 0
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
 
@@ -190,15 +191,16 @@ def _restore_crd_conversion(api) -> None:
 def webhook(apiserver, kube_api, crds_installed, tmp_path_factory):
     core = client.CoreV1Api(kube_api)
     created_ns = _ensure_namespace(core, NS)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log_dir = tmp_path_factory.mktemp("webhook")
     env = dict(os.environ, METALXDP_WEBHOOK_CERT_CHECK_SECONDS=str(CHECK_SECONDS))
     proc = start("webhook", [sys.executable, "-m", "metalxdp.cli", "controller", "--kubeconfig",
                              str(apiserver.kubeconfig), "--namespace", NS, "--webhook-mode", "onlywebhook",
                              "--webhook-host", "127.0.0.1", "--webhook-port", str(port),
-                             "--webhook-url", f"https://127.0.0.1:{port}", "--metrics-port", "0",
-                             "--log-level", "debug"], log_dir, env=env, cwd=REPO)
+                             "--webhook-url", f"https://127.0.0.1:{port}", "--metrics-port", str(metrics_port),
+                             "--metrics-host", "127.0.0.1", "--log-level", "debug"], log_dir, env=env, cwd=REPO)
     wh = Webhook(kube_api, str(apiserver.kubeconfig), port, proc)
+    wh.metrics_port = metrics_port
     try:
         leftovers = wh.leftovers()
         if leftovers:
@@ -602,3 +604,121 @@ def test_malformed_requests_get_a_clear_answer_and_the_server_stays_up(webhook):
     assert webhook.proc.alive()
     assert webhook.https("GET", "/healthz") == (200, b"ok\n")
     assert webhook.admission_works()
+
+
+def _raw(webhook: Webhook, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """``head`` and ``body`` sent as they are over TLS; the status and body of the answer."""
+    import socket
+    ctx = ssl.create_default_context(cadata=webhook.secret_bundle().ca_crt.decode())
+    with socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+            tls.sendall(head + b"\r\n" + body)
+            r = http.client.HTTPResponse(tls)
+            r.begin()
+            return r.status, r.read()
+
+
+def test_hardening_cases_answer_400_413_or_deny(webhook):
+    """The cases of issue 19 against the real process (every case: tests/unit/test_webhook_hardening.py)."""
+    pool_path = next(e.path for e in ENDPOINTS if e.kind == "IPAddressPool")
+    pool = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "x", "namespace": NS}, "spec": {"addresses": ["198.51.100.0/24"]}}
+
+    def denied(request_changes: dict, drop: tuple = ()) -> dict:
+        review = json.loads(_review("IPAddressPool", pool))
+        review["request"].update(request_changes)
+        for k in drop:
+            review["request"].pop(k)
+        status, body = webhook.https("POST", pool_path, json.dumps(review).encode())
+        resp = json.loads(body)["response"]
+        assert status == 200 and resp["allowed"] is False, resp
+        return resp["status"]
+
+    # a review that cannot be validated: denied with code 400, never allowed
+    assert denied({}, drop=("operation",)) == {"code": 400, "reason": "BadRequest", "message":
+                                               "no request.operation: expected one of CREATE, UPDATE, DELETE"}
+    assert "unknown operation 'DESTROY'" in denied({"operation": "DESTROY"})["message"]
+    assert denied({"operation": "CONNECT"})["code"] == 400
+    assert "got string" in denied({"object": "x"})["message"]
+    assert "metadata must be an object, got string" in denied({"object": {**pool, "metadata": "x"}})["message"]
+    assert "UPDATE needs request.oldObject" in denied({"operation": "UPDATE"})["message"]
+    # bodies that are no review: HTTP 400 / 413 with the reason
+    status, body = webhook.https("POST", pool_path, b"[" * 50_000 + b"]" * 50_000)
+    assert status == 400 and b"nested deeper than" in body
+    status, body = webhook.https("POST", CONVERT_PATH, json.dumps({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+        "request": {"uid": "c", "desiredAPIVersion": "metallb.io/v1beta1", "objects": 5}}).encode())
+    assert status == 400 and b"request.objects must be an array, got number" in body
+    status, body = webhook.https("POST", pool_path, _review("IPAddressPool", pool), headers={"Content-Type": "text/plain"})
+    assert status == 400 and b"expected application/json" in body
+    status, body = _raw(webhook, f"POST {pool_path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 f"Content-Length: {8 * 1024 * 1024}\r\n".encode(), b"{")
+    assert status == 413 and b"request entity is too large" in body
+    assert webhook.proc.alive() and webhook.admission_works()
+
+
+@pytest.mark.parametrize("count", [3000, 10_000])
+def test_a_pool_of_many_cidrs_is_admitted_through_the_api_server(clean, count, record_property):
+    """The pairwise overlap check took 10.5 s for 3,000 CIDRs (beyond the 10 s timeout: never
+    admitted) and 115 s for 10,000. Now the API server's own work dominates."""
+    import ipaddress
+    import time
+    base = int(ipaddress.ip_address("198.18.0.0"))
+    addresses = [f"{ipaddress.ip_address(base + i)}/32" for i in range(count)]
+    big = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+           "metadata": {"name": "big", "namespace": NS}, "spec": {"addresses": addresses}}
+    t0 = time.monotonic()
+    clean.create(big)
+    elapsed = time.monotonic() - t0
+    record_property("create_seconds", round(elapsed, 3))
+    assert elapsed < 8, f"creating a {count}-CIDR pool took {elapsed:.1f} s"
+    # the webhook still checks it: a pool overlapping its last CIDR is refused, naming it
+    last = addresses[-1]
+    other = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+             "metadata": {"name": "other", "namespace": NS}, "spec": {"addresses": [last]}}
+    with pytest.raises(ApiException) as e:
+        clean.create(other, dry_run=True)
+    assert (f"IPAddressPool/other: spec.addresses[0]: CIDR {last} in pool 'other' overlaps with already defined "
+            f"CIDR {last} (pool 'big'); address ranges of pools must not overlap") in e.value.body
+
+
+def test_tls_1_1_is_refused_and_1_2_accepted(webhook):
+    import socket
+    import warnings
+    ca = webhook.secret_bundle().ca_crt.decode()
+
+    def handshake(version) -> str:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cadata=ca)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1_1
+            ctx.minimum_version = ctx.maximum_version = version
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that this client really offers TLS 1.1
+        with socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as sock:
+            with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+                return tls.version()
+
+    with pytest.raises(ssl.SSLError):
+        handshake(ssl.TLSVersion.TLSv1_1)
+    assert handshake(ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+
+
+def test_health_and_metrics_endpoints_expose_no_secret(webhook):
+    bundle = webhook.secret_bundle()
+    secrets = [bundle.tls_key.decode(), bundle.ca_key.decode(), "PRIVATE KEY",
+               base64.b64encode(bundle.tls_key).decode(), base64.b64encode(bundle.ca_key).decode()]
+    token = webhook.api.configuration.api_key.get("authorization", "").removeprefix("Bearer ").strip()
+    if token:
+        secrets.append(token)
+    pages = [webhook.https("GET", p) for p in ("/healthz", "/readyz", "/nothing")]
+    assert [status for status, _ in pages] == [200, 200, 404]
+    conn = http.client.HTTPConnection("127.0.0.1", webhook.metrics_port, timeout=10)
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    metrics = r.read()
+    conn.close()
+    assert r.status == 200 and b"metallb_k8s_client_config_loaded_bool" in metrics
+    text = "".join(body.decode() for _, body in pages) + metrics.decode()
+    for secret in secrets:
+        assert secret not in text

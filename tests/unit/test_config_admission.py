@@ -96,9 +96,11 @@ def test_l2_advertisement_checked_with_pools():
     assert not review("L2Advertisement", "CREATE", l2("l2", ipAddressPools=["a", "a"]), None, [])[0]
 
 
-def test_status_kinds_and_unknown_operations_are_allowed():
+def test_status_kinds_are_allowed_and_unknown_operations_refused():
     assert review("ServiceL2Status", "CREATE", {"metadata": {"name": "x"}}, None, []) == (True, "", [])
-    assert review("IPAddressPool", "CONNECT", pool("a", "x"), None, []) == (True, "", [])
+    for operation in ("CONNECT", "", "PATCH"):
+        allowed, message, _ = review("IPAddressPool", operation, pool("a", "x"), None, [])
+        assert not allowed and f"unknown admission operation {operation!r}" in message
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.level != "schema"],
