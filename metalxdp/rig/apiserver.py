@@ -106,8 +106,9 @@ class ClusterOptions:
     """
     netns: str
     address: str
-    cluster_cidr: str = "198.19.0.0/16"
+    cluster_cidr: str = "198.19.0.0/16,2001:db8:19::/56"   # dual stack: IPv4 and IPv6 pod addresses
     node_mask: int = 24
+    node_mask6: int = 64
 
 
 # kube-controller-manager controllers: the API-only rig needs namespace deletion, GC and
@@ -204,7 +205,8 @@ def start_control_plane(workdir: Optional[Path] = None, controller_manager: bool
                 f"--controllers={CLUSTER_CONTROLLERS if cluster else RIG_CONTROLLERS}",
                 f"--service-account-private-key-file={sa_key}",
                 *([f"--root-ca-file={certs / 'apiserver.crt'}", "--allocate-node-cidrs=true",
-                   f"--cluster-cidr={cluster.cluster_cidr}", f"--node-cidr-mask-size={cluster.node_mask}",
+                   f"--cluster-cidr={cluster.cluster_cidr}", f"--node-cidr-mask-size-ipv4={cluster.node_mask}",
+                   f"--node-cidr-mask-size-ipv6={cluster.node_mask6}",
                    "--node-monitor-grace-period=20s"] if cluster else []),
                 "--leader-elect=false", "--v=0",
             ], logs, netns=ns)

@@ -30,7 +30,7 @@ class Cluster:
     opts: ClusterOptions
     nodes: dict[str, KubeNode] = field(default_factory=dict)
     cp_proxy: Optional[Proc] = None
-    pod_cidrs: dict[str, str] = field(default_factory=dict)
+    pod_cidrs: dict[str, list[str]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def stop(self) -> None:
@@ -68,21 +68,23 @@ def start_cluster(cp: ControlPlane, opts: ClusterOptions, hosts: Sequence[Host],
         cl.timings["images_s"] = time.monotonic() - t1
         wait_ready(cp.api_get, list(cl.nodes.values()))
         cl.pod_cidrs = pod_routes(cp.api_get, list(cl.nodes.values()), _run_in_node)
-        for node, cidr in cl.pod_cidrs.items():       # the API server calls webhooks in pods
-            _run_in(opts.netns, ["ip", "route", "replace", cidr, "via", cl.nodes[node].spec.ipv4])
+        for node, cidrs in cl.pod_cidrs.items():      # the API server calls webhooks in pods
+            for cidr in cidrs:
+                spec = cl.nodes[node].spec
+                via = spec.ipv6 if ":" in cidr else spec.ipv4
+                if via:
+                    _run_in(opts.netns, ["ip", "route", "replace", cidr, "via", via])
         # ... at their Service's ClusterIP: kube-proxy on the control-plane host, as in kind
         cl.cp_proxy = start_proxy_only(NodeSpec("control-plane", opts.netns, opts.address, None,
                                                 workdir / "nodes" / "control-plane", sandbox_image,
                                                 cp.node_kubeconfig, opts.cluster_cidr, proxy_mode=proxy_mode), logs)
         for cidr in SERVICE_CIDRS.split(","):
-            if ":" not in cidr:
-                _run_in(opts.netns, ["ip", "route", "replace", cidr, "dev", "eth0"])
+            _run_in(opts.netns, ["ip", "route", "replace", cidr, "dev", "eth0"])
         # a socket on a node needs a route to a ClusterIP before kube-proxy's DNAT picks the
-        # endpoint (real nodes have a default route); any next hop on the segment will do
+        # endpoint (real nodes have a default route); any on-link route will do
         for kn in cl.nodes.values():
             for cidr in SERVICE_CIDRS.split(","):
-                if ":" not in cidr:
-                    _run_in_node(kn, ["ip", "route", "replace", cidr, "via", opts.address])
+                _run_in_node(kn, ["ip", "route", "replace", cidr, "dev", "eth0"])
         cl.timings["nodes_ready_s"] = time.monotonic() - t0
         return cl
     except BaseException:

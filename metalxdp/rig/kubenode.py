@@ -99,17 +99,22 @@ oom_score = 0
 
 
 def render_cni_template(n: NodeSpec) -> str:
-    """containerd fills ``{{.PodCIDR}}`` from node.spec.podCIDR. The bridge is named cni0 (MetalLB's
-    default interface excludes ``^cni.*``); traffic from pods to anything outside the node's pod
-    subnet is masqueraded, so pods reach the API server and the lab segment without routes back."""
-    return json.dumps({
-        "cniVersion": "1.0.0", "name": "lab",
-        "plugins": [
-            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "{{.PodCIDR}}"}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(n.workdir / "cni-ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ]}, indent=1)
+    """containerd fills ``.PodCIDRRanges`` from node.spec.podCIDRs (one range per family). The
+    bridge is named cni0 (MetalLB's default interface excludes ``^cni.*``); traffic from pods to
+    anything outside the node's pod subnets is masqueraded, so pods reach the API server and the
+    lab segment without routes back. A Go template, so written by hand rather than json.dumps."""
+    ipam_dir = json.dumps(str(n.workdir / "cni-ipam"))
+    return """{
+ "cniVersion": "1.0.0", "name": "lab",
+ "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "dataDir": %s,
+            "ranges": [{{range $i, $r := .PodCIDRRanges}}{{if $i}}, {{end}}[{"subnet": "{{$r}}"}]{{end}}],
+            "routes": [{{range $i, $r := .Routes}}{{if $i}}, {{end}}{"dst": "{{$r}}"}{{end}}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}
+ ]
+}
+""" % ipam_dir
 
 
 def render_kubelet_config(n: NodeSpec) -> str:
@@ -354,16 +359,21 @@ def wait_ready(api_get, nodes: list[KubeNode], timeout: float = 120) -> None:
                  proc=kn.procs["kubelet"], interval=0.5)
 
 
-def pod_routes(api_get, nodes: list[KubeNode], run_in) -> dict[str, str]:
-    """kindnet's job: every node routes every other node's pod CIDR to that node's IP. Returns
-    node -> podCIDR. ``run_in(node, argv)`` runs a command in a node's network namespace."""
-    cidrs: dict[str, str] = {}
+def pod_routes(api_get, nodes: list[KubeNode], run_in) -> dict[str, list[str]]:
+    """kindnet's job: every node routes every other node's pod CIDRs (both families) to that
+    node's address. Returns node -> podCIDRs. ``run_in(node, argv)`` runs a command in a node's
+    network namespace."""
+    cidrs: dict[str, list[str]] = {}
     for kn in nodes:
-        wait_for(f"{kn.spec.name}: podCIDR assigned", lambda kn=kn: bool(
-            (api_get(f"/api/v1/nodes/{kn.spec.name}").get("spec") or {}).get("podCIDR")), 60)
-        cidrs[kn.spec.name] = api_get(f"/api/v1/nodes/{kn.spec.name}")["spec"]["podCIDR"]
+        wait_for(f"{kn.spec.name}: podCIDRs assigned", lambda kn=kn: bool(
+            (api_get(f"/api/v1/nodes/{kn.spec.name}").get("spec") or {}).get("podCIDRs")), 60)
+        cidrs[kn.spec.name] = api_get(f"/api/v1/nodes/{kn.spec.name}")["spec"]["podCIDRs"]
     for kn in nodes:
         for other in nodes:
-            if other is not kn:
-                run_in(kn, ["ip", "route", "replace", cidrs[other.spec.name], "via", other.spec.ipv4])
+            if other is kn:
+                continue
+            for c in cidrs[other.spec.name]:
+                via = other.spec.ipv6 if ":" in c else other.spec.ipv4
+                if via:
+                    run_in(kn, ["ip", "route", "replace", c, "via", via])
     return cidrs
