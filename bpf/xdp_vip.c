@@ -64,6 +64,37 @@ static __always_inline void count_vip_traffic(struct vip_key *key, __u64 frame_l
         st->misdirected += 1;
 }
 
+/* The VIP that an ARP request or NS for `key` (already validated) asks about, if this node answers
+ * it now; NULL: pass the frame. Counts the request, and sets *stats for the caller to count its
+ * reply. MetalLB answers requests sent to the group (broadcast for ARP, the solicited-node
+ * multicast group for NS: `to_group`) or to the interface's own MAC; during a handoff only the
+ * latter (the group's requests belong to the new owner). The liveness gate comes last, so gated
+ * requests are still counted. */
+static __always_inline struct vip_info *vip_to_answer(struct vip_key *key, const struct ethhdr *eth,
+                                                      int to_group, struct vip_stats **stats)
+{
+    struct vip_info *vip = mx_vips.lookup(key);
+    struct vip_stats *st;
+
+    *stats = 0;
+    if (!vip)
+        return 0;
+    st = mx_stats.lookup(&vip->slot);
+    if (st)
+        st->requests += 1;
+    *stats = st;
+
+    if (!mac_equal(eth->h_dest, vip->mac) && (!to_group || (vip->flags & VIP_F_HANDOFF))) {
+        count_global(G_NOT_FOR_US);
+        return 0;
+    }
+    if (!agent_alive()) {
+        count_global(G_GATED);
+        return 0;
+    }
+    return vip;
+}
+
 static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data_end)
 {
     struct ethhdr *eth = data;
@@ -93,24 +124,9 @@ static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data
     }
 
     vip_key_v4(&key, ifindex, arp->tpa);
-    vip = mx_vips.lookup(&key);
+    vip = vip_to_answer(&key, eth, mac_is_broadcast(eth->h_dest), &st);
     if (!vip)
         return XDP_PASS;
-    st = mx_stats.lookup(&vip->slot);
-    if (st)
-        st->requests += 1;
-
-    /* MetalLB answers requests sent to broadcast or to the interface's own MAC only; during a
-     * handoff only the latter (broadcasts belong to the new owner). */
-    if (!mac_equal(eth->h_dest, vip->mac) &&
-        (!mac_is_broadcast(eth->h_dest) || (vip->flags & VIP_F_HANDOFF))) {
-        count_global(G_NOT_FOR_US);
-        return XDP_PASS;
-    }
-    if (!agent_alive()) {
-        count_global(G_GATED);
-        return XDP_PASS;
-    }
 
     arp_request_to_reply(eth, arp, vip->mac);
     if (st)
@@ -177,24 +193,9 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
     }
 
     vip_key_v6(&key, ifindex, ns->target);
-    vip = mx_vips.lookup(&key);
+    vip = vip_to_answer(&key, eth, mac_is_multicast(eth->h_dest), &st);
     if (!vip)
         return XDP_PASS;
-    st = mx_stats.lookup(&vip->slot);
-    if (st)
-        st->requests += 1;
-
-    /* Multicast (solicited-node group) or unicast to this interface; during a handoff only
-     * unicast (multicast solicitations belong to the new owner). */
-    if (!mac_equal(eth->h_dest, vip->mac) &&
-        (!mac_is_multicast(eth->h_dest) || (vip->flags & VIP_F_HANDOFF))) {
-        count_global(G_NOT_FOR_US);
-        return XDP_PASS;
-    }
-    if (!agent_alive()) {
-        count_global(G_GATED);
-        return XDP_PASS;
-    }
 
     mac_copy(req.src_mac, eth->h_source);
     __builtin_memcpy(req.src_ip, &ip6->saddr, 16);
