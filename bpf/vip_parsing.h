@@ -84,6 +84,33 @@ static __always_inline int ip6_equal(const __u8 *a, const __u8 *b)
     return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+/* A source no IPv6 packet may carry: multicast (RFC 4291 2.7), or one Linux's ip6_rcv_core drops on
+ * any interface but lo: ::1 (RFC 4291 2.5.3) and IPv4-mapped ::ffff:0:0/96. */
+static __always_inline int ip6_is_invalid_source(const __u8 *a)
+{
+    const __u32 *w = (const __u32 *)a;
+
+    if (a[0] == 0xff)
+        return 1;
+    if ((w[0] | w[1]) != 0)
+        return 0;  /* every global, ULA and link-local source ends here */
+    return w[2] == mx_htonl(0x0000ffff) || (w[2] == 0 && w[3] == mx_htonl(1));
+}
+
+/* An ARP sender IP that Linux treats as martian (ip_route_input_slow: multicast 224/4, limited
+ * broadcast, 127/8, 0/8), except 0.0.0.0 itself: the sender of an RFC 5227 probe. 240/4 is
+ * not martian to Linux, nor here. */
+static __always_inline int ip4_is_martian_sender(const __u8 *a)
+{
+    __u8 first = a[0];
+
+    if (first == 0)
+        return (a[1] | a[2] | a[3]) != 0;
+    if (first == 255)
+        return (a[1] & a[2] & a[3]) == 255;
+    return first == 127 || (first & 0xf0) == 224;
+}
+
 /* dst is the solicited-node multicast address of target: ff02::1:ff00:0/104 + low 24 bits. */
 static __always_inline int ip6_is_solicited_node_of(const __u8 *dst, const __u8 *target)
 {
@@ -112,6 +139,91 @@ static __always_inline void vip_key_v6(struct vip_key *k, __u32 ifindex, const _
 #pragma unroll
     for (int i = 0; i < 8; i++)
         d[i] = s[i];
+}
+
+/* One 8-byte unit of packet data folded into a running one's-complement sum: its two 32-bit
+ * halves, in host order, into 64 bits (no carry is lost before the final fold). */
+static __always_inline __u64 csum_add_unit(__u64 sum, const void *p)
+{
+    __u64 x = *(const __u64 *)p;
+    return sum + (x & 0xffffffff) + (x >> 32);
+}
+
+/* The 16-bit one's-complement sum (host order) of a 64-bit accumulator (RFC 1071 2.(B)). */
+static __always_inline __u32 csum_fold64(__u64 sum)
+{
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (__u32)sum;
+}
+
+/* RFC 4861 7.1.1 on what follows the 24-byte NS body, and the ICMPv6 checksum, for an NS whose
+ * icmp_len bytes (>= 24) are all inside the frame:
+ *  - every option has a length > 0 and the options fill the message exactly, none running past
+ *    it (7.1.1, and Linux's ndisc_parse_options, which drops the NS otherwise);
+ *  - the first source link-layer option is 8 bytes long (RFC 2464 6 for Ethernet; Linux drops
+ *    an NS whose SLLAO has another length, and ignores later duplicates);
+ *  - a DAD probe carries no source link-layer option at all (7.1.1), wherever it sits;
+ *  - the checksum over the pseudo-header (RFC 8200 8.1) and the message is right (RFC 4443 2.3).
+ * Option lengths count 8-byte units, so once the options are known to fill the message it is
+ * summed a unit at a time: the source and destination addresses and the NS body are the 7 units
+ * at [22, 78), the options follow. At most NDP_MAX_OPT_BYTES of options (longer: invalid here). */
+static __always_inline int ns_options_and_checksum_valid(const void *data, const void *data_end,
+                                                        __u32 icmp_len, int dad)
+{
+    const void *opts = data + NS_OPTS_OFF;
+    __u32 opt_bytes = icmp_len - sizeof(struct ndp_msg);
+    __u32 next_opt = 0;  /* offset (from opts) of the next option header */
+    int seen_sllao = 0;
+    __u64 sum;
+
+    if ((opt_bytes & (NDP_OPT_UNIT - 1)) || opt_bytes > NDP_MAX_OPT_BYTES)
+        return 0;
+    if (opts > data_end)
+        return 0;  /* the caller checked the NS body: cannot happen */
+
+    /* The walk, an option at a time (each is >= 8 bytes, so NDP_MAX_OPT_BYTES / 8 of them at
+     * most). Kept apart from the sum below: one loop branching on both would give the verifier
+     * a state per combination of option boundaries. */
+    for (int i = 0; i < NDP_MAX_OPT_BYTES / NDP_OPT_UNIT; i++) {
+        const __u8 *opt;
+        __u8 type, len;
+
+        if (next_opt >= opt_bytes || next_opt >= NDP_MAX_OPT_BYTES)
+            break;
+        opt = opts + next_opt;
+        if ((const void *)opt + 2 > data_end)
+            return 0;  /* cannot happen: the caller checked icmp_len against the frame */
+        type = opt[0];
+        len = opt[1];
+        if (len == 0)
+            return 0;
+        if (type == NDP_OPT_SOURCE_LLADDR) {
+            if (dad || (!seen_sllao && len != 1))
+                return 0;
+            seen_sllao = 1;
+        }
+        next_opt += (__u32)len * NDP_OPT_UNIT;
+    }
+    if (next_opt != opt_bytes)
+        return 0;  /* the last option runs past the message */
+
+    sum = mx_htons(icmp_len) + mx_htons(IPPROTO_ICMP6);
+#pragma unroll
+    for (int i = 0; i < (NS_OPTS_OFF - NA_CSUM_START) / 8; i++)
+        sum = csum_add_unit(sum, data + NA_CSUM_START + i * 8);
+    for (__u32 off = 0; off < NDP_MAX_OPT_BYTES; off += NDP_OPT_UNIT) {
+        const void *unit = opts + off;
+
+        if (off >= opt_bytes)
+            break;
+        if (unit + NDP_OPT_UNIT > data_end)
+            return 0;  /* cannot happen, as above */
+        sum = csum_add_unit(sum, unit);
+    }
+    return csum_fold64(sum) == 0xffff;
 }
 
 /* Turn an ARP request (already validated) into the reply, in place: same frame length. */
