@@ -62,9 +62,9 @@
 
 /* The NA we send: Ethernet 14 + IPv6 40 + NA 24 + target link-layer option 8. */
 #define NA_FRAME_LEN 86
-/* Offset of the IPv6 source address: the checksum covers [22, 86) = src, dst, ICMPv6 body. */
+/* Offset of the IPv6 source address: an NDP checksum covers it, the destination and the
+ * ICMPv6 message, contiguous from here to the end of the message. */
 #define NA_CSUM_START 22
-#define NA_CSUM_WORDS ((NA_FRAME_LEN - NA_CSUM_START) / 2)
 #define NA_ICMP6_LEN 32
 /* Offset of an NS's first option: Ethernet 14 + IPv6 40 + NS body 24. */
 #define NS_OPTS_OFF 78

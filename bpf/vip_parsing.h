@@ -115,9 +115,9 @@ static __always_inline int ip4_is_martian_sender(const __u8 *a)
 static __always_inline int ip6_is_solicited_node_of(const __u8 *dst, const __u8 *target)
 {
     const __u32 *w = (const __u32 *)dst;
+    __u32 low24 = ((const __u32 *)target)[3] & mx_htonl(0x00ffffff);
     return w[0] == mx_htonl(0xff020000) && w[1] == 0 && w[2] == mx_htonl(0x00000001) &&
-           dst[12] == 0xff && dst[13] == target[13] && dst[14] == target[14] &&
-           dst[15] == target[15];
+           w[3] == (mx_htonl(0xff000000) | low24);
 }
 
 static __always_inline void vip_key_v4(struct vip_key *k, __u32 ifindex, const __u8 *ip)
@@ -130,23 +130,31 @@ static __always_inline void vip_key_v4(struct vip_key *k, __u32 ifindex, const _
 
 static __always_inline void vip_key_v6(struct vip_key *k, __u32 ifindex, const __u8 *ip)
 {
-    __u16 *d = (__u16 *)k->addr;
-    const __u16 *s = (const __u16 *)ip;
+    __u32 *d = (__u32 *)k->addr;
+    const __u32 *s = (const __u32 *)ip;
 
     k->ifindex = ifindex;
     k->family = VIP_FAMILY_V6;
     k->pad[0] = k->pad[1] = k->pad[2] = 0;
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-        d[i] = s[i];
+    d[0] = s[0];
+    d[1] = s[1];
+    d[2] = s[2];
+    d[3] = s[3];
 }
 
-/* One 8-byte unit of packet data folded into a running one's-complement sum: its two 32-bit
- * halves, in host order, into 64 bits (no carry is lost before the final fold). */
+/* 8 bytes (as loaded, host order) folded into a running one's-complement sum: their two 32-bit
+ * halves into 64 bits, so no carry is lost before the final fold (RFC 1071 2.(B): the sum of
+ * host-order words, stored back in host order, is byte-order independent). */
+static __always_inline __u64 csum_add64(__u64 sum, __u64 x)
+{
+    return sum + (x & 0xffffffff) + (x >> 32);
+}
+
+/* One 8-byte unit of packet data into the sum (at an offset that is 8-aligned counting
+ * NET_IP_ALIGN, see ip6_copy). */
 static __always_inline __u64 csum_add_unit(__u64 sum, const void *p)
 {
-    __u64 x = *(const __u64 *)p;
-    return sum + (x & 0xffffffff) + (x >> 32);
+    return csum_add64(sum, *(const __u64 *)p);
 }
 
 /* The 16-bit one's-complement sum (host order) of a 64-bit accumulator (RFC 1071 2.(B)). */
@@ -242,79 +250,77 @@ static __always_inline void arp_request_to_reply(struct ethhdr *eth, struct arp_
     ip4_copy(arp->spa, vip);
 }
 
-/* What the NA needs from the NS, copied out before the frame is resized. */
-struct ns_request {
-    __u8 src_mac[MAC_LEN];
-    __u8 dad;  /* source was ::, answer to all-nodes with S=0 (RFC 4861 7.2.4) */
-    __u8 pad;
-    __u8 src_ip[16];
-    __u8 target[16];
-};
-
-/* Write the whole NA into a frame of exactly NA_FRAME_LEN bytes starting at data. */
-static __always_inline void build_na(void *data, const struct ns_request *req, const __u8 *our_mac)
+/* IPv6 addresses are copied 8 bytes at a time. In the frame they sit at offsets 22, 38 and 62:
+ * on architectures that need aligned access the kernel starts packet data NET_IP_ALIGN (2)
+ * bytes into a word, which makes all three 8-byte aligned (the verifier checks packet access
+ * with that offset); x86 and arm64 do not care. The stack copies are u64 arrays. */
+static __always_inline void ip6_copy(void *dst, const void *src)
 {
-    struct ethhdr *eth = data;
-    struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
-    struct ndp_msg *na = (void *)(ip6 + 1);
-    struct ndp_lladdr_opt *opt = (void *)(na + 1);
-    __be32 *ip6_first_word = (__be32 *)ip6;
-
-    if (req->dad) {
-        /* 33:33:00:00:00:01, the multicast MAC of ff02::1 (RFC 2464 7) */
-        eth->h_dest[0] = 0x33;
-        eth->h_dest[1] = 0x33;
-        eth->h_dest[2] = 0;
-        eth->h_dest[3] = 0;
-        eth->h_dest[4] = 0;
-        eth->h_dest[5] = 1;
-    } else {
-        mac_copy(eth->h_dest, req->src_mac);
-    }
-    mac_copy(eth->h_source, our_mac);
-    eth->h_proto = mx_htons(ETHERTYPE_IPV6);
-
-    *ip6_first_word = mx_htonl(0x60000000);  /* version 6, traffic class 0, flow label 0 */
-    ip6->payload_len = mx_htons(NA_ICMP6_LEN);
-    ip6->nexthdr = IPPROTO_ICMP6;
-    ip6->hop_limit = NDP_HOP_LIMIT;
-    __builtin_memcpy(&ip6->saddr, req->target, 16);  /* the VIP itself, never link-local */
-    if (req->dad) {
-        __u32 *d = (__u32 *)&ip6->daddr;  /* ff02::1 */
-        d[0] = mx_htonl(0xff020000);
-        d[1] = 0;
-        d[2] = 0;
-        d[3] = mx_htonl(1);
-    } else {
-        __builtin_memcpy(&ip6->daddr, req->src_ip, 16);
-    }
-
-    na->type = ICMP6_NEIGHBOUR_ADVERT;
-    na->code = 0;
-    na->checksum = 0;
-    na->flags = req->dad ? 0 : mx_htonl(NA_FLAG_SOLICITED);  /* R=0, O=0 (MetalLB) */
-    __builtin_memcpy(na->target, req->target, 16);
-
-    opt->type = NDP_OPT_TARGET_LLADDR;
-    opt->len = 1;
-    mac_copy(opt->addr, our_mac);
+    __u64 *d = dst;
+    const __u64 *s = src;
+    d[0] = s[0];
+    d[1] = s[1];
 }
 
-/* ICMPv6 checksum of a frame built by build_na (RFC 4443 2.3 + RFC 8200 8.1 pseudo-header):
- * one's-complement sum of src, dst, the ICMPv6 message (contiguous from offset 22 to the
- * end), the upper-layer length and the next header. Summing 16-bit words in host order and
- * storing the folded result the same way is byte-order independent (RFC 1071 2.(B)). */
-static __always_inline __u16 na_checksum(const void *data)
-{
-    const __u16 *w = data + NA_CSUM_START;
-    __u32 sum = mx_htons(NA_ICMP6_LEN) + mx_htons(IPPROTO_ICMP6);
+/* What the NA needs from the NS, copied out before the frame is resized. */
+struct ns_request {
+    __u64 src_ip[2];
+    __u64 target[2];
+    __u16 src_mac[3];
+    __u8 dad;  /* source was ::, answer to all-nodes with S=0 (RFC 4861 7.2.4) */
+    __u8 pad;
+};
 
-#pragma unroll
-    for (int i = 0; i < NA_CSUM_WORDS; i++)
-        sum += w[i];
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return ~sum & 0xffff;
+/* Write the whole NA into a frame of exactly NA_FRAME_LEN bytes starting at data, with its
+ * ICMPv6 checksum (RFC 4443 2.3 over the RFC 8200 8.1 pseudo-header). The checksum is summed
+ * from the values written, not read back from the frame: the message is the target twice
+ * (source address and target field), the destination, our MAC and constants. Every store is a
+ * 2, 4 or 8-byte one at an offset of that alignment (counting NET_IP_ALIGN, see ip6_copy); the
+ * kernel's packed struct ethhdr/ipv6hdr fields would be written a byte at a time. */
+static __always_inline void build_na(void *data, const struct ns_request *req, const __u8 *our_mac)
+{
+    const __u16 *mac = (const __u16 *)our_mac;
+    __u64 sum = mx_htons(NA_ICMP6_LEN) + mx_htons(IPPROTO_ICMP6) +         /* pseudo-header */
+                mx_htons(ICMP6_NEIGHBOUR_ADVERT << 8) +                    /* type, code */
+                mx_htons(NDP_OPT_TARGET_LLADDR << 8 | 1) + mac[0] + mac[1] + mac[2];  /* option */
+
+    /* Ethernet: to the solicitor, or to 33:33:00:00:00:01 (ff02::1, RFC 2464 7) for DAD */
+    if (req->dad) {
+        *(__be16 *)(data + 0) = mx_htons(0x3333);
+        *(__be16 *)(data + 2) = 0;
+        *(__be16 *)(data + 4) = mx_htons(1);
+    } else {
+        mac_copy(data, req->src_mac);
+    }
+    mac_copy(data + 6, our_mac);
+    *(__be16 *)(data + 12) = mx_htons(ETHERTYPE_IPV6);
+
+    /* IPv6: version 6, traffic class 0, flow label 0; payload length, next header, hop limit;
+     * from the VIP itself (never link-local), to the solicitor or to ff02::1 */
+    *(__be32 *)(data + 14) = mx_htonl(0x60000000);
+    *(__be32 *)(data + 18) = mx_htonl(NA_ICMP6_LEN << 16 | IPPROTO_ICMP6 << 8 | NDP_HOP_LIMIT);
+    ip6_copy(data + 22, req->target);
+    sum = csum_add64(csum_add64(sum, req->target[0]), req->target[1]);
+    if (req->dad) {
+        *(__be32 *)(data + 38) = mx_htonl(0xff020000);
+        *(__be32 *)(data + 42) = 0;
+        *(__be32 *)(data + 46) = 0;
+        *(__be32 *)(data + 50) = mx_htonl(1);
+        sum += mx_htons(0xff02) + mx_htons(1);
+    } else {
+        ip6_copy(data + 38, req->src_ip);
+        sum = csum_add64(csum_add64(sum, req->src_ip[0]), req->src_ip[1]);
+        sum += mx_htons(NA_FLAG_SOLICITED >> 16);
+    }
+
+    /* NA: type 136, code 0, R=0, S as above, O=0 (MetalLB), the target, our MAC */
+    *(__be16 *)(data + 54) = mx_htons(ICMP6_NEIGHBOUR_ADVERT << 8);
+    *(__be32 *)(data + 58) = req->dad ? 0 : mx_htonl(NA_FLAG_SOLICITED);
+    ip6_copy(data + 62, req->target);
+    sum = csum_add64(csum_add64(sum, req->target[0]), req->target[1]);
+    *(__be16 *)(data + 78) = mx_htons(NDP_OPT_TARGET_LLADDR << 8 | 1);
+    mac_copy(data + 80, our_mac);
+    *(__u16 *)(data + 56) = ~csum_fold64(sum) & 0xffff;
 }
 
 #endif /* METALXDP_VIP_PARSING_H */

@@ -186,8 +186,8 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
 
     req.dad = dad;
     mac_copy(req.src_mac, eth->h_source);
-    __builtin_memcpy(req.src_ip, &ip6->saddr, 16);
-    __builtin_memcpy(req.target, ns->target, 16);
+    ip6_copy(req.src_ip, &ip6->saddr);
+    ip6_copy(req.target, ns->target);
 
     /* Make the frame exactly NA_FRAME_LEN long: grow at the head (XDP guarantees 256 bytes
      * of headroom in every mode, tail room is driver dependent) or trim the tail. All
@@ -206,8 +206,6 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
         return XDP_ABORTED;  /* cannot happen after a successful resize; never sends garbage */
 
     build_na(data, &req, vip->mac);
-    ((struct ndp_msg *)(data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr)))->checksum =
-        na_checksum(data);
     if (st)
         st->replies += 1;
     return XDP_TX;
