@@ -112,9 +112,7 @@ static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data
      * hardware address that is an individual one (our reply goes there; a group would make it
      * a broadcast) and a sender IP that is no martian (Linux's arp_process/ip_route_input:
      * multicast, 255.255.255.255, 127/8, 0/8 other than the RFC 5227 probe's 0.0.0.0). */
-    if (arp->htype != mx_htons(ARP_HTYPE_ETHER) || arp->ptype != mx_htons(ETHERTYPE_IPV4) ||
-        arp->hlen != MAC_LEN || arp->plen != 4 || mac_is_multicast(arp->sha) ||
-        ip4_is_martian_sender(arp->spa)) {
+    if (!arp_is_ether_ipv4(arp) || mac_is_multicast(arp->sha) || ip4_is_martian_sender(arp->spa)) {
         count_global(G_PASS_MALFORMED);
         return XDP_PASS;
     }
