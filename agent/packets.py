@@ -190,7 +190,8 @@ class NDP:
     checksum_ok: bool
     flags: int          # NA: R/S/O bits (host order); NS: reserved word
     target: IPv6
-    lladdr: Optional[bytes]  # source (NS) or target (NA) link-layer address option
+    lladdr: Optional[bytes]  # the first source (NS) or target (NA) link-layer address option, if 8 bytes
+    options: Optional[tuple] = ()  # ((type, option bytes), ...); None: malformed (see ndp_options)
 
     @property
     def solicited(self) -> bool:
@@ -199,6 +200,22 @@ class NDP:
     @property
     def override(self) -> bool:
         return bool(self.flags & NA_OVERRIDE)
+
+    def has_option(self, otype: int) -> bool:
+        return any(t == otype for t, _ in self.options or ())
+
+
+def ndp_options(data: bytes) -> Optional[tuple]:
+    """The options after an NS/NA body (RFC 4861 4.6) as ((type, bytes), ...), or None when one
+    has length 0 or runs past the message, or bytes are left over (7.1.1; Linux drops such a
+    message)."""
+    out, off = [], 0
+    while off < len(data):
+        if len(data) - off < 2 or data[off + 1] == 0 or off + data[off + 1] * 8 > len(data):
+            return None
+        out.append((data[off], data[off:off + data[off + 1] * 8]))
+        off += data[off + 1] * 8
+    return tuple(out)
 
 
 def parse_ndp(frame: bytes) -> Optional[NDP]:
@@ -216,17 +233,12 @@ def parse_ndp(frame: bytes) -> Optional[NDP]:
     pseudo = src.packed + dst.packed + struct.pack("!IxxxB", plen, ICMPV6)
     checksum_ok = ones_complement_sum(pseudo + icmp) == 0xFFFF
     flags = struct.unpack_from("!I", icmp, 4)[0]
-    lladdr = None
-    off = 24
-    while off + 2 <= len(icmp):
-        otype, olen = icmp[off], icmp[off + 1]
-        if olen == 0 or off + olen * 8 > len(icmp):
-            break
-        if otype in (ND_OPT_SOURCE_LLADDR, ND_OPT_TARGET_LLADDR) and olen == 1:
-            lladdr = icmp[off + 2:off + 8]
-        off += olen * 8
+    options = ndp_options(icmp[24:])
+    wanted = ND_OPT_SOURCE_LLADDR if type_ == ND_NEIGHBOR_SOLICIT else ND_OPT_TARGET_LLADDR
+    first = next((raw for t, raw in options or () if t == wanted), None)
+    lladdr = first[2:8] if first is not None and len(first) == 8 else None
     return NDP(frame[0:6], frame[6:12], src, dst, hlim, type_, code, checksum_ok, flags,
-               IPv6(icmp[8:24]), lladdr)
+               IPv6(icmp[8:24]), lladdr, options)
 
 
 def neighbor_advert_for(ns: NDP, our_mac: bytes) -> bytes:
@@ -278,28 +290,50 @@ def vlan_tagged(frame: bytes, vid: int, tpid: int = ETH_P_8021Q) -> bytes:
 
 # ---- the answering rules, as a pure function ---------------------------------------------
 
+NS_MAX_OPTION_BYTES = 256  # the XDP program's NDP_MAX_OPT_BYTES: a longer NS is not answered
+
+
+def martian_arp_sender(ip: IPv4) -> bool:
+    """A sender IP Linux's ARP treats as martian: 0/8 (but the RFC 5227 probe's 0.0.0.0),
+    127/8, 224/4, 255.255.255.255."""
+    return ip != IPv4("0.0.0.0") and (ip in ipaddress.IPv4Network("0.0.0.0/8") or ip.is_loopback or
+                                      ip.is_multicast or ip == IPv4("255.255.255.255"))
+
+
+def ns_is_valid(n: NDP, frame: bytes) -> bool:
+    """RFC 4861 7.1.1 (and RFC 4291's source rules, as Linux applies them) for an NS."""
+    src = n.src
+    if (n.hop_limit != 255 or n.code != 0 or not n.checksum_ok or n.target.is_multicast or
+            src.is_multicast or src == IPv6("::1") or src.ipv4_mapped is not None or n.eth_src[0] & 1):
+        return False
+    plen = struct.unpack_from("!H", frame, 18)[0]
+    if n.options is None or plen - 24 > NS_MAX_OPTION_BYTES:
+        return False
+    sllaos = [raw for t, raw in n.options if t == ND_OPT_SOURCE_LLADDR]
+    if src.is_unspecified:
+        return not sllaos and n.dst == solicited_node(n.target)
+    return not sllaos or len(sllaos[0]) == 8
+
+
 def answer_for(frame: bytes, our_mac: bytes, is_vip: Callable[[Union[IPv4, IPv6]], bool]) -> Optional[bytes]:
     """The reply bpf/xdp_vip.c sends for ``frame`` received on an interface with ``our_mac``
-    (None: no answer), for responders outside XDP (the userspace baseline). Same rules:
-    ARP requests only, never gratuitous ones, to broadcast or our MAC; NS with hop limit 255
-    to the target's solicited-node group or to the target itself (unicast NUD), DAD probes
-    answered to all-nodes. Unlike XDP it also verifies the NS checksum."""
+    (None: no answer), for responders outside XDP (the userspace baseline). Same rules
+    (docs/xdp.md): valid ARP requests only (no multicast sender MAC, no martian sender), never
+    gratuitous ones, to broadcast or our MAC; valid NS (RFC 4861 7.1.1: hop limit 255, code 0,
+    checksum, options, no SLLAO in DAD; no multicast, ::1 or IPv4-mapped source) to the target's
+    solicited-node group or to the target itself (unicast NUD), DAD probes answered to
+    all-nodes."""
     a = parse_arp(frame)
     if a is not None:
-        if (a.op != ARP_REQUEST or a.is_gratuitous or a.sha[0] & 1 or
+        if (a.op != ARP_REQUEST or a.is_gratuitous or a.sha[0] & 1 or martian_arp_sender(a.spa) or
                 (a.eth_dst != BROADCAST_MAC and a.eth_dst != our_mac) or not is_vip(a.tpa)):
             return None
         return arp_reply_for(a, our_mac)
     n = parse_ndp(frame)
-    if n is None or n.type != ND_NEIGHBOR_SOLICIT:
+    if n is None or n.type != ND_NEIGHBOR_SOLICIT or not ns_is_valid(n, frame):
         return None
-    if n.hop_limit != 255 or n.code != 0 or not n.checksum_ok or n.target.is_multicast:
+    if not n.src.is_unspecified and n.dst != solicited_node(n.target) and n.dst != n.target:
         return None
-    if n.src.is_unspecified:
-        if n.lladdr is not None or n.dst != solicited_node(n.target):
-            return None
-    elif n.dst != solicited_node(n.target) and n.dst != n.target:
-        return None
-    if n.eth_src[0] & 1 or (not n.eth_dst[0] & 1 and n.eth_dst != our_mac) or not is_vip(n.target):
+    if (not n.eth_dst[0] & 1 and n.eth_dst != our_mac) or not is_vip(n.target):
         return None
     return neighbor_advert_for(n, our_mac)

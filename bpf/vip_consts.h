@@ -44,8 +44,17 @@
 #define IPPROTO_ICMP6 58
 #define ICMP6_NEIGHBOUR_SOLICIT 135
 #define ICMP6_NEIGHBOUR_ADVERT 136
+#define ICMP6_ND_FIRST 133             /* router solicitation ... */
+#define ICMP6_ND_LAST 137              /* ... redirect: the neighbour discovery types */
 #define NDP_HOP_LIMIT 255              /* 7.1.1: an NS with any other hop limit is invalid */
 #define NDP_OPT_SOURCE_LLADDR 1
+#define NDP_OPT_UNIT 8                 /* 4.6: option lengths count 8-byte units */
+/* The option bytes (after the 24-byte NS body) the program walks and sums. A longer NS (SEND's
+ * CGA and signature options, RFC 3971) is passed, counted as malformed: Ethernet NS carry one
+ * 8-byte option, or two with a DAD nonce (RFC 7527). */
+#ifndef NDP_MAX_OPT_BYTES
+#define NDP_MAX_OPT_BYTES 256
+#endif
 #define NDP_OPT_TARGET_LLADDR 2
 #define NA_FLAG_ROUTER 0x80000000U     /* host order; we are not a router: always 0 */
 #define NA_FLAG_SOLICITED 0x40000000U  /* answer to an NS with a unicast source */
@@ -53,14 +62,16 @@
 
 /* The NA we send: Ethernet 14 + IPv6 40 + NA 24 + target link-layer option 8. */
 #define NA_FRAME_LEN 86
-/* Offset of the IPv6 source address: the checksum covers [22, 86) = src, dst, ICMPv6 body. */
+/* Offset of the IPv6 source address: an NDP checksum covers it, the destination and the
+ * ICMPv6 message, contiguous from here to the end of the message. */
 #define NA_CSUM_START 22
-#define NA_CSUM_WORDS ((NA_FRAME_LEN - NA_CSUM_START) / 2)
 #define NA_ICMP6_LEN 32
+/* Offset of an NS's first option: Ethernet 14 + IPv6 40 + NS body 24. */
+#define NS_OPTS_OFF 78
 
 /* Indexes into the mx_global per-CPU counter array (program-wide, not per VIP). */
 #define G_PASS_VLAN 0       /* 802.1Q/802.1ad frame: passed untouched, never answered */
-#define G_PASS_MALFORMED 1  /* truncated or invalid ARP/IPv4/IPv6/NS frame */
+#define G_PASS_MALFORMED 1  /* truncated or invalid ARP/IPv4/IPv6/NS frame (docs/xdp.md lists the rules) */
 #define G_GATED 2           /* request for a VIP left unanswered: agent heartbeat too old */
 #define G_NOT_FOR_US 3      /* request for a VIP, but to another host's MAC */
 #define G_COUNTERS 4

@@ -24,9 +24,9 @@ struct vip_info {
 /* Per VIP slot, per CPU (summed in userspace). Bytes are whole Ethernet frames as XDP sees them
  * (destination MAC to end of payload, no FCS). */
 struct vip_stats {
-    __u64 rx_packets;   /* IPv4/IPv6 packets to the VIP (neighbour discovery excluded) */
+    __u64 rx_packets;   /* IPv4/IPv6 packets to the VIP (not ARP, not ICMPv6 types 133-137) */
     __u64 rx_bytes;
-    __u64 requests;     /* ARP requests / neighbour solicitations for the VIP */
+    __u64 requests;     /* valid ARP requests / neighbour solicitations for the VIP */
     __u64 replies;      /* ARP replies / neighbour advertisements sent by XDP_TX */
     __u64 misdirected;  /* packets to a VIP flagged VIP_F_ETP_LOCAL_MISDIRECT */
 };

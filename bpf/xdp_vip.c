@@ -64,6 +64,37 @@ static __always_inline void count_vip_traffic(struct vip_key *key, __u64 frame_l
         st->misdirected += 1;
 }
 
+/* The VIP that an ARP request or NS for `key` (already validated) asks about, if this node answers
+ * it now; NULL: pass the frame. Counts the request, and sets *stats for the caller to count its
+ * reply. MetalLB answers requests sent to the group (broadcast for ARP, the solicited-node
+ * multicast group for NS: `to_group`) or to the interface's own MAC; during a handoff only the
+ * latter (the group's requests belong to the new owner). The liveness gate comes last, so gated
+ * requests are still counted. */
+static __always_inline struct vip_info *vip_to_answer(struct vip_key *key, const struct ethhdr *eth,
+                                                      int to_group, struct vip_stats **stats)
+{
+    struct vip_info *vip = mx_vips.lookup(key);
+    struct vip_stats *st;
+
+    *stats = 0;
+    if (!vip)
+        return 0;
+    st = mx_stats.lookup(&vip->slot);
+    if (st)
+        st->requests += 1;
+    *stats = st;
+
+    if (!mac_equal(eth->h_dest, vip->mac) && (!to_group || (vip->flags & VIP_F_HANDOFF))) {
+        count_global(G_NOT_FOR_US);
+        return 0;
+    }
+    if (!agent_alive()) {
+        count_global(G_GATED);
+        return 0;
+    }
+    return vip;
+}
+
 static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data_end)
 {
     struct ethhdr *eth = data;
@@ -77,40 +108,24 @@ static __always_inline int handle_arp(struct xdp_md *ctx, void *data, void *data
         count_global(G_PASS_MALFORMED);
         return XDP_PASS;
     }
-    if (arp->htype != mx_htons(ARP_HTYPE_ETHER) || arp->ptype != mx_htons(ETHERTYPE_IPV4) ||
-        arp->hlen != MAC_LEN || arp->plen != 4) {
+    /* Validity (passed, counted as malformed): Ethernet/IPv4 ARP only (RFC 826), a sender
+     * hardware address that is an individual one (our reply goes there; a group would make it
+     * a broadcast) and a sender IP that is no martian (Linux's arp_process/ip_route_input:
+     * multicast, 255.255.255.255, 127/8, 0/8 other than the RFC 5227 probe's 0.0.0.0). */
+    if (!arp_is_ether_ipv4(arp) || mac_is_multicast(arp->sha) || ip4_is_martian_sender(arp->spa)) {
         count_global(G_PASS_MALFORMED);
         return XDP_PASS;
     }
     /* Replies are the kernel's business; gratuitous ARP (sender == target) announces
-     * someone else's mapping and needs no answer. */
+     * someone else's mapping and needs no answer. A probe (sender 0.0.0.0, RFC 5227 2.1.1)
+     * is answered, as Linux does: the reply defends the VIP. */
     if (arp->oper != mx_htons(ARP_OP_REQUEST) || ip4_equal(arp->spa, arp->tpa))
         return XDP_PASS;
-    /* A multicast sender hardware address would make our reply a broadcast: refuse. */
-    if (mac_is_multicast(arp->sha)) {
-        count_global(G_PASS_MALFORMED);
-        return XDP_PASS;
-    }
 
     vip_key_v4(&key, ifindex, arp->tpa);
-    vip = mx_vips.lookup(&key);
+    vip = vip_to_answer(&key, eth, mac_is_broadcast(eth->h_dest), &st);
     if (!vip)
         return XDP_PASS;
-    st = mx_stats.lookup(&vip->slot);
-    if (st)
-        st->requests += 1;
-
-    /* MetalLB answers requests sent to broadcast or to the interface's own MAC only; during a
-     * handoff only the latter (broadcasts belong to the new owner). */
-    if (!mac_equal(eth->h_dest, vip->mac) &&
-        (!mac_is_broadcast(eth->h_dest) || (vip->flags & VIP_F_HANDOFF))) {
-        count_global(G_NOT_FOR_US);
-        return XDP_PASS;
-    }
-    if (!agent_alive()) {
-        count_global(G_GATED);
-        return XDP_PASS;
-    }
 
     arp_request_to_reply(eth, arp, vip->mac);
     if (st)
@@ -125,80 +140,52 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
     struct ipv6hdr *ip6 = HDR_AT(struct ipv6hdr, data, sizeof(struct ethhdr), data_end);
     struct ndp_msg *ns = HDR_AT(struct ndp_msg, data, sizeof(struct ethhdr) + sizeof(struct ipv6hdr),
                                 data_end);
-    struct ndp_lladdr_opt *opt;
     struct ns_request req;
     struct vip_key key;
     struct vip_info *vip;
     struct vip_stats *st;
     __u32 ifindex = ctx->ingress_ifindex;
     __u64 frame_len = data_end - data;
-    __u16 payload_len;
-    int has_sllao = 0;
+    __u32 icmp_len;
+    int dad;
     long delta;
 
     if (!ip6 || !ns) {
         count_global(G_PASS_MALFORMED);
         return XDP_PASS;
     }
-    payload_len = mx_ntohs(ip6->payload_len);
-    /* RFC 4861 7.1.1 validity: hop limit 255, code 0, ICMP length >= 24, target not
-     * multicast, payload inside the frame. (The incoming checksum is not verified: summing
-     * a variable-length message is costly in XDP; a corrupt NS at worst earns a correct NA.) */
-    if (ip6->hop_limit != NDP_HOP_LIMIT || ns->code != 0 || payload_len < sizeof(struct ndp_msg) ||
-        frame_len < sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + (__u64)payload_len ||
-        ns->target[0] == 0xff) {
+    icmp_len = mx_ntohs(ip6->payload_len);  /* no extension headers: the payload is the NS */
+    dad = ip6_is_unspecified((__u8 *)&ip6->saddr);
+    /* Every validity rule first (all end the same way: passed, counted as malformed), then the
+     * rules that merely make the NS someone else's business. RFC 4861 7.1.1: hop limit 255,
+     * code 0, ICMP length >= 24 (and inside the frame), target not multicast, a DAD probe
+     * (source ::) only to the solicited-node group; the source is no multicast address
+     * (RFC 4291 2.7), nor ::1 or IPv4-mapped (Linux's ip6_rcv_core drops both); the Ethernet
+     * source is an individual address (IEEE 802: our NA goes there); then the options and the
+     * checksum (ns_options_and_checksum_valid). */
+    if (ip6->hop_limit != NDP_HOP_LIMIT || ns->code != 0 || icmp_len < sizeof(struct ndp_msg) ||
+        frame_len < sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + (__u64)icmp_len ||
+        ns->target[0] == 0xff || ip6_is_invalid_source((__u8 *)&ip6->saddr) ||
+        (dad && !ip6_is_solicited_node_of((__u8 *)&ip6->daddr, ns->target)) ||
+        mac_is_multicast(eth->h_source) || !ns_options_and_checksum_valid(data, data_end, icmp_len, dad)) {
         count_global(G_PASS_MALFORMED);
         return XDP_PASS;
     }
-    opt = HDR_AT(struct ndp_lladdr_opt, data,
-                 sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct ndp_msg), data_end);
-    /* Only the first option is inspected: enough for the DAD rule below in practice. */
-    if (opt && payload_len >= sizeof(struct ndp_msg) + sizeof(*opt) &&
-        opt->type == NDP_OPT_SOURCE_LLADDR)
-        has_sllao = 1;
-
-    __builtin_memset(&req, 0, sizeof(req));
-    req.dad = ip6_is_unspecified((__u8 *)&ip6->saddr);
-    if (req.dad) {
-        /* DAD probe: must go to the solicited-node group and carry no SLLAO (7.1.1). */
-        if (has_sllao || !ip6_is_solicited_node_of((__u8 *)&ip6->daddr, ns->target)) {
-            count_global(G_PASS_MALFORMED);
-            return XDP_PASS;
-        }
-    } else if (!ip6_is_solicited_node_of((__u8 *)&ip6->daddr, ns->target) &&
-               !ip6_equal((__u8 *)&ip6->daddr, ns->target)) {
-        /* Neither address resolution (solicited-node multicast) nor a unicast NUD probe
-         * to the VIP itself (MetalLB ignores the latter: metallb#2920; we answer it). */
+    /* Neither address resolution (solicited-node multicast) nor a unicast NUD probe to the
+     * target itself (MetalLB ignores the latter: metallb#2920; we answer it). */
+    if (!dad && !ip6_is_solicited_node_of((__u8 *)&ip6->daddr, ns->target) &&
+        !ip6_equal((__u8 *)&ip6->daddr, ns->target))
         return XDP_PASS;
-    }
-    if (mac_is_multicast(eth->h_source)) {
-        count_global(G_PASS_MALFORMED);
-        return XDP_PASS;
-    }
 
     vip_key_v6(&key, ifindex, ns->target);
-    vip = mx_vips.lookup(&key);
+    vip = vip_to_answer(&key, eth, mac_is_multicast(eth->h_dest), &st);
     if (!vip)
         return XDP_PASS;
-    st = mx_stats.lookup(&vip->slot);
-    if (st)
-        st->requests += 1;
 
-    /* Multicast (solicited-node group) or unicast to this interface; during a handoff only
-     * unicast (multicast solicitations belong to the new owner). */
-    if (!mac_equal(eth->h_dest, vip->mac) &&
-        (!mac_is_multicast(eth->h_dest) || (vip->flags & VIP_F_HANDOFF))) {
-        count_global(G_NOT_FOR_US);
-        return XDP_PASS;
-    }
-    if (!agent_alive()) {
-        count_global(G_GATED);
-        return XDP_PASS;
-    }
-
+    req.dad = dad;
     mac_copy(req.src_mac, eth->h_source);
-    __builtin_memcpy(req.src_ip, &ip6->saddr, 16);
-    __builtin_memcpy(req.target, ns->target, 16);
+    ip6_copy(req.src_ip, &ip6->saddr);
+    ip6_copy(req.target, ns->target);
 
     /* Make the frame exactly NA_FRAME_LEN long: grow at the head (XDP guarantees 256 bytes
      * of headroom in every mode, tail room is driver dependent) or trim the tail. All
@@ -217,8 +204,6 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
         return XDP_ABORTED;  /* cannot happen after a successful resize; never sends garbage */
 
     build_na(data, &req, vip->mac);
-    ((struct ndp_msg *)(data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr)))->checksum =
-        na_checksum(data);
     if (st)
         st->replies += 1;
     return XDP_TX;
@@ -227,7 +212,7 @@ static __always_inline int handle_ns(struct xdp_md *ctx, void *data, void *data_
 static __always_inline int handle_ipv6(struct xdp_md *ctx, void *data, void *data_end)
 {
     struct ipv6hdr *ip6 = HDR_AT(struct ipv6hdr, data, sizeof(struct ethhdr), data_end);
-    struct ndp_msg *icmp;
+    __u8 *icmp_type;
     struct vip_key key;
 
     if (!ip6 || ip6->version != 6) {
@@ -235,9 +220,12 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, void *data, void *dat
         return XDP_PASS;
     }
     if (ip6->nexthdr == IPPROTO_ICMP6) {
-        icmp = HDR_AT(struct ndp_msg, data, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), data_end);
-        if (icmp && icmp->type == ICMP6_NEIGHBOUR_SOLICIT)
+        /* Neighbour discovery (RFC 4861 types 133-137) is not traffic: never in rx_packets. */
+        icmp_type = HDR_AT(__u8, data, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), data_end);
+        if (icmp_type && *icmp_type == ICMP6_NEIGHBOUR_SOLICIT)
             return handle_ns(ctx, data, data_end);
+        if (icmp_type && *icmp_type >= ICMP6_ND_FIRST && *icmp_type <= ICMP6_ND_LAST)
+            return XDP_PASS;
     }
     vip_key_v6(&key, ctx->ingress_ifindex, (__u8 *)&ip6->daddr);
     count_vip_traffic(&key, data_end - data);

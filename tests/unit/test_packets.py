@@ -149,3 +149,27 @@ def test_udp_builders_have_valid_checksums():
 def test_vlan_tagged():
     f = P.vlan_tagged(P.arp_request(MAC_A, "192.0.2.1", "192.0.2.2"), 100)
     assert f[12:16] == b"\x81\x00\x00\x64" and f[16:18] == b"\x08\x06"
+
+
+SLL = bytes([1, 1]) + MAC_A
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"", ()),
+    (SLL, ((1, SLL),)),
+    (SLL + bytes([14, 1]) + bytes(6), ((1, SLL), (14, bytes([14, 1]) + bytes(6)))),
+    (bytes([14, 0]) + bytes(6), None),              # length 0 (RFC 4861 7.1.1)
+    (bytes([1, 2]) + MAC_A, None),                  # runs past the message
+    (SLL + bytes(4), None),                         # bytes left over
+    (SLL + b"\x01", None),                          # an option header cut in half
+])
+def test_ndp_options(data, expected):
+    assert P.ndp_options(data) == expected
+
+
+@pytest.mark.parametrize("ip, martian", [("0.0.0.0", False), ("0.1.2.3", True), ("127.0.0.1", True),
+                                         ("224.0.0.5", True), ("239.255.255.255", True),
+                                         ("255.255.255.255", True), ("240.0.0.1", False),
+                                         ("192.0.2.1", False), ("198.18.0.1", False)])
+def test_martian_arp_sender(ip, martian):
+    assert P.martian_arp_sender(ipaddress.IPv4Address(ip)) is martian

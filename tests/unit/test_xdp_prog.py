@@ -21,6 +21,7 @@ from typing import Optional
 import pytest
 
 from agent import packets as P
+from tests.unit.xdp_fuzz import arp_frame, ns_frame, option
 from agent.dataplane import (BPF_SRC_DIR, VIP_F_ETP_LOCAL_MISDIRECT, XDP_PASS, XDP_TX, Dataplane,
                              DataplaneError, bpffs_mounted, hz_from_config, jiffies_for_ms, prog_test_run,
                              snap_hz)
@@ -132,6 +133,31 @@ def _hop_limit(frame: bytes, hl: int) -> bytes:
     return frame[:21] + bytes([hl]) + frame[22:]
 
 
+def _a(ip: str) -> bytes:
+    return ipaddress.ip_address(ip).packed
+
+
+def ns_with(**kw) -> bytes:
+    """An NS for VIP6 from CLIENT6 to its solicited-node group, with a right checksum unless
+    csum_delta says otherwise (xdp_fuzz.ns_frame, addresses as strings)."""
+    for k in ("target", "src", "dst"):
+        if isinstance(kw.get(k), str):
+            kw[k] = _a(kw[k])
+    kw.setdefault("target", _a(VIP6))
+    kw.setdefault("src", _a(CLIENT6))
+    return ns_frame(eth_src=CLIENT_MAC, **kw)
+
+
+SLLAO = option(1, 1, CLIENT_MAC)
+NONCE = option(14, 1, b"\x01\x02\x03\x04\x05\x06")
+MALFORMED = {"pass_malformed": 1}
+NS_PADDED = ns_with(trailer=bytes(14))        # Ethernet padding after the payload: trimmed
+NS_DUP_SLLAO = ns_with(options=SLLAO + option(1, 2, CLIENT_MAC))
+ICMP6_ECHO = P.ethernet(OUR_MAC, CLIENT_MAC, P.ETH_P_IPV6, P.ipv6_packet(CLIENT6, VIP6, 58, bytes([128, 0]) + bytes(30)))
+NA_TO_VIP = P.neighbor_advert(CLIENT_MAC, OUR_MAC, CLIENT6, VIP6, CLIENT6, P.NA_SOLICITED)
+RS_TO_VIP = P.ethernet(OUR_MAC, CLIENT_MAC, P.ETH_P_IPV6, P.ipv6_packet(CLIENT6, VIP6, 58, bytes([133, 0]) + bytes(6), 255))
+
+
 CASES = [
     # ---- ARP
     Case("ARP request (broadcast) for a VIP on this interface -> reply with our MAC",
@@ -165,6 +191,19 @@ CASES = [
     Case("ARP request from a multicast sender MAC -> pass (would reply to a group)",
          P.arp(P.ARP_REQUEST, P.BROADCAST_MAC, CLIENT_MAC, b"\x01\x00\x5e\x00\x00\x01", CLIENT4,
                P.ZERO_MAC, VIP4), XDP_PASS, UNCHANGED),
+    Case("ARP request from 255.255.255.255 (martian sender) -> pass, malformed",
+         arp_req(sender="255.255.255.255"), XDP_PASS, UNCHANGED, global_counters=MALFORMED,
+         counters={(VIP4, LO): {"requests": 0}}),
+    Case("ARP request from 127.0.0.1 (loopback sender) -> pass", arp_req(sender="127.0.0.1"), XDP_PASS,
+         UNCHANGED, global_counters=MALFORMED),
+    Case("ARP request from 224.0.0.5 (multicast sender) -> pass", arp_req(sender="224.0.0.5"), XDP_PASS,
+         UNCHANGED, global_counters=MALFORMED),
+    Case("ARP request from 0.1.2.3 (0/8, but not the probe's 0.0.0.0) -> pass", arp_req(sender="0.1.2.3"),
+         XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("ARP request from 240.0.0.1 (class E: not martian to Linux) -> reply", arp_req(sender="240.0.0.1"),
+         XDP_TX, arp_reply_expected(arp_req(sender="240.0.0.1"))),
+    Case("ARP reply from a martian sender -> pass, malformed (validity comes before the operation)",
+         arp_frame(op=2, spa=_a("255.255.255.255"), tpa=_a(VIP4)), XDP_PASS, UNCHANGED, global_counters=MALFORMED),
     Case("802.3 frame (length field, LLC) -> pass",
          P.BROADCAST_MAC + CLIENT_MAC + b"\x00\x2e" + b"\xaa" * 46, XDP_PASS, UNCHANGED),
     # ---- NDP
@@ -181,6 +220,45 @@ CASES = [
          P.neighbor_solicit(CLIENT_MAC, "::", VIP6, sllao=True), XDP_PASS, UNCHANGED),
     Case("NS with hop limit 64 (invalid) -> pass", _hop_limit(NS_MCAST, 64), XDP_PASS, UNCHANGED,
          global_counters={"pass_malformed": 1}),
+    Case("NS with an option of length 0 (RFC 4861 7.1.1) -> pass, malformed",
+         ns_with(options=option(14, 0) + bytes(6)), XDP_PASS, UNCHANGED, global_counters=MALFORMED,
+         counters={(VIP6, LO): {"requests": 0, "rx_packets": 0}}),
+    Case("NS with a SLLAO then an option of length 0 -> pass",
+         ns_with(options=SLLAO + option(14, 0) + bytes(6)), XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("DAD probe with a nonce, then a SLLAO (7.1.1: none anywhere) -> pass",
+         ns_with(src="::", options=NONCE + SLLAO), XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS from a multicast source (RFC 4291 2.7) -> pass, no NA to ff02::1 with S=1",
+         ns_with(src="ff02::1"), XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS from ::1 (RFC 4291 2.5.3; Linux drops it) -> pass", ns_with(src="::1"), XDP_PASS, UNCHANGED,
+         global_counters=MALFORMED),
+    Case("NS from an IPv4-mapped source (Linux drops it) -> pass", ns_with(src="::ffff:192.0.2.100"),
+         XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS whose option runs past the payload -> pass", ns_with(options=option(14, 2)[:8]),
+         XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS with 4 bytes after its last option -> pass", ns_with(options=SLLAO + bytes(4)),
+         XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS whose SLLAO is 16 bytes (Ethernet: 8, RFC 2464 6) -> pass",
+         ns_with(options=option(1, 2, CLIENT_MAC)), XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS with a second, 16-byte SLLAO (Linux ignores duplicates) -> NA", NS_DUP_SLLAO, XDP_TX,
+         na_expected(NS_DUP_SLLAO)),
+    Case("NS with a bad ICMPv6 checksum -> pass", ns_with(csum_delta=1), XDP_PASS, UNCHANGED,
+         global_counters=MALFORMED),
+    Case("NS with code 1 -> pass", ns_with(code=1), XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS with an ICMP length of 20 (< 24) -> pass", ns_with(options=b"", plen_delta=-4), XDP_PASS,
+         UNCHANGED, global_counters=MALFORMED),
+    Case("NS for a multicast target -> pass", ns_with(target="ff02::1:ff00:200", dst="ff02::1:ff00:200"),
+         XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS from a multicast Ethernet source -> pass", ns_frame(eth_src=b"\x03" + CLIENT_MAC[1:],
+                                                                target=_a(VIP6), src=_a(CLIENT6)),
+         XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS with more than 256 bytes of options -> pass (the program walks at most 256)",
+         ns_with(options=SLLAO + NONCE * 32), XDP_PASS, UNCHANGED, global_counters=MALFORMED),
+    Case("NS with 256 bytes of options -> NA", ns_with(options=SLLAO + NONCE * 31), XDP_TX,
+         na_expected(ns_with(options=SLLAO + NONCE * 31))),
+    Case("NS with Ethernet padding after the payload -> NA (tail trimmed)", NS_PADDED, XDP_TX,
+         na_expected(NS_PADDED)),
+    Case("NS (valid) to another group -> pass, not malformed",
+         ns_with(dst="ff02::1:ff00:1234"), XDP_PASS, UNCHANGED, global_counters={"pass_malformed": 0}),
     Case("NS for an address that is no VIP -> pass", P.neighbor_solicit(CLIENT_MAC, CLIENT6, OTHER6),
          XDP_PASS, UNCHANGED),
     Case("NS for a VIP announced on another interface only -> pass", NS_MCAST, XDP_PASS, UNCHANGED,
@@ -198,6 +276,14 @@ CASES = [
     Case("IPv4 to an ETP=Local VIP without a local endpoint -> pass, counted as misdirected", UDP4,
          XDP_PASS, UNCHANGED, announce=[(VIP4, LO, True)],
          counters={(VIP4, LO): {"rx_packets": 1, "rx_bytes": len(UDP4), "misdirected": 1}}),
+    Case("ICMPv6 echo to a VIP -> pass, counted", ICMP6_ECHO, XDP_PASS, UNCHANGED,
+         counters={(VIP6, LO): {"rx_packets": 1, "rx_bytes": len(ICMP6_ECHO)}}),
+    Case("NA to a VIP (neighbour discovery) -> pass, not counted as traffic", NA_TO_VIP, XDP_PASS, UNCHANGED,
+         counters={(VIP6, LO): {"rx_packets": 0, "rx_bytes": 0, "requests": 0}}),
+    Case("router solicitation to a VIP (neighbour discovery) -> pass, not counted", RS_TO_VIP, XDP_PASS,
+         UNCHANGED, counters={(VIP6, LO): {"rx_packets": 0}}),
+    Case("unicast NS to a VIP -> NA, counted as a request, not as traffic", NS_UNICAST_NUD, XDP_TX,
+         na_expected(NS_UNICAST_NUD), counters={(VIP6, LO): {"rx_packets": 0, "requests": 1, "replies": 1}}),
     Case("IPv4 to a non-VIP -> pass, nothing counted", P.ipv4_udp(CLIENT_MAC, OUR_MAC, CLIENT4, OTHER4),
          XDP_PASS, UNCHANGED, counters={(VIP4, LO): {"rx_packets": 0, "rx_bytes": 0}}),
     Case("IPv4 to a VIP arriving on another interface -> not counted", UDP4, XDP_PASS, UNCHANGED,
