@@ -27,9 +27,8 @@ from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
 from metalxdp.kube import ApiException, client, service_event
 from metalxdp.log import get_logger
+from metalxdp.service import POOL_ANNOTATION, SHARED_IP_ANNOTATION, annotation, status_ips_from_k8s, wants_load_balancer
 from metalxdp.watch import Informer, config_informers, obj_key
-
-from controller.allocator import wants_load_balancer
 
 from . import election
 from .bgp import advertise as bgpadv
@@ -38,17 +37,6 @@ from .metrics import AgentMetrics
 log = get_logger("agent")
 
 JOIN_WAIT_S = 2.0   # longest wait for another member before the first election (a lone node waits once)
-
-
-def _ips(svc: dict) -> tuple:
-    ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    out = []
-    for i in ing:
-        try:
-            out.append(ipaddress.ip_address(i.get("ip", "")))
-        except ValueError:
-            pass
-    return tuple(out)
 
 
 def local_interfaces() -> dict[str, int]:
@@ -257,17 +245,17 @@ class Agent:
             key = obj_key(svc)
             if not wants_load_balancer(svc, self.s.lb_class):
                 continue
-            ips = _ips(svc)
+            ips = status_ips_from_k8s(svc, strict=False)
             if not ips:
                 continue
             has_serving, ready_nodes = election.endpoint_summary(slices_by_svc.get(key, []))
             spec = svc.get("spec") or {}
             meta = svc.get("metadata") or {}
             etp_local = spec.get("externalTrafficPolicy") == "Local"
-            pool = (meta.get("annotations") or {}).get("metallb.io/ip-allocated-from-pool")
+            pool = annotation(svc, POOL_ANNOTATION)
             labels = meta.get("labels") or {}
             view = election.ServiceView(key, ips, labels, pool, etp_local, has_serving, ready_nodes,
-                                        (meta.get("annotations") or {}).get("metallb.io/allow-shared-ip", ""))
+                                        annotation(svc, SHARED_IP_ANNOTATION, ""))
             decision = election.announcing_node_for(view, nodes, cfg, members, self.s.ignore_exclude_lb)
             if decision.node is not None and decision.node != self.node:
                 moved.update({str(ip): decision.node for ip in ips})

@@ -21,12 +21,13 @@ from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
 from metalxdp.kube import ApiException, client
 from metalxdp.log import get_logger
+from metalxdp.service import (POOL_ANNOTATION, ServiceSpecError, annotation, ingress_ips, service_spec_from_k8s,
+                              status_ips_from_k8s, wants_load_balancer)
 from metalxdp.watch import Informer, config_informers, obj_key
 
-from .allocator import (AllocationError, Allocator, ServiceSpecError, service_spec_from_k8s,
-                        status_ips_from_k8s, wants_load_balancer)
+from .allocator import AllocationError, Allocator
 from .metrics import ControllerMetrics
-from .writer import POOL_ANNOTATION, ServiceWriter
+from .writer import ServiceWriter
 
 log = get_logger("controller")
 
@@ -60,15 +61,6 @@ class WorkQueue:
     def __len__(self) -> int:
         with self._cv:
             return len(self._q)
-
-
-def _ingress_ips(svc: dict) -> list[str]:
-    ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    return [i["ip"] for i in ing if i.get("ip")]
-
-
-def _annotation(svc: dict, name: str) -> Optional[str]:
-    return ((svc.get("metadata") or {}).get("annotations") or {}).get(name)
 
 
 class Controller:
@@ -156,7 +148,7 @@ class Controller:
 
     def _learn_existing(self) -> None:
         """Learn every IP already in a Service status before allocating anything."""
-        svcs = [s for s in self.services.items() if wants_load_balancer(s, self.lb_class) and _ingress_ips(s)]
+        svcs = [s for s in self.services.items() if wants_load_balancer(s, self.lb_class) and ingress_ips(s)]
         svcs.sort(key=lambda s: (s["metadata"].get("creationTimestamp", ""), obj_key(s)))
         kept = conflicts = 0
         for s in svcs:
@@ -168,14 +160,14 @@ class Controller:
             except (ServiceSpecError, AllocationError) as e:
                 conflicts += 1
                 log.warning("existing IP cannot be kept", event="clearAssignment", service=key,
-                            ips=_ingress_ips(s), reason=getattr(e, "code", getattr(e, "reason", "")),
+                            ips=ingress_ips(s), reason=getattr(e, "code", getattr(e, "reason", "")),
                             error=str(e))
         self._learned = True
         log.info("learned existing assignments", services=kept, conflicts=conflicts)
 
     # ---- services -----------------------------------------------------------------------
     def _clear(self, key: str, svc: dict) -> None:
-        if _ingress_ips(svc) or _annotation(svc, POOL_ANNOTATION):
+        if ingress_ips(svc) or annotation(svc, POOL_ANNOTATION):
             self.writer.update(key, (), None)
 
     def _released(self, key: str) -> None:
@@ -197,7 +189,7 @@ class Controller:
                 log.info("not a LoadBalancer any more", event="clearAssignment", service=key,
                          reason="notLoadBalancer")
                 self._released(key)
-            if _annotation(svc, POOL_ANNOTATION):   # only undo what we wrote
+            if annotation(svc, POOL_ANNOTATION):   # only undo what we wrote
                 self.writer.update(key, (), None)
             return
         if self.config is None:
@@ -237,8 +229,8 @@ class Controller:
         if alloc.additional_failed:
             self.writer.event(svc, "Normal", "AdditionalAssignFailed", alloc.additional_failed)
         ips = [str(i) for i in alloc.ips]
-        need_status = ips != _ingress_ips(svc)
-        need_annotation = _annotation(svc, POOL_ANNOTATION) != alloc.pool_name
+        need_status = ips != ingress_ips(svc)
+        need_annotation = annotation(svc, POOL_ANNOTATION) != alloc.pool_name
         if need_status or need_annotation:
             self.writer.update(key, tuple(ips), alloc.pool_name, annotate=need_annotation, status=need_status)
         if set(alloc.ips) != set(had):

@@ -16,11 +16,11 @@ from typing import Callable, Optional
 
 from metalxdp.kube import ApiException, client, service_event
 from metalxdp.log import get_logger
+from metalxdp.service import POOL_ANNOTATION
 
 from .metrics import ControllerMetrics
 
 log = get_logger("controller")
-POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
 COMPONENT = "metallb-controller"
 
 

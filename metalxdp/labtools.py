@@ -17,6 +17,7 @@ from typing import Optional
 from .lab import Lab, kubectl
 from .rig.frr import route_gateways
 from .rig.procs import wait_for
+from .service import ingress_ips
 
 
 def apply_service(lab: Lab, name: str, *, pool: Optional[str] = None, etp: str = "Cluster",
@@ -41,8 +42,7 @@ def service_ips(lab: Lab, name: str, namespace: str = "default") -> list[str]:
     r = kubectl(lab.kubeconfig(), "get", "svc", name, "-n", namespace, "-o", "json", check=False)
     if r.returncode != 0:
         return []
-    ing = ((json.loads(r.stdout).get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    return [i["ip"] for i in ing if i.get("ip")]
+    return ingress_ips(json.loads(r.stdout))
 
 
 def wait_service_ips(lab: Lab, name: str, count: int = 1, timeout: float = 60, namespace: str = "default") -> list[str]:

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.allocator import Allocator, service_spec_from_k8s
+from controller.allocator import Allocator
 from metalxdp import lab as namespace_lab
 from metalxdp import vagrant_render as vr
 from metalxdp.config.parse import parse
 from metalxdp.labspec import LabSpec
 from metalxdp.rig.frr import render_frr_conf
+from metalxdp.service import service_spec_from_k8s
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATED = REPO / "vagrant" / "generated"
