@@ -33,6 +33,7 @@ from metalxdp.watch import Informer, config_informers, obj_key
 from . import election
 from .bgp import advertise as bgpadv
 from .metrics import AgentMetrics
+from .nodeview import node_internal_ips, node_view_from_k8s
 
 log = get_logger("agent")
 
@@ -138,7 +139,7 @@ class Agent:
         return self.nodes.get(self.node) or {}
 
     def _my_addresses(self) -> list[str]:
-        return election.node_internal_ips(self._my_node())
+        return node_internal_ips(self._my_node())
 
     def _start_membership(self) -> None:
         from .membership import Membership, MembershipConfig, derive_key
@@ -155,7 +156,7 @@ class Agent:
         seeds = []
         for n in self.nodes.items():
             if n["metadata"]["name"] != self.node:
-                seeds += [(a, self.s.ml_port) for a in election.node_internal_ips(n) if ":" not in a][:1]
+                seeds += [(a, self.s.ml_port) for a in node_internal_ips(n) if ":" not in a][:1]
         m = Membership(self.node, (mine[0], self.s.ml_port), derive_key(base64.b64decode(key)),
                        seeds=seeds, config=MembershipConfig(), epoch=time.time_ns() // 1_000_000)
         self.membership = MembershipRunner(m, open_socket(mine[0], self.s.ml_port),
@@ -226,7 +227,7 @@ class Agent:
         cfg = self.config = self._load_config()
         if cfg is None:
             return
-        nodes = {n["metadata"]["name"]: election.node_view_from_k8s(n) for n in self.nodes.items()}
+        nodes = {n["metadata"]["name"]: node_view_from_k8s(n, self.s.ignore_exclude_lb) for n in self.nodes.items()}
         members = self.membership.members() if self.membership else None
         if self.metrics and members is not None:
             self.metrics.members.set(len(members))
@@ -256,7 +257,7 @@ class Agent:
             labels = meta.get("labels") or {}
             view = election.ServiceView(key, ips, labels, pool, etp_local, has_serving, ready_nodes,
                                         annotation(svc, SHARED_IP_ANNOTATION, ""))
-            decision = election.announcing_node_for(view, nodes, cfg, members, self.s.ignore_exclude_lb)
+            decision = election.announcing_node_for(view, nodes, cfg, members)
             if decision.node is not None and decision.node != self.node:
                 moved.update({str(ip): decision.node for ip in ips})
             if decision.node == self.node:
@@ -505,13 +506,12 @@ class Agent:
         me = nodes.get(self.node)
         if me is None:
             return
-        node_view = bgpadv.NodeView(me.name, me.labels, me.network_unavailable)
-        peers = bgpadv.active_peers(cfg, node_view)
+        peers = bgpadv.active_peers(cfg, me)
         if not peers and self.speaker is None:
             return
         speaker = self._ensure_speaker()
         speaker.set_peers(peers.values())
-        plan = bgpadv.plan_for_node(cfg, node_view, views)
+        plan = bgpadv.plan_for_node(cfg, me, views)
         speaker.set(plan.advertisements, plan.prefix_owners)
         self._sync_announced_metric("bgp", {(k, str(ip)) for k, ps in plan.service_peers.items() if ps
                                             for v in views if v.key == k for ip in v.ips})

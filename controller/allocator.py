@@ -22,7 +22,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
-from metalxdp.config.types import IPAddress, IPNetwork, Pool
+from metalxdp.config.types import Config, IPAddress, IPNetwork, Pool, confuses_buggy_firmware
 from metalxdp.service import PREFER_DUAL_STACK, REQUIRE_DUAL_STACK, SINGLE_STACK, ServiceSpec, parse_ip
 
 __all__ = ["MAX_INT64", "Allocation", "AllocationError", "PoolCounters", "PoolStatus", "Allocator"]
@@ -107,12 +107,6 @@ def _ip_of(k: int) -> IPAddress:
     return ipaddress.IPv6Address(k ^ _V6) if k & _V6 else ipaddress.IPv4Address(k)
 
 
-def _confuses_buggy_firmware(ip: IPAddress) -> bool:
-    """avoidBuggyIPs: some consumer devices (smurf protection on cheap CPE firmware) drop
-    traffic to IPv4 addresses ending in .0 or .255."""
-    return ip.version == 4 and (int(ip) & 0xFF) in (0, 0xFF)
-
-
 class _Range:
     """One CIDR of a pool and the cursor that finds its lowest free address.
 
@@ -167,7 +161,7 @@ def _usable_count(cidr: IPNetwork, avoid_buggy: bool) -> int:
     if cidr.prefixlen <= 24:
         return n - 2 * (n // 256)           # a .0 and a .255 in every /24
     first, last = cidr.network_address, cidr.broadcast_address
-    return n - _confuses_buggy_firmware(first) - (last != first and _confuses_buggy_firmware(last))
+    return n - confuses_buggy_firmware(first) - (last != first and confuses_buggy_firmware(last))
 
 
 class _PoolState:
@@ -338,6 +332,9 @@ class Allocator:
         self._used: dict[int, _IPUse] = {}      # address key -> its users
         # (sharing key, backend key) -> the addresses a sharing service may join.
         self._shared: dict[tuple[str, str], _SharedIndex] = {}
+        # Which pool an address belongs to is Config.pool_for_ip, as in the agent's decisions.
+        self._config = Config()
+        self._state_of: dict[int, _PoolState] = {}  # id(pool) -> its state
         if pools:
             self.set_pools(pools)
 
@@ -355,6 +352,8 @@ class Allocator:
             # Reuse an unchanged pool's cursors: no rescan after an unrelated config change.
             new[name] = prev if prev is not None and prev.pool == pool else _PoolState(pool)
         self._pools = new
+        self._config = Config(pools={name: st.pool for name, st in new.items()})
+        self._state_of = {id(st.pool): st for st in new.values()}
         self._pinned = sorted((s for s in new.values() if s.pool.service_allocation is not None),
                               key=lambda s: _pool_order_key(s.pool))
         self._fallback = sorted((s for s in new.values()
@@ -362,7 +361,7 @@ class Allocator:
                                 key=lambda s: s.name)
 
         gone = sorted(svc for svc, a in self._allocs.items()
-                      if self._pool_for_keys(a.ips, a.keys) is None)
+                      if self._pool_for_keys(a.ips) is None)
         for svc in gone:
             self._unassign(svc)
 
@@ -453,7 +452,7 @@ class Allocator:
                     f"{[str(i) for i in addrs]} do not match the service's {_family_name(fams)} family",
                     "familyMismatch")
             keys = tuple(_ipkey(ip) for ip in addrs)
-            st = self._pool_for_keys(addrs, keys)
+            st = self._pool_for_keys(addrs)
             if st is None:
                 raise AllocationError("AllocationFailed",
                                       f"{[str(i) for i in addrs]} is not allowed in config",
@@ -548,7 +547,7 @@ class Allocator:
                     f"requested loadBalancer IP(s) {[str(i) for i in addrs]} does not match "
                     f"the ipFamily of the service", "familyMismatch")
             keys = tuple(_ipkey(ip) for ip in addrs)
-            st = self._pool_for_keys(addrs, keys)
+            st = self._pool_for_keys(addrs)
             if st is None:
                 raise AllocationError("AllocationFailed",
                                       f"{[str(i) for i in addrs]} is not allowed in config",
@@ -677,24 +676,13 @@ class Allocator:
                                   f"{addrs[0]} {addrs[1]} has the same family", "sameFamily")
 
     def _pool_for_key(self, k: int) -> Optional[_PoolState]:
-        for st in self._pools.values():
-            r = st.range_for(k)
-            if r is not None:
-                if r.avoid_buggy and (k & 0xFF) in (0, 0xFF):
-                    # MetalLB's poolFor: a buggy address does not belong to an avoiding pool.
-                    continue
-                return st
-        return None
+        p = self._config.pool_for_ip(_ip_of(k))
+        return self._state_of[id(p)] if p is not None else None
 
-    def _pool_for_keys(self, addrs, keys) -> Optional[_PoolState]:
+    def _pool_for_keys(self, addrs) -> Optional[_PoolState]:
         """The one pool holding every address, or None."""
-        st = None
-        for k in keys:
-            s = self._pool_for_key(k)
-            if s is None or (st is not None and s is not st):
-                return None
-            st = s
-        return st
+        p = self._config.pool_for_ips(addrs)
+        return self._state_of[id(p)] if p is not None else None
 
     def _check_sharing(self, svc_key: str, keys, ports, sharing, backend) -> None:
         for k in keys:
