@@ -19,7 +19,7 @@ from typing import Optional
 
 from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
-from metalxdp.kube import ApiException, client
+from metalxdp.kube import ApiException, ConflictError, client, replace_custom_status
 from metalxdp.log import get_logger
 from metalxdp.service import (POOL_ANNOTATION, ServiceSpecError, annotation, ingress_ips, service_spec_from_k8s,
                               status_ips_from_k8s, wants_load_balancer)
@@ -255,30 +255,18 @@ class Controller:
         self.writer.keyed("\0configurationstate", lambda: self._put_configuration_state(body))
 
     def _put_configuration_state(self, body: dict) -> None:
-        # GET + PUT of the status, not PATCH: the Python client's patch turns "" into null,
-        # which the schema (errorSummary: string) rightly refuses
-        co = client.CustomObjectsApi(self.api)
-        args = ("metallb.io", "v1beta1", self.namespace, "configurationstates")
-        for _ in range(5):
-            try:
-                try:
-                    cur = co.get_namespaced_custom_object(*args, "controller")
-                except ApiException as e:
-                    if e.status != 404:
-                        raise
-                    cur = co.create_namespaced_custom_object(*args, {
-                        "apiVersion": "metallb.io/v1beta1", "kind": "ConfigurationState",
-                        "metadata": {"name": "controller",
-                                     "labels": {"metallb.io/component-type": "controller"}}})
-                cur["status"] = body["status"]
-                co.replace_namespaced_custom_object_status(*args, "controller", cur)
-                return
-            except ApiException as e:
-                if e.status == 409:
-                    continue
-                log.warning("ConfigurationState not written", status=e.status, reason=e.reason,
-                            body=str(e.body)[:300])
-                return
+        # a PUT of the status (see replace_custom_status): errorSummary must never become null
+        try:
+            replace_custom_status(self.api, "metallb.io", "v1beta1", self.namespace, "configurationstates",
+                                  "controller", body["status"], create={
+                                      "apiVersion": "metallb.io/v1beta1", "kind": "ConfigurationState",
+                                      "metadata": {"name": "controller",
+                                                   "labels": {"metallb.io/component-type": "controller"}}})
+        except ApiException as e:
+            log.warning("ConfigurationState not written", status=e.status, reason=e.reason,
+                        body=str(e.body)[:300])
+        except ConflictError as e:
+            log.warning("ConfigurationState not written", error=str(e))
 
     def _write_pool_status(self) -> None:
         if not self.config:
