@@ -165,7 +165,8 @@ class EventPoster:
 
     def _post(self, body: dict) -> None:
         try:
-            self.core.create_namespaced_event(body["metadata"]["namespace"], body)
+            # bounded: a pending post must not hold up a stopping process
+            self.core.create_namespaced_event(body["metadata"]["namespace"], body, _request_timeout=10)
         except Exception as e:  # noqa: BLE001 - events are best effort
             log.debug("event not written", reason=body["reason"], error=str(e))
 
