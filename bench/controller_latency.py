@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metalxdp.kube import api_client, client  # noqa: E402
-from metalxdp.lab import CRD_DIR, kubectl  # noqa: E402
+from metalxdp.lab.cluster import CRD_DIR, kubectl  # noqa: E402
 from metalxdp.rig.apiserver import start_control_plane  # noqa: E402
 from metalxdp.rig.procs import start, wait_for  # noqa: E402
 from metalxdp.service import ingress_ips  # noqa: E402

@@ -22,9 +22,9 @@ from typing import Optional
 
 import pytest
 
-from metalxdp import labtools as lt
-from metalxdp.lab import Lab, kubectl
-from metalxdp.labspec import NAMESPACE, LabSpec
+from metalxdp.lab import tools as lt
+from metalxdp.lab.cluster import Lab, kubectl
+from metalxdp.lab.spec import NAMESPACE, LabSpec
 from metalxdp.rig.frr import FRRRouter
 from metalxdp.rig.procs import wait_for
 

@@ -16,7 +16,7 @@ from agent.nodeview import EXCLUDE_LB_LABEL, NodeView
 from metalxdp.config.parse import parse
 from metalxdp.config.types import (BGPAdvertisement, BGPPeer, Community, Config, LabelSelector,
                                    Pool)
-from metalxdp.labspec import LabSpec
+from metalxdp.lab.spec import LabSpec
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network

@@ -18,8 +18,8 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
-from .log import get_logger
-from .service import ingress_ips
+from ..log import get_logger
+from ..service import ingress_ips
 
 log = get_logger("lab")
 TABLE = "metalxdp_lab"
@@ -102,8 +102,8 @@ def render_nft(node: str, services: Iterable[Mapping], slices_by_service: Mappin
 
 def run_proxy(kubeconfig: str, node_netns: Mapping[str, str], stop: Optional[threading.Event] = None) -> None:
     """Keep every node's ruleset in step with Services and EndpointSlices (blocks)."""
-    from .kube import api_client
-    from .watch import Informer
+    from ..kube import api_client
+    from ..watch import Informer
     api = api_client(kubeconfig)
     wake = threading.Event()
     poke = lambda t, o: wake.set()  # noqa: E731
