@@ -86,7 +86,7 @@ def _node_selector(sel: Any, where: str) -> dict:
         _no_unknown_keys(e, {"key", "operator", "values"}, f"{where}.match-expressions[{i}]")
         expr = {"key": e.get("key"), "operator": e.get("operator")}
         if e.get("values"):
-            expr["values"] = list(e["values"])
+            expr["values"] = list(_list(e["values"], f"{where}.match-expressions[{i}].values"))
         expressions.append(expr)
     if expressions:
         out["matchExpressions"] = expressions
