@@ -395,8 +395,8 @@ class Allocator:
         return tuple(sorted(use.holders)) if use else ()
 
     def pool_for_ip(self, ip: IPAddress) -> Optional[str]:
-        st = self._pool_for_key(_ipkey(ip))
-        return st.name if st else None
+        p = self._config.pool_for_ip(ip)
+        return p.name if p else None
 
     def counters(self, pool_name: str) -> PoolCounters:
         """The metrics of a pool (zeros for an unknown pool, as MetalLB's CountersForPool)."""
