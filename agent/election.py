@@ -4,12 +4,14 @@ PURE and deterministic: every agent runs ``announcing_node_for`` on the same inp
 the Node objects, the checked Config and its own membership view) and reaches the same answer
 without talking to the others, as MetalLB's speakers do (``speaker/layer2_controller.go``):
 
-1. pre-conditions: the Service has an IP, the IPs lie in one pool, >= 1 endpoint can serve
+1. pre-conditions: the Service has an IP, the IPs lie in one pool (``Config.pool_for_ips``, the
+   lookup the allocator uses too), >= 1 endpoint can serve
    anywhere in the cluster (else ``notOwner``), some L2Advertisement of that pool matches the
    Service's labels (else ``noMatchingAdvertisement``);
-2. candidates = alive members - nodes with NetworkUnavailable - nodes labelled
-   ``node.kubernetes.io/exclude-from-external-load-balancers`` (unless ``ignore_exclude_lb``),
-   intersected with the nodes some service-matching L2Advertisement selects;
+2. candidates = alive members - excluded nodes (``NodeView.excluded``: NetworkUnavailable, or
+   labelled ``node.kubernetes.io/exclude-from-external-load-balancers`` unless the agent runs
+   with ``--ignore-exclude-lb``), intersected with the nodes some service-matching
+   L2Advertisement selects;
    ETP=Local keeps only candidates hosting a serving endpoint;
 3. order: preferred-node score (sum of matching ``preferredNodeSelectors`` weights) descending,
    then ``sha256(node + "#" + first_ip)`` ascending; the first candidate announces every IP of
@@ -28,13 +30,11 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence
 
-from metalxdp.config.types import Config, L2Advertisement, Pool, any_selector_matches
+from metalxdp.config.types import Config, IPAddress, L2Advertisement, Pool, any_selector_matches
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-
-EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+from .nodeview import NodeView
 
 # Withdrawal / non-announcement reasons, spelled as MetalLB logs them ("" = announce).
 ANNOUNCE = ""
@@ -50,14 +50,6 @@ DEFAULT_INTERFACE_EXCLUDES: tuple[str, ...] = (
     r"^docker.*", r"^cbr.*", r"^dummy.*", r"^virbr.*", r"^lxcbr.*", r"^veth.*", r"^lo$",
     r"^cali.*", r"^tunl.*", r"^flannel.*", r"^kube-ipvs.*", r"^cni.*", r"^nodelocaldns.*",
     r"^lxc.*")
-
-
-@dataclass(frozen=True)
-class NodeView:
-    """What the election needs from a Node object."""
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    network_unavailable: bool = False    # condition NetworkUnavailable == "True"
 
 
 @dataclass(frozen=True)
@@ -115,17 +107,6 @@ def election_key(node: str, first_ip: IPAddress | str) -> bytes:
     return hashlib.sha256(f"{node}#{ipaddress.ip_address(first_ip)}".encode()).digest()
 
 
-def _pool_of(service: ServiceView, config: Config) -> Optional[Pool]:
-    if service.pool and service.pool in config.pools:
-        p = config.pools[service.pool]
-        if all(p.contains(ip) for ip in service.ips):
-            return p
-    for p in config.pools.values():
-        if all(p.contains(ip) for ip in service.ips):
-            return p
-    return None
-
-
 def advertisements_for(service: ServiceView, pool: Pool, config: Config) -> list[L2Advertisement]:
     """The L2Advertisements that target ``pool`` and whose serviceSelectors match the Service."""
     return [ad for ad in config.l2_advertisements
@@ -143,18 +124,18 @@ def preferred_score(node: NodeView, ads: Sequence[L2Advertisement]) -> int:
 
 
 def announcing_node_for(service: ServiceView, nodes: Mapping[str, NodeView] | Iterable[NodeView],
-                        config: Config, members: Optional[Iterable[str]],
-                        ignore_exclude_lb: bool = False) -> L2Decision:
+                        config: Config, members: Optional[Iterable[str]]) -> L2Decision:
     """Elect the node that announces ``service``'s IPs (see the module docstring for the rules).
 
-    nodes: the cluster's Node objects (by name, or any iterable of NodeView).
+    nodes: the cluster's Node objects (by name, or any iterable of NodeView), viewed with this
+        agent's ``ignore_exclude_lb``.
     members: names alive in the membership view; None = membership disabled, every node counts
         (MetalLB assumes a speaker on every node then).
     """
     by_name = dict(nodes) if isinstance(nodes, Mapping) else {n.name: n for n in nodes}
     if not service.ips:
         return L2Decision(None, NO_IP_ALLOCATED)
-    pool = _pool_of(service, config)
+    pool = config.pool_for_ips(service.ips, hint=service.pool)
     if pool is None:
         return L2Decision(None, IP_NOT_ALLOWED)
     ads = advertisements_for(service, pool, config)
@@ -169,14 +150,7 @@ def announcing_node_for(service: ServiceView, nodes: Mapping[str, NodeView] | It
         return L2Decision(None, NOT_OWNER, pool=pool.name, covered_nodes=covered)
 
     alive = set(by_name) if members is None else set(members)
-    candidates = []
-    for name in covered & alive:
-        node = by_name[name]
-        if node.network_unavailable:
-            continue
-        if not ignore_exclude_lb and EXCLUDE_LB_LABEL in node.labels:
-            continue
-        candidates.append(node)
+    candidates = [by_name[name] for name in covered & alive if not by_name[name].excluded]
     if service.etp_local:
         candidates = [n for n in candidates if n.name in service.nodes_with_ready_endpoints]
     if not candidates:
@@ -244,21 +218,6 @@ def endpoint_summary(slices: Iterable[Mapping]) -> tuple[bool, frozenset[str]]:
 
 def nodes_with_ready_endpoints(slices: Iterable[Mapping]) -> frozenset[str]:
     return endpoint_summary(slices)[1]
-
-
-def node_view_from_k8s(node: Mapping) -> NodeView:
-    """A Node object (plain dict, as the API returns it) -> NodeView."""
-    meta = node.get("metadata") or {}
-    conds = (node.get("status") or {}).get("conditions") or ()
-    unavailable = any(c.get("type") == "NetworkUnavailable" and c.get("status") == "True"
-                      for c in conds)
-    return NodeView(meta.get("name", ""), dict(meta.get("labels") or {}), unavailable)
-
-
-def node_internal_ips(node: Mapping) -> list[str]:
-    """The InternalIP addresses of a Node object: the membership seeds."""
-    return [a["address"] for a in (node.get("status") or {}).get("addresses") or ()
-            if a.get("type") == "InternalIP" and a.get("address")]
 
 
 # ---- traffic-aware handoff ---------------------------------------------------------------

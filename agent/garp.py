@@ -28,7 +28,7 @@ DURATION_S = 5.0   # ... until 5 s after the last SetBalancer for the IP
 
 
 def _interface_mac(ifname: str) -> bytes:
-    from .dataplane import interface_mac  # keeps this module importable without BCC
+    from .libbpf import interface_mac
     return interface_mac(ifname)[1]
 
 

@@ -2,21 +2,24 @@
 configuration; decides (pure modules) what this node announces; applies it.
 
 * L2: ``agent.election`` picks one node per Service (identical on every agent, fed by the
-  ``agent.membership`` view); the winner puts the VIPs into the XDP program's map (ARP/NDP
-  answered in XDP) and sends MetalLB's gratuitous bursts; everyone else withdraws.
-* BGP: ``agent.bgp.advertise`` computes the routes for each peer; ``agent.bgp.BGPSpeaker``
-  (ExaBGP) sends them. BFD sessions (``agent.bfd``) tear a peer's BGP session down when they go
-  Down and bring it back when Up.
+  ``agent.membership`` view); on the winner ``agent.l2.L2Announcer`` puts the VIPs into the XDP
+  program's map (ARP/NDP answered in XDP) and sends MetalLB's gratuitous bursts; everyone else
+  withdraws (or hands off, when the VIP moved to another live node).
+* BGP: ``agent.bgp.advertise`` computes the routes for each peer; ``agent.bgp.announcer``
+  sends them through ExaBGP, with the BFD sessions (``agent.bfd``) that tear a peer's BGP
+  session down when they go Down and bring it back when Up.
+* Status: ServiceL2Status / ServiceBGPStatus objects (``agent.status_objects``), events and
+  the announced-service metric.
 * Split-brain guard: the XDP program stops answering when the agent's heartbeat is older than
   ``liveness_max_age_ms`` (a dead agent's node goes quiet); a clean stop extends the window so a
   planned restart loses nothing (the new agent adopts the pinned program and maps).
 
-Everything runs from one reconcile thread, triggered (debounced) by any input change.
+This module builds the views (Nodes, Services, endpoints) the pure decisions take and
+dispatches their results. Everything runs from one reconcile thread, triggered (debounced) by
+any input change.
 """
 from __future__ import annotations
 
-import ipaddress
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -25,46 +28,22 @@ from typing import Optional
 
 from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
-from metalxdp.kube import ApiException, client, service_event
+from metalxdp.kube import EventPoster, client
 from metalxdp.log import get_logger
+from metalxdp.service import POOL_ANNOTATION, SHARED_IP_ANNOTATION, annotation, status_ips_from_k8s, wants_load_balancer
 from metalxdp.watch import Informer, config_informers, obj_key
-
-from controller.allocator import wants_load_balancer
 
 from . import election
 from .bgp import advertise as bgpadv
+from .bgp.announcer import BGPAnnouncer
+from .l2 import L2Announcer, local_interfaces
 from .metrics import AgentMetrics
+from .nodeview import node_internal_ips, node_view_from_k8s
+from .status_objects import StatusObjects
 
 log = get_logger("agent")
 
 JOIN_WAIT_S = 2.0   # longest wait for another member before the first election (a lone node waits once)
-
-
-def _ips(svc: dict) -> tuple:
-    ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    out = []
-    for i in ing:
-        try:
-            out.append(ipaddress.ip_address(i.get("ip", "")))
-        except ValueError:
-            pass
-    return tuple(out)
-
-
-def local_interfaces() -> dict[str, int]:
-    """name -> ifindex of the interfaces that are up and can do ARP (MetalLB's responder rules:
-    UP, BROADCAST, not NOARP, not enslaved)."""
-    out = {}
-    for name in os.listdir("/sys/class/net"):
-        base = f"/sys/class/net/{name}"
-        try:
-            flags = int(open(f"{base}/flags").read(), 16)
-            if not flags & 0x1 or not flags & 0x2 or flags & 0x80 or os.path.exists(f"{base}/master"):
-                continue   # IFF_UP, IFF_BROADCAST, IFF_NOARP, bond/bridge port
-            out[name] = int(open(f"{base}/ifindex").read())
-        except (OSError, ValueError):
-            continue
-    return out
 
 
 @dataclass
@@ -93,20 +72,14 @@ class Agent:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.config: Optional[Config] = None
-        self.l2_announced: dict[tuple[str, str], str] = {}     # (ip, ifname) -> service key
         self.l2_services: set[str] = set()                     # services we announce (L2)
         self.membership = None
-        self.speaker = None
-        self.bfd = None
-        self._peer_by_ip: dict[str, str] = {}
+        self.l2 = L2Announcer(self.node, dataplane, garp, settings.handoff_quiet_s, settings.handoff_max_s)
+        self.bgp = BGPAnnouncer(self.node, settings.bgp_workdir, registry)
+        self.status = StatusObjects(api, self.node, settings.namespace, settings.pod_name)
+        self.events = EventPoster(api, "metallb-speaker", host=self.node)
         self._announced_metric: set[tuple] = set()
-        self._l2_want: Optional[dict] = None                  # ServiceL2Status bodies last reconciled
         self._announce_failed: set[str] = set()                # elected services with no usable interface
-        self._owner_refs: Optional[list] = None               # ownerReferences for our objects (see _owners)
-        self._bgp_want: Optional[dict] = None                 # ServiceBGPStatus bodies last reconciled
-        self.handoff = election.HandoffTracker(quiet_s=settings.handoff_quiet_s, max_s=settings.handoff_max_s)
-        self._handoff: dict[tuple[str, str], str] = {}           # (ip, ifname) -> service key
-        self._moved: dict[str, str] = {}
         poke = lambda typ, obj: self._wake.set()  # noqa: E731
         self.services = Informer(api, "/api/v1/services", poke)
         self.nodes = Informer(api, "/api/v1/nodes", poke)
@@ -150,7 +123,7 @@ class Agent:
         return self.nodes.get(self.node) or {}
 
     def _my_addresses(self) -> list[str]:
-        return election.node_internal_ips(self._my_node())
+        return node_internal_ips(self._my_node())
 
     def _start_membership(self) -> None:
         from .membership import Membership, MembershipConfig, derive_key
@@ -167,7 +140,7 @@ class Agent:
         seeds = []
         for n in self.nodes.items():
             if n["metadata"]["name"] != self.node:
-                seeds += [(a, self.s.ml_port) for a in election.node_internal_ips(n) if ":" not in a][:1]
+                seeds += [(a, self.s.ml_port) for a in node_internal_ips(n) if ":" not in a][:1]
         m = Membership(self.node, (mine[0], self.s.ml_port), derive_key(base64.b64decode(key)),
                        seeds=seeds, config=MembershipConfig(), epoch=time.time_ns() // 1_000_000)
         self.membership = MembershipRunner(m, open_socket(mine[0], self.s.ml_port),
@@ -187,10 +160,8 @@ class Agent:
             inf.stop()
         if self.membership:
             self.membership.stop(leave=True)
-        if self.bfd:
-            self.bfd.close()
-        if self.speaker:
-            self.speaker.close()
+        self.bgp.close()
+        self.events.close()
 
     def _heartbeat_loop(self) -> None:
         period = max(0.02, self.s.liveness_max_age_ms / 4000) if self.s.liveness_max_age_ms else 1.0
@@ -238,7 +209,7 @@ class Agent:
         cfg = self.config = self._load_config()
         if cfg is None:
             return
-        nodes = {n["metadata"]["name"]: election.node_view_from_k8s(n) for n in self.nodes.items()}
+        nodes = {n["metadata"]["name"]: node_view_from_k8s(n, self.s.ignore_exclude_lb) for n in self.nodes.items()}
         members = self.membership.members() if self.membership else None
         if self.metrics and members is not None:
             self.metrics.members.set(len(members))
@@ -257,18 +228,18 @@ class Agent:
             key = obj_key(svc)
             if not wants_load_balancer(svc, self.s.lb_class):
                 continue
-            ips = _ips(svc)
+            ips = status_ips_from_k8s(svc, strict=False)
             if not ips:
                 continue
             has_serving, ready_nodes = election.endpoint_summary(slices_by_svc.get(key, []))
             spec = svc.get("spec") or {}
             meta = svc.get("metadata") or {}
             etp_local = spec.get("externalTrafficPolicy") == "Local"
-            pool = (meta.get("annotations") or {}).get("metallb.io/ip-allocated-from-pool")
+            pool = annotation(svc, POOL_ANNOTATION)
             labels = meta.get("labels") or {}
             view = election.ServiceView(key, ips, labels, pool, etp_local, has_serving, ready_nodes,
-                                        (meta.get("annotations") or {}).get("metallb.io/allow-shared-ip", ""))
-            decision = election.announcing_node_for(view, nodes, cfg, members, self.s.ignore_exclude_lb)
+                                        annotation(svc, SHARED_IP_ANNOTATION, ""))
+            decision = election.announcing_node_for(view, nodes, cfg, members)
             if decision.node is not None and decision.node != self.node:
                 moved.update({str(ip): decision.node for ip in ips})
             if decision.node == self.node:
@@ -292,99 +263,22 @@ class Agent:
             bgp_views.append(bgpadv.ServiceView(key, ips, pool, labels, etp_local,
                                                 self.node in ready_nodes, has_serving))
         self._announce_failed = failed
-        self._moved = moved
-        self._apply_l2(want_l2, l2_status)
-        if self.s.enable_bgp:
-            self._apply_bgp(cfg, nodes, bgp_views)
+        self._apply_l2(want_l2, moved, ifaces, l2_status)
+        if self.s.enable_bgp and self.node in nodes:
+            self._apply_bgp(cfg, nodes[self.node], bgp_views)
 
     # ---- L2 --------------------------------------------------------------------------------
-    def _apply_l2(self, want: dict, l2_status: dict) -> None:
+    def _apply_l2(self, want: dict, moved: dict, ifaces: dict, l2_status: dict) -> None:
         if self.dp is None:
             return
-        # The VIP map is pinned and outlives the agent: after a restart it still holds what the
-        # previous process announced, which this process's l2_announced does not know about. A
-        # VIP that moved away or was deleted meanwhile would otherwise be answered for ever (two
-        # nodes answering ARP for one IP). So the map itself is compared with what we want.
-        names_by_index = {i: n for n, i in local_interfaces().items()}
-        for ip, ifindex, _flags in self.dp.announced():
-            ifname = names_by_index.get(ifindex)
-            if ifname is not None and (ip, ifname) in want:
-                continue
-            if ifname is not None and ((ip, ifname) in self.l2_announced or (ip, ifname) in self._handoff):
-                continue          # withdrawn (or handed off) below, with its log line
-            self.dp.withdraw(ip, ifindex)
-            if ifname:
-                self.garp.cancel(ip, ifname)
-            log.info("stale VIP withdrawn (announced before this agent started, or on an interface "
-                     "that is gone)", event="serviceWithdrawn", protocol="layer2", ip=ip,
-                     interface=ifname or str(ifindex), reason="stale")
-        now = time.monotonic()
-        for (ip, ifname), svc_key in list(self.l2_announced.items()):
-            if (ip, ifname) not in want:
-                self.garp.cancel(ip, ifname)
-                del self.l2_announced[(ip, ifname)]
-                if ip in self._moved and self.s.handoff_max_s > 0 and ifname in local_interfaces():
-                    # planned move to another live node: stale clients (caches that ignored the
-                    # new owner's GARP) still reach us; keep answering their unicast probes
-                    # while the VIP's traffic goes on (VIP_F_HANDOFF), then withdraw
-                    self.dp.announce(ip, ifname, handoff=True)
-                    self.handoff.start(f"{ip}%{ifname}", now, self._rx_packets(ip, ifname))
-                    self._handoff[(ip, ifname)] = svc_key
-                    log.info("VIP moved to another node: handing off", event="handoffStarted",
-                             service=svc_key, ip=ip, interface=ifname, new_node=self._moved[ip])
-                    continue
-                self._withdraw(ip, ifname, svc_key)
-        for (ip, ifname), svc_key in list(self._handoff.items()):
-            tkey = f"{ip}%{ifname}"
-            if (ip, ifname) in want:               # it came back to us
-                self.handoff.cancel(tkey)
-                del self._handoff[(ip, ifname)]
-            elif ip not in self._moved or not self.handoff.observe(tkey, now, self._rx_packets(ip, ifname)):
-                self.handoff.cancel(tkey)
-                del self._handoff[(ip, ifname)]
-                log.info("handoff done: traffic stopped or time is up" if ip in self._moved
-                         else "handoff cancelled: the VIP is no longer announced elsewhere",
-                         event="handoffDone", service=svc_key, ip=ip, interface=ifname)
-                self._withdraw(ip, ifname, svc_key)
-        attached = set()
-        for (ip, ifname), (svc_key, misdirect) in want.items():
-            new = (ip, ifname) not in self.l2_announced
-            self.dp.announce(ip, ifname, etp_local_misdirect=misdirect)
-            if ifname not in attached and ifname not in self._attached_ifaces():
-                self.dp.attach(ifname)
-            attached.add(ifname)
-            if new:
-                self.l2_announced[(ip, ifname)] = svc_key
-                self.garp.start(ip, ifname)
-                log.info("service announced", event="serviceAnnounced", protocol="layer2", service=svc_key,
-                         ip=ip, interface=ifname, node=self.node)
+        self.l2.apply(want, moved, ifaces)
         # events, ServiceL2Status and metrics follow the set of services we announce
         for key, (names, svc) in l2_status.items():
             if key not in self.l2_services:
                 self._event(svc, "Normal", "nodeAssigned", f"announcing from node \"{self.node}\" with protocol \"layer2\"")
         self.l2_services = set(l2_status)
-        self._sync_l2_status(l2_status)
+        self.status.sync_l2({key: names for key, (names, _svc) in l2_status.items()})
         self._sync_announced_metric("layer2", {(k, str(ip)) for (ip, _), (k, _m) in want.items()})
-
-    def _withdraw(self, ip: str, ifname: str, svc_key: str) -> None:
-        from .dataplane import DataplaneError
-        try:
-            self.dp.withdraw(ip, ifname)
-        except DataplaneError:
-            pass          # the interface is gone: its entry went with it
-        log.info("service withdrawn", event="serviceWithdrawn", protocol="layer2", service=svc_key,
-                 ip=ip, interface=ifname)
-
-    def _rx_packets(self, ip: str, ifname: str) -> int:
-        try:
-            c = self.dp.vip_counters(ip, ifname)
-        except Exception:  # noqa: BLE001 - interface gone
-            return 0
-        return c.get("rx_packets", 0)   # data from stale clients, not ARP (broadcasts reach everyone)
-
-    def _attached_ifaces(self) -> set[str]:
-        idx = {i for i in self.dp.attached}
-        return {n for n, i in local_interfaces().items() if i in idx}
 
     def _sync_announced_metric(self, protocol: str, current: set) -> None:
         if not self.metrics:
@@ -401,170 +295,16 @@ class Agent:
             self._announced_metric.add(m)
 
     def _event(self, svc: dict, type_: str, reason: str, message: str) -> None:
-        body = service_event(svc, type_, reason, message, "metallb-speaker", host=self.node)
-        threading.Thread(target=self._post_event, args=(body["metadata"]["namespace"], body), daemon=True).start()
-
-    def _post_event(self, ns: str, body: dict) -> None:
-        try:
-            client.CoreV1Api(self.api).create_namespaced_event(ns, body)
-        except Exception as e:  # noqa: BLE001 - events are best effort
-            log.debug("event not written", error=str(e))
-
-    def _owners(self) -> list:
-        """ownerReferences naming this agent's pod (MetalLB's speaker owns its status objects the
-        same way: deleting the pod garbage-collects them). Empty outside a pod or when the pod
-        cannot be read; looked up once."""
-        if self._owner_refs is None:
-            self._owner_refs = []
-            if self.s.pod_name:
-                try:
-                    pod = client.CoreV1Api(self.api).read_namespaced_pod(self.s.pod_name, self.s.namespace)
-                    self._owner_refs = [{"apiVersion": "v1", "kind": "Pod", "name": self.s.pod_name,
-                                         "uid": pod.metadata.uid}]
-                except ApiException as e:
-                    log.warning("cannot read the agent's pod: status objects get no owner", event="ownerUnknown",
-                                pod=f"{self.s.namespace}/{self.s.pod_name}", status=e.status)
-        return self._owner_refs
-
-    def _owned_by_us(self, meta: dict) -> bool:
-        want = {o["uid"] for o in self._owners()}
-        return {o.get("uid") for o in meta.get("ownerReferences") or []} == want
-
-    def _sync_l2_status(self, l2_status: dict) -> None:
-        """ServiceL2Status objects for the services this node announces (MetalLB's layer2 status
-        controller), reconciled whenever that set changes (see _reconcile_status_objects). Also
-        deleted: other nodes' objects for a service this node now announces (a dead node's:
-        nobody else would ever remove them). An object whose status differs is replaced."""
-        from .bgp.status import API_VERSION, NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL, status_key
-        want: dict = {}
-        for svc_key, (names, _svc) in l2_status.items():
-            key = status_key(self.node, svc_key)
-            _, ns, name = key
-            want[key] = {"apiVersion": API_VERSION, "kind": "ServiceL2Status",
-                         "metadata": {"generateName": "l2-", "labels": {
-                             NODE_LABEL: self.node, SERVICE_NAME_LABEL: name, SERVICE_NAMESPACE_LABEL: ns}},
-                         "status": {"node": self.node, "serviceName": name, "serviceNamespace": ns,
-                                    "interfaces": [{"name": n} for n in sorted(names)]}}
-        if want == self._l2_want:
-            return
-        ok = self._reconcile_status_objects("servicel2statuses", want, adopt_if_status_differs=False,
-                                            delete_others_for_wanted=True)
-        self._l2_want = want if ok else None        # None: reconcile again at the next sync
-
-    def _reconcile_status_objects(self, plural: str, want: dict, *, adopt_if_status_differs: bool,
-                                  delete_others_for_wanted: bool, label_selector: str = "") -> bool:
-        """Make the API's ``plural`` objects of this node match ``want`` (status_key -> body with
-        metadata.generateName/labels and status). This node's objects are adopted when they are
-        owned by this agent's pod (see _owners) and, unless ``adopt_if_status_differs``, have the
-        wanted status; the rest of this node's are deleted, so an agent restart adds no
-        duplicates. With ``delete_others_for_wanted`` other nodes' objects for a wanted service go
-        too. False when a call failed (the caller reconciles again at its next sync)."""
-        from .bgp.status import NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL
-        co = client.CustomObjectsApi(self.api)
-        args = ("metallb.io", "v1beta1", self.s.namespace, plural)
-        try:
-            items = co.list_namespaced_custom_object(*args, label_selector=label_selector).get("items", [])
-        except ApiException as e:
-            log.debug("status objects not listed", kind=plural, status=e.status)
-            return False
-        kept: dict = {}
-        ok = True
-        for item in items:
-            meta = item.get("metadata", {})
-            labels = meta.get("labels") or {}
-            mine = labels.get(NODE_LABEL) == self.node
-            # keyed as this node's object for the same service: for another node's object,
-            # "key in want" means this node now announces that service
-            key = (self.node, labels.get(SERVICE_NAMESPACE_LABEL), labels.get(SERVICE_NAME_LABEL))
-            if (mine and key in want and key not in kept and self._owned_by_us(meta)
-                    and (adopt_if_status_differs or item.get("status") == want[key]["status"])):
-                kept[key] = item
-            elif mine or (delete_others_for_wanted and key in want):
-                try:
-                    co.delete_namespaced_custom_object(*args, meta["name"])
-                except ApiException as e:
-                    if e.status != 404:
-                        ok = False
-        for key, body in want.items():
-            obj = kept.get(key)
-            if obj is not None and obj.get("status") == body["status"]:
-                continue
-            try:
-                if obj is None:
-                    new = {k: v for k, v in body.items() if k != "status"}
-                    new["metadata"] = {**new["metadata"], "ownerReferences": self._owners()}
-                    obj = co.create_namespaced_custom_object(*args, new)
-                obj["status"] = body["status"]
-                co.replace_namespaced_custom_object_status(*args, obj["metadata"]["name"], obj)
-            except ApiException as e:
-                ok = False
-                log.debug("status object not written", kind=plural, service=key, status=e.status)
-        return ok
+        self.events.post(svc, type_, reason, message)
 
     # ---- BGP -------------------------------------------------------------------------------
-    def _ensure_speaker(self):
-        if self.speaker is None:
-            from .bgp.config_render import NodeAddresses
-            from .bgp.exabgp import BGPSpeaker
-            addrs = self._my_addresses()
-            v4 = next((ipaddress.ip_address(a) for a in addrs if ":" not in a), None)
-            v6 = next((ipaddress.ip_address(a) for a in addrs if ":" in a), None)
-            self.speaker = BGPSpeaker(NodeAddresses(self.node, v4, v6), self.s.bgp_workdir / self.node,
-                                      registry=self.registry)
-        return self.speaker
-
-    def _apply_bgp(self, cfg: Config, nodes: dict, views: list) -> None:
-        me = nodes.get(self.node)
-        if me is None:
+    def _apply_bgp(self, cfg: Config, me, views: list) -> None:
+        plan = self.bgp.apply(cfg, me, views, self._my_addresses())
+        if plan is None:
             return
-        node_view = bgpadv.NodeView(me.name, me.labels, me.network_unavailable)
-        peers = bgpadv.active_peers(cfg, node_view)
-        if not peers and self.speaker is None:
-            return
-        speaker = self._ensure_speaker()
-        speaker.set_peers(peers.values())
-        plan = bgpadv.plan_for_node(cfg, node_view, views)
-        speaker.set(plan.advertisements, plan.prefix_owners)
         self._sync_announced_metric("bgp", {(k, str(ip)) for k, ps in plan.service_peers.items() if ps
                                             for v in views if v.key == k for ip in v.ips})
-        self._sync_bfd(cfg, peers)
-        self._sync_bgp_status(plan.service_peers)
-
-    def _sync_bgp_status(self, service_peers: dict) -> None:
-        """ServiceBGPStatus objects: one per service this node advertises, listing the peers,
-        reconciled with this node's objects whenever the wanted set changes (other nodes' objects
-        for the same service are legitimate: every node advertises). Kept objects are updated."""
-        from .bgp.status import NODE_LABEL, service_bgp_statuses
-        want = service_bgp_statuses(self.node, service_peers, self.s.namespace)
-        if want == self._bgp_want:
-            return
-        ok = self._reconcile_status_objects("servicebgpstatuses", want, adopt_if_status_differs=True,
-                                            delete_others_for_wanted=False,
-                                            label_selector=f"{NODE_LABEL}={self.node}")
-        self._bgp_want = want if ok else None       # None: reconcile again at the next sync
-
-    def _sync_bfd(self, cfg: Config, peers: dict) -> None:
-        from .bfd.runner import BFDManager, sessions_for_peers
-        wanted = sessions_for_peers(peers.values(), cfg.bfd_profiles)
-        if not wanted and self.bfd is None:
-            return
-        self._peer_by_ip = {str(p.peer_address): name for name, p in peers.items()}
-        if self.bfd is None:
-            self.bfd = BFDManager(self._bfd_changed)
-            if self.registry is not None:   # metallb_bfd_* on the agent's metrics endpoint
-                from .bfd.metrics import register_bfd_metrics
-                register_bfd_metrics(self.registry, self.bfd)
-        self.bfd.sync(wanted)
-
-    def _bfd_changed(self, peer_ip: str, old: str, new: str) -> None:
-        name = self._peer_by_ip.get(peer_ip)
-        if not name or self.speaker is None:
-            return
-        log.info("BFD session state changed", event="bfdStateChanged", peer=name, old=old, new=new)
-        if new == "Up":
-            self.speaker.peer_up(name)
-        elif old == "Up":
-            self.speaker.peer_down(name)
+        self.status.sync_bgp(plan.service_peers)
 
     # ---- metrics source ----------------------------------------------------------------------
     def xdp_counters(self) -> tuple[dict, dict]:

@@ -34,7 +34,7 @@ PACKET_OUTGOING = 4
 
 class UserspaceResponder:
     def __init__(self, ifname: str, vips: Iterable[str], mac: Optional[bytes] = None, answer: bool = True):
-        from .dataplane import interface_mac
+        from .libbpf import interface_mac
         self.ifname = ifname
         self.vips = {ipaddress.ip_address(v) for v in vips}
         self.mac = mac or interface_mac(ifname)[1]

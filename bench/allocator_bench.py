@@ -28,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controller.allocator import Allocator, ServiceSpec  # noqa: E402
+from controller.allocator import Allocator  # noqa: E402
 from metalxdp.config.types import LabelSelector, Pool, ServiceAllocation  # noqa: E402
+from metalxdp.service import ServiceSpec  # noqa: E402
 
 
 def _pool(name, *cidrs, **kw):

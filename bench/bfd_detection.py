@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from agent.bfd.runner import BFDManager  # noqa: E402
 from metalxdp.config.types import BFDProfile  # noqa: E402
+from metalxdp.lab.bfd_rig import Sniffer, frr_add_peer, frr_peer, wait_until  # noqa: E402
 from metalxdp.rig.frr import FRRRouter, RouterSpec, render_frr_conf  # noqa: E402
 from metalxdp.rig.netns import Topology  # noqa: E402
-from tests.integration.bfd_rig import Sniffer, frr_add_peer, frr_peer, frr_status, wait_until  # noqa: E402
 
 ROUTER, NODE = "192.0.2.1", "192.0.2.11"
 DOWN_RE = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d+) .*state-change: \[.*peer:"

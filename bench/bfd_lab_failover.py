@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from pyroute2 import NetNS  # noqa: E402
 
 from bgp_latency import kernel_hops  # noqa: E402
-from metalxdp import labtools as lt  # noqa: E402
-from metalxdp.lab import Lab  # noqa: E402
-from metalxdp.labspec import LabSpec  # noqa: E402
+from metalxdp.lab import tools as lt  # noqa: E402
+from metalxdp.lab.cluster import Lab  # noqa: E402
+from metalxdp.lab.spec import LabSpec  # noqa: E402
 from metalxdp.rig.frr import FRRRouter  # noqa: E402
 from metalxdp.rig.procs import wait_for  # noqa: E402
 

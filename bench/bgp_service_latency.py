@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from pyroute2 import NetNS  # noqa: E402
 
 from metalxdp.kube import api_client, client  # noqa: E402
-from metalxdp.lab import Lab  # noqa: E402
-from metalxdp.labspec import LabSpec  # noqa: E402
+from metalxdp.lab.cluster import Lab  # noqa: E402
+from metalxdp.lab.spec import LabSpec  # noqa: E402
 from metalxdp.rig.frr import FRRRouter  # noqa: E402
 from metalxdp.rig.procs import wait_for  # noqa: E402
 

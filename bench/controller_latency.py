@@ -21,9 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metalxdp.kube import api_client, client  # noqa: E402
-from metalxdp.lab import CRD_DIR, kubectl  # noqa: E402
+from metalxdp.lab.cluster import CRD_DIR, kubectl  # noqa: E402
 from metalxdp.rig.apiserver import start_control_plane  # noqa: E402
 from metalxdp.rig.procs import start, wait_for  # noqa: E402
+from metalxdp.service import ingress_ips  # noqa: E402
 from metalxdp.watch import Informer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,9 +67,8 @@ def main() -> None:
         got_ip: dict[str, float] = {}
 
         def on_event(typ, obj):
-            ing = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress")
             name = obj["metadata"]["name"]
-            if ing and name not in got_ip:
+            if ingress_ips(obj) and name not in got_ip:
                 got_ip[name] = time.perf_counter()
         inf = Informer(api, "/api/v1/namespaces/bench/services", on_event).start()
         inf.wait_synced()

@@ -40,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metalxdp import labtools as lt  # noqa: E402
-from metalxdp.lab import Lab  # noqa: E402
+from metalxdp.lab import tools as lt  # noqa: E402
+from metalxdp.lab.cluster import Lab  # noqa: E402
 from metalxdp.rig.procs import wait_for  # noqa: E402
 
 NODES = ("node1", "node2", "node3")

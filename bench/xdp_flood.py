@@ -330,7 +330,8 @@ def xdp_generator(ifname: str, count: int, pps: int, frame_hex: str) -> None:
     """Send count copies of the frame out of ifname with bpf/xdp_tx.c in live-frames mode, as
     fast as the kernel goes (pps 0) or paced in GEN_BATCH-frame bursts; prints the elapsed time."""
     import bcc
-    from agent.dataplane import BPF_SRC_DIR, interface_index, prog_test_run_live
+    from agent.dataplane import BPF_SRC_DIR
+    from agent.libbpf import interface_index, prog_test_run_live
     b = bcc.BPF(src_file=str(BPF_SRC_DIR / "xdp_tx.c").encode())
     fd = b.load_func(b"xdp_tx", bcc.BPF.XDP).fd
     frame = bytes.fromhex(frame_hex)

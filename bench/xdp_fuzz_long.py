@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.dataplane import Dataplane  # noqa: E402
-from tests.unit import xdp_fuzz as F  # noqa: E402
+from metalxdp.rig import xdp_fuzz as F  # noqa: E402
 
 FRAMES_PER_CLASS = 300_000
 SEED = 1903

@@ -4,15 +4,11 @@ Pure on purpose (MetalLB's ``internal/allocator`` is the model): no Kubernetes c
 only ``ipaddress`` values and small frozen dataclasses, so it is table-tested in milliseconds
 and the controller's reconcile loop stays a thin shell around it.
 
-Two parts:
-
-* ``service_spec_from_k8s(service_dict)`` turns a Service (as JSON) into a ``ServiceSpec``: the
-  requested IPs, pool annotation, sharing key, ports, backend key and IP families, with
-  MetalLB's event reasons on errors and ``deprecatedAnnotation`` warnings.
-* ``Allocator`` keeps the assignments and hands out addresses with MetalLB's rules (section B of
-  the feature inventory): requested IPs, then the ``metallb.io/address-pool`` pool, then the
-  "pinned" pools (serviceAllocation, by priority), then every other autoAssign pool; inside a
-  pool the CIDRs in spec order and the lowest usable address first.
+``Allocator`` keeps the assignments and hands out addresses with MetalLB's rules (section B of
+the feature inventory): requested IPs, then the ``metallb.io/address-pool`` pool, then the
+"pinned" pools (serviceAllocation, by priority), then every other autoAssign pool; inside a pool
+the CIDRs in spec order and the lowest usable address first. Its input, ``ServiceSpec``, comes
+from the one Service adapter, ``metalxdp.service``.
 
 Speed: addresses are plain ints. Each CIDR keeps a "hint" (every address below it is in use,
 buggy, or waiting in a min-heap of released addresses), so finding the lowest free address is
@@ -23,246 +19,16 @@ from __future__ import annotations
 import bisect
 import heapq
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
-from metalxdp.config.types import IPAddress, IPNetwork, Pool
+from metalxdp.config.types import Config, IPAddress, IPNetwork, Pool, confuses_buggy_firmware
+from metalxdp.service import PREFER_DUAL_STACK, REQUIRE_DUAL_STACK, SINGLE_STACK, ServiceSpec, parse_ip
 
-__all__ = [
-    "SINGLE_STACK", "PREFER_DUAL_STACK", "REQUIRE_DUAL_STACK",
-    "ServiceSpec", "SpecWarning", "ServiceSpecError", "service_spec_from_k8s",
-    "wants_load_balancer", "status_ips_from_k8s", "Allocation", "AllocationError", "PoolCounters", "PoolStatus",
-    "Allocator",
-]
-
-# --- Service -> ServiceSpec -------------------------------------------------------------------
-
-SINGLE_STACK = "SingleStack"
-PREFER_DUAL_STACK = "PreferDualStack"
-REQUIRE_DUAL_STACK = "RequireDualStack"
-_POLICIES = (SINGLE_STACK, PREFER_DUAL_STACK, REQUIRE_DUAL_STACK)
-
-ANNOTATION_PREFIX = "metallb.io/"
-DEPRECATED_ANNOTATION_PREFIX = "metallb.universe.tf/"
-ANNOTATION_ADDRESS_POOL = "address-pool"
-ANNOTATION_LOADBALANCER_IPS = "loadBalancerIPs"
-ANNOTATION_ALLOW_SHARED_IP = "allow-shared-ip"
-ANNOTATION_IP_ALLOCATED_FROM_POOL = "ip-allocated-from-pool"  # written by the controller
-
-# The apiserver's names for IP families in spec.ipFamilies.
-_FAMILY_NAMES = {"IPv4": 4, "IPv6": 6}
+__all__ = ["MAX_INT64", "Allocation", "AllocationError", "PoolCounters", "PoolStatus", "Allocator"]
 
 # Kubernetes status fields are int64; MetalLB reports "enormous" IPv6 pools as MaxInt64.
 MAX_INT64 = (1 << 63) - 1
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """What the allocator needs to know about one Service.
-
-    ip_families: the service's families in order, as the apiserver resolved them (its
-    clusterIPs): one entry for a single-stack service, two (primary first) for a dual-stack one.
-    backend_key: "" for externalTrafficPolicy Cluster; for Local the selector as "k=v,k2=v2"
-    (sorted): services sharing an IP must land on the same endpoints when traffic stays local.
-    labels / namespace_labels take no part in equality hashing (dicts are unhashable).
-    """
-    key: str                                            # "namespace/name"
-    namespace: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
-    namespace_labels: Mapping[str, str] = field(default_factory=dict, hash=False)
-    requested_ips: tuple[IPAddress, ...] = ()           # metallb.io/loadBalancerIPs or spec.loadBalancerIP
-    pool_name: Optional[str] = None                     # metallb.io/address-pool
-    sharing_key: Optional[str] = None                   # metallb.io/allow-shared-ip
-    ports: frozenset[tuple[str, int]] = frozenset()     # (protocol, port)
-    backend_key: str = ""
-    ip_families: tuple[int, ...] = (4,)
-    ip_family_policy: str = SINGLE_STACK
-    cluster_ips: int = 0                                # how many clusterIPs; 0 = not known
-
-    def __post_init__(self):
-        if not self.namespace and "/" in self.key:
-            object.__setattr__(self, "namespace", self.key.split("/", 1)[0])
-        # Normalise the "unset" spellings so comparisons are exact.
-        if self.pool_name == "":
-            object.__setattr__(self, "pool_name", None)
-        if self.sharing_key == "":
-            object.__setattr__(self, "sharing_key", None)
-        if self.ip_family_policy not in _POLICIES:
-            raise ValueError(f"unknown ipFamilyPolicy {self.ip_family_policy!r}")
-
-
-@dataclass(frozen=True)
-class SpecWarning:
-    """Something accepted but worth a Warning event (reason is MetalLB's event reason)."""
-    reason: str
-    message: str
-
-
-class ServiceSpecError(ValueError):
-    """The Service cannot be allocated as written. ``reason`` is MetalLB's event reason
-    (``LoadBalancerFailed``, ``nolbIPsIPFamily``, ``noclusterIPsIPFamily``,
-    ``not enough clusterips``, ``noClusterIPs``)."""
-
-    def __init__(self, reason: str, message: str):
-        self.reason, self.message = reason, message
-        super().__init__(f"{reason}: {message}")
-
-
-def wants_load_balancer(service: Mapping, lb_class: Optional[str] = None) -> bool:
-    """MetalLB's filter: type LoadBalancer, and loadBalancerClass equal to ours (unset when we
-    run without --lb-class). Other services must have their state cleared."""
-    spec = service.get("spec") or {}
-    if spec.get("type") != "LoadBalancer":
-        return False
-    return spec.get("loadBalancerClass") == lb_class
-
-
-def _annotation(annotations: Mapping[str, str], name: str, warnings: list) -> Optional[str]:
-    """The stable annotation wins when present (even empty, as MetalLB's valueForAnnotation);
-    otherwise the deprecated metallb.universe.tf one, with a warning."""
-    stable = ANNOTATION_PREFIX + name
-    if stable in annotations:
-        return annotations[stable]
-    old = DEPRECATED_ANNOTATION_PREFIX + name
-    if old in annotations:
-        warnings.append(SpecWarning(
-            "deprecatedAnnotation",
-            f"annotation {old} is deprecated, use {stable} instead"))
-        return annotations[old]
-    return None
-
-
-def _parse_ip(text: str) -> IPAddress:
-    ip = ipaddress.ip_address(text.strip())
-    # An IPv4-mapped IPv6 address is an IPv4 address to Go's net.IP (To4() != nil).
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def service_spec_from_k8s(service: Mapping,
-                          namespace_labels: Optional[Mapping[str, str]] = None,
-                          ) -> tuple[ServiceSpec, list[SpecWarning]]:
-    """Build a ServiceSpec from a Service object (the apiserver's JSON as a dict).
-
-    namespace_labels: the labels of the Service's Namespace (for namespaceSelectors); the
-    Service object does not carry them. Raises ServiceSpecError with MetalLB's event reason.
-    """
-    warnings: list[SpecWarning] = []
-    meta = service.get("metadata") or {}
-    spec = service.get("spec") or {}
-    annotations = meta.get("annotations") or {}
-    namespace = meta.get("namespace") or "default"
-    key = f"{namespace}/{meta.get('name', '')}"
-
-    # Requested addresses: the annotation, or spec.loadBalancerIP (deprecated upstream), never both.
-    ips_text = _annotation(annotations, ANNOTATION_LOADBALANCER_IPS, warnings) or ""
-    lb_ip_text = spec.get("loadBalancerIP") or ""
-    requested: tuple[IPAddress, ...] = ()
-    if ips_text and lb_ip_text:
-        raise ServiceSpecError(
-            "LoadBalancerFailed",
-            f"service can not have both {ANNOTATION_PREFIX}{ANNOTATION_LOADBALANCER_IPS} "
-            "and svc.Spec.LoadBalancerIP")
-    if ips_text:
-        try:
-            requested = tuple(_parse_ip(s) for s in ips_text.split(","))
-        except ValueError:
-            raise ServiceSpecError(
-                "LoadBalancerFailed",
-                f"invalid {ANNOTATION_PREFIX}{ANNOTATION_LOADBALANCER_IPS}: {ips_text!r}") from None
-        if len(requested) > 2:
-            raise ServiceSpecError("LoadBalancerFailed",
-                                   f"more than two addresses requested: {ips_text!r}")
-        if len(requested) == 2 and requested[0].version == requested[1].version:
-            raise ServiceSpecError("LoadBalancerFailed",
-                                   f"requested addresses have the same family: {ips_text!r}")
-    elif lb_ip_text:
-        try:
-            requested = (_parse_ip(lb_ip_text),)
-        except ValueError:
-            raise ServiceSpecError("LoadBalancerFailed",
-                                   f"invalid spec.loadBalancerIP {lb_ip_text!r}") from None
-
-    pool_name = _annotation(annotations, ANNOTATION_ADDRESS_POOL, warnings) or None
-    sharing_key = _annotation(annotations, ANNOTATION_ALLOW_SHARED_IP, warnings) or None
-
-    ports = frozenset((p.get("protocol") or "TCP", int(p["port"]))
-                      for p in spec.get("ports") or () if "port" in p)
-
-    # Sharing with ETP=Local is only safe when both services select the same pods (k8salloc.BackendKey).
-    backend_key = ""
-    if spec.get("externalTrafficPolicy") == "Local":
-        selector = spec.get("selector") or {}
-        backend_key = ",".join(f"{k}={selector[k]}" for k in sorted(selector))
-
-    policy = spec.get("ipFamilyPolicy") or SINGLE_STACK
-    if policy not in _POLICIES:
-        raise ServiceSpecError("LoadBalancerFailed", f"unknown ipFamilyPolicy {policy!r}")
-
-    # The families come from the clusterIPs, as MetalLB's ipfamily.ForService: they are what
-    # the apiserver actually granted (PreferDualStack on a single-stack cluster gets one).
-    cluster_texts = [c for c in (spec.get("clusterIPs") or
-                                 ([spec["clusterIP"]] if spec.get("clusterIP") else []))
-                     if c and c != "None"]
-    if cluster_texts:
-        try:
-            cluster_ips = [_parse_ip(c) for c in cluster_texts]
-        except ValueError:
-            raise ServiceSpecError("noclusterIPsIPFamily",
-                                   f"failed to parse clusterIPs {cluster_texts!r}") from None
-        if len(cluster_ips) > 2 or (len(cluster_ips) == 2 and
-                                    cluster_ips[0].version == cluster_ips[1].version):
-            raise ServiceSpecError("noclusterIPsIPFamily",
-                                   f"clusterIPs {cluster_texts!r} are not one IP per family")
-        families = tuple(ip.version for ip in cluster_ips)
-    else:
-        # Deviation: MetalLB refuses a service without clusterIPs (noClusterIPs). The apiserver
-        # always sets them for LoadBalancer services; we fall back to spec.ipFamilies so that
-        # hand-written objects still work.
-        try:
-            families = tuple(_FAMILY_NAMES[f] for f in spec.get("ipFamilies") or ("IPv4",))
-        except KeyError:
-            raise ServiceSpecError("noclusterIPsIPFamily",
-                                   f"unknown ipFamilies {spec.get('ipFamilies')!r}") from None
-        if policy == SINGLE_STACK:
-            families = families[:1]
-    if policy == REQUIRE_DUAL_STACK and len(families) < 2:
-        raise ServiceSpecError("not enough clusterips",
-                               f"ipFamilyPolicy RequireDualStack needs two clusterIPs, got {cluster_texts!r}")
-
-    # A requested family that does not match the service's is the allocator's to report
-    # (AllocationFailed, code familyMismatch), as in MetalLB's allocateIPs.
-    return ServiceSpec(
-        key=key,
-        namespace=namespace,
-        labels=dict(meta.get("labels") or {}),
-        namespace_labels=dict(namespace_labels or {}),
-        requested_ips=requested,
-        pool_name=pool_name,
-        sharing_key=sharing_key,
-        ports=ports,
-        backend_key=backend_key,
-        ip_families=families,
-        ip_family_policy=policy,
-        cluster_ips=len(cluster_texts),
-    ), warnings
-
-
-def status_ips_from_k8s(service: Mapping) -> tuple[IPAddress, ...]:
-    """The addresses in status.loadBalancer.ingress (what to ``assign`` after a restart).
-    Raises ServiceSpecError("nolbIPsIPFamily") when they are not one address per family: the
-    controller then clears the status and allocates afresh, as MetalLB does."""
-    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()
-    texts = [i["ip"] for i in ingress if i.get("ip")]
-    try:
-        ips = tuple(_parse_ip(t) for t in texts)
-    except ValueError:
-        raise ServiceSpecError("nolbIPsIPFamily", f"invalid ingress IPs {texts!r}") from None
-    if len(ips) > 2 or (len(ips) == 2 and ips[0].version == ips[1].version):
-        raise ServiceSpecError("nolbIPsIPFamily",
-                               f"ingress IPs {texts!r} are not one address per family")
-    return ips
 
 
 # --- results and errors -----------------------------------------------------------------------
@@ -341,12 +107,6 @@ def _ip_of(k: int) -> IPAddress:
     return ipaddress.IPv6Address(k ^ _V6) if k & _V6 else ipaddress.IPv4Address(k)
 
 
-def _confuses_buggy_firmware(ip: IPAddress) -> bool:
-    """avoidBuggyIPs: some consumer devices (smurf protection on cheap CPE firmware) drop
-    traffic to IPv4 addresses ending in .0 or .255."""
-    return ip.version == 4 and (int(ip) & 0xFF) in (0, 0xFF)
-
-
 class _Range:
     """One CIDR of a pool and the cursor that finds its lowest free address.
 
@@ -401,7 +161,7 @@ def _usable_count(cidr: IPNetwork, avoid_buggy: bool) -> int:
     if cidr.prefixlen <= 24:
         return n - 2 * (n // 256)           # a .0 and a .255 in every /24
     first, last = cidr.network_address, cidr.broadcast_address
-    return n - _confuses_buggy_firmware(first) - (last != first and _confuses_buggy_firmware(last))
+    return n - confuses_buggy_firmware(first) - (last != first and confuses_buggy_firmware(last))
 
 
 class _PoolState:
@@ -572,6 +332,9 @@ class Allocator:
         self._used: dict[int, _IPUse] = {}      # address key -> its users
         # (sharing key, backend key) -> the addresses a sharing service may join.
         self._shared: dict[tuple[str, str], _SharedIndex] = {}
+        # Which pool an address belongs to is Config.pool_for_ip, as in the agent's decisions.
+        self._config = Config()
+        self._state_of: dict[int, _PoolState] = {}  # id(pool) -> its state
         if pools:
             self.set_pools(pools)
 
@@ -589,6 +352,8 @@ class Allocator:
             # Reuse an unchanged pool's cursors: no rescan after an unrelated config change.
             new[name] = prev if prev is not None and prev.pool == pool else _PoolState(pool)
         self._pools = new
+        self._config = Config(pools={name: st.pool for name, st in new.items()})
+        self._state_of = {id(st.pool): st for st in new.values()}
         self._pinned = sorted((s for s in new.values() if s.pool.service_allocation is not None),
                               key=lambda s: _pool_order_key(s.pool))
         self._fallback = sorted((s for s in new.values()
@@ -596,7 +361,7 @@ class Allocator:
                                 key=lambda s: s.name)
 
         gone = sorted(svc for svc, a in self._allocs.items()
-                      if self._pool_for_keys(a.ips, a.keys) is None)
+                      if self._pool_for_keys(a.ips) is None)
         for svc in gone:
             self._unassign(svc)
 
@@ -630,8 +395,8 @@ class Allocator:
         return tuple(sorted(use.holders)) if use else ()
 
     def pool_for_ip(self, ip: IPAddress) -> Optional[str]:
-        st = self._pool_for_key(_ipkey(ip))
-        return st.name if st else None
+        p = self._config.pool_for_ip(ip)
+        return p.name if p else None
 
     def counters(self, pool_name: str) -> PoolCounters:
         """The metrics of a pool (zeros for an unknown pool, as MetalLB's CountersForPool)."""
@@ -675,7 +440,7 @@ class Allocator:
         restart keeps exactly the assignments a running controller would keep.
         """
         addrs = tuple(ip if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))
-                      else _parse_ip(str(ip)) for ip in ips)
+                      else parse_ip(str(ip)) for ip in ips)
         fams = self._families(svc, reason="ClearAssignment")
         try:
             self._check_shape(addrs)
@@ -687,7 +452,7 @@ class Allocator:
                     f"{[str(i) for i in addrs]} do not match the service's {_family_name(fams)} family",
                     "familyMismatch")
             keys = tuple(_ipkey(ip) for ip in addrs)
-            st = self._pool_for_keys(addrs, keys)
+            st = self._pool_for_keys(addrs)
             if st is None:
                 raise AllocationError("AllocationFailed",
                                       f"{[str(i) for i in addrs]} is not allowed in config",
@@ -782,7 +547,7 @@ class Allocator:
                     f"requested loadBalancer IP(s) {[str(i) for i in addrs]} does not match "
                     f"the ipFamily of the service", "familyMismatch")
             keys = tuple(_ipkey(ip) for ip in addrs)
-            st = self._pool_for_keys(addrs, keys)
+            st = self._pool_for_keys(addrs)
             if st is None:
                 raise AllocationError("AllocationFailed",
                                       f"{[str(i) for i in addrs]} is not allowed in config",
@@ -911,24 +676,13 @@ class Allocator:
                                   f"{addrs[0]} {addrs[1]} has the same family", "sameFamily")
 
     def _pool_for_key(self, k: int) -> Optional[_PoolState]:
-        for st in self._pools.values():
-            r = st.range_for(k)
-            if r is not None:
-                if r.avoid_buggy and (k & 0xFF) in (0, 0xFF):
-                    # MetalLB's poolFor: a buggy address does not belong to an avoiding pool.
-                    continue
-                return st
-        return None
+        p = self._config.pool_for_ip(_ip_of(k))
+        return self._state_of[id(p)] if p is not None else None
 
-    def _pool_for_keys(self, addrs, keys) -> Optional[_PoolState]:
+    def _pool_for_keys(self, addrs) -> Optional[_PoolState]:
         """The one pool holding every address, or None."""
-        st = None
-        for k in keys:
-            s = self._pool_for_key(k)
-            if s is None or (st is not None and s is not st):
-                return None
-            st = s
-        return st
+        p = self._config.pool_for_ips(addrs)
+        return self._state_of[id(p)] if p is not None else None
 
     def _check_sharing(self, svc_key: str, keys, ports, sharing, backend) -> None:
         for k in keys:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import secrets
 
-from metalxdp.kube import ApiException, client
+from metalxdp.kube import client, get_or_create
 from metalxdp.log import get_logger
 
 from . import operator_render as render
@@ -20,18 +20,13 @@ log = get_logger("controller")
 def ensure_memberlist_secret(api: client.ApiClient, namespace: str, name: str = render.MEMBERLIST_SECRET) -> bool:
     """Create the Secret with a fresh 128-byte random key unless it exists; True if created."""
     core = client.CoreV1Api(api)
-    try:
-        core.read_namespaced_secret(name, namespace)
-        return False
-    except ApiException as e:
-        if e.status != 404:
-            raise
-    key = base64.b64encode(secrets.token_bytes(128)).decode()
-    try:
-        core.create_namespaced_secret(namespace, render.memberlist_secret(namespace, key, name=name))
-    except ApiException as e:
-        if e.status == 409:   # created meanwhile by someone else: theirs is as good
-            return False
-        raise
-    log.info("created the memberlist key", event="memberlistSecretCreated", secret=f"{namespace}/{name}")
-    return True
+
+    def create():
+        key = base64.b64encode(secrets.token_bytes(128)).decode()
+        return core.create_namespaced_secret(namespace, render.memberlist_secret(namespace, key, name=name))
+
+    # created meanwhile by someone else (a lost race): theirs is as good
+    _, created = get_or_create(lambda: core.read_namespaced_secret(name, namespace), create)
+    if created:
+        log.info("created the memberlist key", event="memberlistSecretCreated", secret=f"{namespace}/{name}")
+    return created

@@ -35,7 +35,7 @@ from typing import Optional
 import click
 
 from metalxdp import log as mlog
-from metalxdp.kube import ApiException, api_client, client
+from metalxdp.kube import MERGE_PATCH, ApiException, api_client, call_json, client, get_json
 from metalxdp.watch import Informer
 
 from . import operator_render as render
@@ -45,7 +45,6 @@ from .memberlist_key import ensure_memberlist_secret
 log = mlog.get_logger("operator")
 
 RESYNC_SECONDS = 30.0
-MERGE_PATCH = "application/merge-patch+json"
 
 
 class Operator:
@@ -67,23 +66,7 @@ class Operator:
         self.reconciles = 0
         self.last_error: Optional[str] = None
 
-    # ---- raw REST: plain dicts in and out --------------------------------------------------
-    def _call(self, method: str, path: str, body=None, query=None, content_type: str = "application/json"):
-        resp = self.api.call_api(path, method, query_params=query or [], body=body,
-                                 auth_settings=["BearerToken"],
-                                 header_params={"Accept": "application/json", "Content-Type": content_type},
-                                 _preload_content=False, _return_http_data_only=True, _request_timeout=30)
-        data = resp.data
-        return json.loads(data) if data else {}
-
-    def _get(self, path: str) -> Optional[dict]:
-        try:
-            return self._call("GET", path)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
+    # ---- paths (plain JSON in and out: metalxdp.kube.call_json / get_json) --------------
     @staticmethod
     def _workload_path(kind: str, namespace: str, name: Optional[str] = None) -> str:
         plural = {"Deployment": "deployments", "DaemonSet": "daemonsets"}[kind]
@@ -100,14 +83,14 @@ class Operator:
         """Create ``desired`` or put it back; returns the object as the server has it."""
         kind, name = desired["kind"], desired["metadata"]["name"]
         key = (kind, name)
-        current = self._get(self._workload_path(kind, self.namespace, name))
+        current = get_json(self.api, self._workload_path(kind, self.namespace, name))
         if render.in_sync(current, desired, self._written_generation.get(key)):
             return current
         if current is None:
-            out = self._call("POST", self._workload_path(kind, self.namespace), desired)
+            out = call_json(self.api, "POST", self._workload_path(kind, self.namespace), desired)
             log.info("created", event="workloadCreated", kind=kind, name=name)
         else:
-            out = self._call("PUT", self._workload_path(kind, self.namespace, name),
+            out = call_json(self.api, "PUT", self._workload_path(kind, self.namespace, name),
                              render.for_update(current, desired))
             if out["metadata"].get("generation") != current["metadata"].get("generation"):
                 log.info("wrote the rendered workload back", event="workloadUpdated", kind=kind, name=name,
@@ -117,14 +100,14 @@ class Operator:
 
     def delete_workloads(self) -> None:
         for kind, name in (("Deployment", render.CONTROLLER_NAME), ("DaemonSet", render.AGENT_NAME)):
-            cur = self._get(self._workload_path(kind, self.namespace, name))
+            cur = get_json(self.api, self._workload_path(kind, self.namespace, name))
             self._written_generation.pop((kind, name), None)
             if cur is None:
                 continue
             if (cur["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != render.MANAGED_BY:
                 continue   # installed by hand (kubectl apply -k): not ours to remove
             try:
-                self._call("DELETE", self._workload_path(kind, self.namespace, name),
+                call_json(self.api, "DELETE", self._workload_path(kind, self.namespace, name),
                            {"propagationPolicy": "Background"})
                 log.info("deleted: no MetalLB instance left", event="workloadDeleted", kind=kind, name=name)
             except ApiException as e:
@@ -138,7 +121,7 @@ class Operator:
         if render.same_conditions(previous, new):
             return
         try:
-            self._call("PATCH", self._metallb_path(cr["metadata"]["name"]) + "/status",
+            call_json(self.api, "PATCH", self._metallb_path(cr["metadata"]["name"]) + "/status",
                        {"status": {"conditions": new}}, content_type=MERGE_PATCH)
         except ApiException as e:
             if e.status != 404:   # deleted meanwhile
@@ -153,7 +136,7 @@ class Operator:
             self.delete_workloads()
             return
         # re-read: the informer's copy may lag our own status writes
-        fresh = self._get(self._metallb_path(active["metadata"]["name"]))
+        fresh = get_json(self.api, self._metallb_path(active["metadata"]["name"]))
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             self._wake.set()
             return

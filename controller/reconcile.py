@@ -19,14 +19,15 @@ from typing import Optional
 
 from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
-from metalxdp.kube import ApiException, client
+from metalxdp.kube import ApiException, ConflictError, client, replace_custom_status
 from metalxdp.log import get_logger
+from metalxdp.service import (POOL_ANNOTATION, ServiceSpecError, annotation, ingress_ips, service_spec_from_k8s,
+                              status_ips_from_k8s, wants_load_balancer)
 from metalxdp.watch import Informer, config_informers, obj_key
 
-from .allocator import (AllocationError, Allocator, ServiceSpecError, service_spec_from_k8s,
-                        status_ips_from_k8s, wants_load_balancer)
+from .allocator import AllocationError, Allocator
 from .metrics import ControllerMetrics
-from .writer import POOL_ANNOTATION, ServiceWriter, ingress_current
+from .writer import ServiceWriter, ingress_current
 
 log = get_logger("controller")
 
@@ -60,15 +61,6 @@ class WorkQueue:
     def __len__(self) -> int:
         with self._cv:
             return len(self._q)
-
-
-def _ingress_ips(svc: dict) -> list[str]:
-    ing = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    return [i["ip"] for i in ing if i.get("ip")]
-
-
-def _annotation(svc: dict, name: str) -> Optional[str]:
-    return ((svc.get("metadata") or {}).get("annotations") or {}).get(name)
 
 
 class Controller:
@@ -156,7 +148,7 @@ class Controller:
 
     def _learn_existing(self) -> None:
         """Learn every IP already in a Service status before allocating anything."""
-        svcs = [s for s in self.services.items() if wants_load_balancer(s, self.lb_class) and _ingress_ips(s)]
+        svcs = [s for s in self.services.items() if wants_load_balancer(s, self.lb_class) and ingress_ips(s)]
         svcs.sort(key=lambda s: (s["metadata"].get("creationTimestamp", ""), obj_key(s)))
         kept = conflicts = 0
         for s in svcs:
@@ -168,14 +160,14 @@ class Controller:
             except (ServiceSpecError, AllocationError) as e:
                 conflicts += 1
                 log.warning("existing IP cannot be kept", event="clearAssignment", service=key,
-                            ips=_ingress_ips(s), reason=getattr(e, "code", getattr(e, "reason", "")),
+                            ips=ingress_ips(s), reason=getattr(e, "code", getattr(e, "reason", "")),
                             error=str(e))
         self._learned = True
         log.info("learned existing assignments", services=kept, conflicts=conflicts)
 
     # ---- services -----------------------------------------------------------------------
     def _clear(self, key: str, svc: dict) -> None:
-        if _ingress_ips(svc) or _annotation(svc, POOL_ANNOTATION):
+        if ingress_ips(svc) or annotation(svc, POOL_ANNOTATION):
             self.writer.update(key, (), None)
 
     def _released(self, key: str) -> None:
@@ -197,7 +189,7 @@ class Controller:
                 log.info("not a LoadBalancer any more", event="clearAssignment", service=key,
                          reason="notLoadBalancer")
                 self._released(key)
-            if _annotation(svc, POOL_ANNOTATION):   # only undo what we wrote
+            if annotation(svc, POOL_ANNOTATION):   # only undo what we wrote
                 self.writer.update(key, (), None)
             return
         if self.config is None:
@@ -238,7 +230,7 @@ class Controller:
             self.writer.event(svc, "Normal", "AdditionalAssignFailed", alloc.additional_failed)
         ips = [str(i) for i in alloc.ips]
         need_status = not ingress_current(svc, ips)
-        need_annotation = _annotation(svc, POOL_ANNOTATION) != alloc.pool_name
+        need_annotation = annotation(svc, POOL_ANNOTATION) != alloc.pool_name
         if need_status or need_annotation:
             self.writer.update(key, tuple(ips), alloc.pool_name, annotate=need_annotation, status=need_status)
         if set(alloc.ips) != set(had):
@@ -263,30 +255,18 @@ class Controller:
         self.writer.keyed("\0configurationstate", lambda: self._put_configuration_state(body))
 
     def _put_configuration_state(self, body: dict) -> None:
-        # GET + PUT of the status, not PATCH: the Python client's patch turns "" into null,
-        # which the schema (errorSummary: string) rightly refuses
-        co = client.CustomObjectsApi(self.api)
-        args = ("metallb.io", "v1beta1", self.namespace, "configurationstates")
-        for _ in range(5):
-            try:
-                try:
-                    cur = co.get_namespaced_custom_object(*args, "controller")
-                except ApiException as e:
-                    if e.status != 404:
-                        raise
-                    cur = co.create_namespaced_custom_object(*args, {
-                        "apiVersion": "metallb.io/v1beta1", "kind": "ConfigurationState",
-                        "metadata": {"name": "controller",
-                                     "labels": {"metallb.io/component-type": "controller"}}})
-                cur["status"] = body["status"]
-                co.replace_namespaced_custom_object_status(*args, "controller", cur)
-                return
-            except ApiException as e:
-                if e.status == 409:
-                    continue
-                log.warning("ConfigurationState not written", status=e.status, reason=e.reason,
-                            body=str(e.body)[:300])
-                return
+        # a PUT of the status (see replace_custom_status): errorSummary must never become null
+        try:
+            replace_custom_status(self.api, "metallb.io", "v1beta1", self.namespace, "configurationstates",
+                                  "controller", body["status"], create={
+                                      "apiVersion": "metallb.io/v1beta1", "kind": "ConfigurationState",
+                                      "metadata": {"name": "controller",
+                                                   "labels": {"metallb.io/component-type": "controller"}}})
+        except ApiException as e:
+            log.warning("ConfigurationState not written", status=e.status, reason=e.reason,
+                        body=str(e.body)[:300])
+        except ConflictError as e:
+            log.warning("ConfigurationState not written", error=str(e))
 
     def _write_pool_status(self) -> None:
         if not self.config:

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 from metalxdp import log as mlog
 from metalxdp.config import admission
 from metalxdp.config.bgppeer_conversion import conversion_review
-from metalxdp.kube import ApiException, client
+from metalxdp.kube import ApiException, call_json, client, get_json, get_or_create, update_with_retry
 
 from . import certs
 
@@ -642,23 +642,22 @@ class CertManager:
 
     def _inject_vwc(self, ca_bundle: bytes) -> None:
         want = validating_webhook_configuration(self.namespace, self.url, ca_bundle)
-        for _ in range(5):
-            try:
-                cur = self._get_raw(f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
-                                    f"{CONFIGURATION_NAME}")
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-                try:
-                    self.admreg.create_validating_webhook_configuration(want)
-                    log.info("created the webhook configuration", event="webhookConfigCreated",
-                             name=CONFIGURATION_NAME, url=self.url)
-                    return
-                except ApiException as e2:
-                    if e2.status == 409:
-                        continue
-                    raise
-            wanted_cc = {w["name"]: w["clientConfig"] for w in want["webhooks"]}
+        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{CONFIGURATION_NAME}"
+        wanted_cc = {w["name"]: w["clientConfig"] for w in want["webhooks"]}
+        b64 = base64.b64encode(ca_bundle).decode()
+
+        def current() -> Optional[dict]:
+            cur, created = get_or_create(lambda: call_json(self.api, "GET", path),
+                                         lambda: self.admreg.create_validating_webhook_configuration(want))
+            if created:
+                log.info("created the webhook configuration", event="webhookConfigCreated",
+                         name=CONFIGURATION_NAME, url=self.url)
+                return None
+            return cur
+
+        def change(cur: Optional[dict]) -> Optional[dict]:
+            if cur is None:
+                return None
             changed = False
             for w in cur.get("webhooks") or []:
                 cc = w.get("clientConfig") or {}
@@ -667,37 +666,31 @@ class CertManager:
                     cc.pop("service", None)
                     cc["url"] = target["url"]
                     changed = True
-                b64 = base64.b64encode(ca_bundle).decode()
                 if cc.get("caBundle") != b64:
                     cc["caBundle"] = b64
                     changed = True
                 w["clientConfig"] = cc
-            if not changed:
-                return
-            try:
-                self._put_raw(f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
-                              f"{CONFIGURATION_NAME}", cur)
-                log.info("injected caBundle into the webhook configuration", event="caBundleInjected",
-                         name=CONFIGURATION_NAME)
-                return
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-        raise RuntimeError(f"{CONFIGURATION_NAME} keeps changing under us")
+            return cur if changed else None
+
+        if update_with_retry(current, change, lambda cur: call_json(self.api, "PUT", path, cur),
+                             what=CONFIGURATION_NAME) is not None:
+            log.info("injected caBundle into the webhook configuration", event="caBundleInjected",
+                     name=CONFIGURATION_NAME)
 
     def _inject_crd(self, ca_bundle: bytes) -> None:
         path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{BGPPEER_CRD}"
-        for _ in range(5):
-            try:
-                cur = self._get_raw(path)
-            except ApiException as e:
-                if e.status == 404:
-                    log.warning("BGPPeer CRD not installed: no conversion webhook to inject", event="crdMissing")
-                    return
-                raise
-            conv = (cur.get("spec") or {}).get("conversion") or {}
+        b64 = base64.b64encode(ca_bundle).decode()
+
+        def current() -> Optional[dict]:
+            cur = get_json(self.api, path)
+            if cur is None:
+                log.warning("BGPPeer CRD not installed: no conversion webhook to inject", event="crdMissing")
+            return cur
+
+        def change(cur: Optional[dict]) -> Optional[dict]:
+            conv = ((cur or {}).get("spec") or {}).get("conversion") or {}
             if conv.get("strategy") != "Webhook":
-                return  # installed with --conversion none: nothing calls us
+                return None  # no CRD, or installed with --conversion none: nothing calls us
             cc = conv.setdefault("webhook", {}).setdefault("clientConfig", {})
             conv["webhook"].setdefault("conversionReviewVersions", ["v1"])
             changed = False
@@ -705,34 +698,17 @@ class CertManager:
                 cc.pop("service", None)
                 cc["url"] = self.url.rstrip("/") + CONVERT_PATH
                 changed = True
-            b64 = base64.b64encode(ca_bundle).decode()
             if cc.get("caBundle") != b64:
                 cc["caBundle"] = b64
                 changed = True
-            if not changed:
-                return
-            try:
-                self._put_raw(path, cur)
-                log.info("injected caBundle into the BGPPeer conversion webhook", event="caBundleInjected",
-                         name=BGPPEER_CRD)
-                return
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-        raise RuntimeError(f"CRD {BGPPEER_CRD} keeps changing under us")
+            return cur if changed else None
 
-    # raw JSON, not the generated models: they drop fields they do not know and choke on some
-    # CRD schemas (x-kubernetes-int-or-string); a read-modify-write must keep everything
-    def _get_raw(self, path: str) -> dict:
-        resp = self.api.call_api(path, "GET", header_params={"Accept": "application/json"},
-                                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True)
-        return json.loads(resp.data)
-
-    def _put_raw(self, path: str, body: dict) -> None:
-        self.api.call_api(path, "PUT", header_params={"Accept": "application/json",
-                                                      "Content-Type": "application/json"},
-                          body=body, auth_settings=["BearerToken"], _preload_content=False,
-                          _return_http_data_only=True)
+        # raw JSON (call_json), not the generated models: they drop fields they do not know and
+        # choke on some CRD schemas (x-kubernetes-int-or-string); a read-modify-write must keep everything
+        if update_with_retry(current, change, lambda cur: call_json(self.api, "PUT", path, cur),
+                             what=f"CRD {BGPPEER_CRD}") is not None:
+            log.info("injected caBundle into the BGPPeer conversion webhook", event="caBundleInjected",
+                     name=BGPPEER_CRD)
 
 
 # ---------------------------------------------------------------------------------------------

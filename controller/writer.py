@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
-from metalxdp.kube import ApiException, client, service_event
+from metalxdp.kube import ApiException, EventPoster, client
 from metalxdp.log import get_logger
+from metalxdp.service import POOL_ANNOTATION
 
 from .metrics import ControllerMetrics
 
 log = get_logger("controller")
-POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
 COMPONENT = "metallb-controller"
 
 
@@ -47,6 +46,7 @@ class ServiceWriter:
                  workers: int = 8):
         self.core = client.CoreV1Api(api)
         self.metrics = metrics
+        self.events = EventPoster(api, COMPONENT)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="writer")
         self._lock = threading.Lock()
         self._desired: dict[str, Callable[[], None]] = {}   # key -> newest write not yet done
@@ -127,14 +127,7 @@ class ServiceWriter:
 
     # ---- events -------------------------------------------------------------------------
     def event(self, svc: dict, type_: str, reason: str, message: str) -> None:
-        self._pool.submit(self._event, svc, type_, reason, message)
-
-    def _event(self, svc: dict, type_: str, reason: str, message: str) -> None:
-        body = service_event(svc, type_, reason, message, COMPONENT)
-        try:
-            self.core.create_namespaced_event(body["metadata"]["namespace"], body)
-        except Exception as e:  # noqa: BLE001 - events are best effort
-            log.debug("event not written", reason=reason, error=str(e))
+        self.events.post(svc, type_, reason, message)
 
     def submit(self, fn: Callable, *args) -> None:
         """Run another write (pool status, ConfigurationState) on the writer threads."""
@@ -142,3 +135,4 @@ class ServiceWriter:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.events.close()

@@ -27,13 +27,13 @@ def main() -> None:
 # (module, attribute) of each subcommand; a module that is not there yet is simply skipped,
 # so a partial checkout still has a working CLI.
 _SUBCOMMANDS = [
-    ("metalxdp.lab", "lab"),
-    ("metalxdp.lab", "demo"),
+    ("metalxdp.lab.cluster", "lab"),
+    ("metalxdp.lab.demo", "demo"),
     ("metalxdp.config.cli", "config"),
     ("controller.main", "controller"),
     ("agent.main", "agent"),
     ("controller.operator", "operator"),
-    ("metalxdp.vagrant_render", "vagrant_render"),
+    ("metalxdp.lab.vagrant_render", "vagrant_render"),
 ]
 
 for _mod, _attr in _SUBCOMMANDS:

@@ -44,7 +44,7 @@ def kube_api(apiserver):
 @pytest.fixture(scope="session")
 def crds_installed(apiserver):
     """The metallb.io CRDs applied to the session's API server (and established)."""
-    from metalxdp.lab import CRD_DIR, kubectl
+    from metalxdp.lab.cluster import CRD_DIR, kubectl
     kubectl(str(apiserver.kubeconfig), "apply", "-f", str(CRD_DIR))
     kubectl(str(apiserver.kubeconfig), "wait", "--for=condition=Established", "--timeout=60s",
             "crd", "--all")

@@ -7,8 +7,9 @@ advertisement building, as pure functions (no I/O, no Kubernetes client).
     plan.reasons               # "ns/name" -> why it is NOT announced (MetalLB's reason names)
 
 Rules (MetalLB ``speaker/bgp_controller.go``):
-- an excluded node (label ``node.kubernetes.io/exclude-from-external-load-balancers`` or the
-  NetworkUnavailable condition) announces nothing (``nodeExcluded``);
+- an excluded node (``NodeView.excluded``, the L2 election's rule too: the NetworkUnavailable
+  condition, or the label ``node.kubernetes.io/exclude-from-external-load-balancers`` unless the
+  agent runs with ``--ignore-exclude-lb``) announces nothing (``nodeExcluded``);
 - the BGPAdvertisements of the IP's pool must select this node (``notOwner``) and the service
   (``noMatchingAdvertisement``);
 - externalTrafficPolicy Local needs a ready endpoint on this node (``noLocalEndpoints``),
@@ -35,7 +36,7 @@ from metalxdp.config.types import (BGPAdvertisement, BGPPeer, Community, Config,
                                    IPNetwork, any_selector_matches)
 from metalxdp.config.values import community_sort_key
 
-EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+from ..nodeview import NodeView
 
 # MetalLB's reason names for "not announced" (logged and exposed for debugging)
 NODE_EXCLUDED = "nodeExcluded"
@@ -45,18 +46,6 @@ NO_LOCAL_ENDPOINTS = "noLocalEndpoints"
 NO_ENDPOINTS = "noEndpoints"
 CONFLICTING_ADVERTISEMENTS = "conflictingAdvertisements"
 NO_POOL = "noPool"
-
-
-@dataclass(frozen=True)
-class NodeView:
-    """What the BGP decision needs to know about the node the agent runs on."""
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    network_unavailable: bool = False   # the Node's NetworkUnavailable condition is True
-
-    @property
-    def excluded(self) -> bool:
-        return self.network_unavailable or EXCLUDE_LABEL in self.labels
 
 
 @dataclass(frozen=True)

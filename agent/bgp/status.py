@@ -1,6 +1,6 @@
 """The ServiceBGPStatus objects this node should have: one per service it announces, listing the
 BGPPeers the service's prefixes go to (MetalLB's ``adsChangedCallback``). Pure: the agent's
-writer (agent/node.py) compares them with this node's objects in the API (by the three labels)
+writer (agent/status_objects.py) compares them with this node's objects in the API (by the three labels)
 and creates/updates/deletes, also right after a restart. The labels, API_VERSION and
 status_key serve the ServiceL2Status objects too (same labels, same matching).
 """

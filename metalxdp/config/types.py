@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Sequence, Union
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -75,6 +75,12 @@ class ServiceAllocation:
     service_selectors: tuple[LabelSelector, ...] = ()
 
 
+def confuses_buggy_firmware(ip: IPAddress) -> bool:
+    """avoidBuggyIPs: some consumer devices (smurf protection on cheap CPE firmware) drop
+    traffic to IPv4 addresses ending in .0 or .255."""
+    return ip.version == 4 and (int(ip) & 0xFF) in (0, 0xFF)
+
+
 @dataclass(frozen=True)
 class Pool:
     """An IPAddressPool (or a legacy AddressPool) after parsing.
@@ -94,7 +100,13 @@ class Pool:
         return frozenset(c.version for c in self.cidrs)
 
     def contains(self, ip: IPAddress) -> bool:
+        """``ip`` lies in one of the CIDRs (see ``holds`` for "is one of the pool's addresses")."""
         return any(ip in c for c in self.cidrs)
+
+    def holds(self, ip: IPAddress) -> bool:
+        """``ip`` is one of the pool's addresses: in a CIDR, and not a .0/.255 address that an
+        avoidBuggyIPs pool leaves out (MetalLB's allocator ``poolFor``)."""
+        return not (self.avoid_buggy_ips and confuses_buggy_firmware(ip)) and self.contains(ip)
 
 
 @dataclass(frozen=True)
@@ -178,7 +190,24 @@ class Config:
     warnings: tuple[str, ...] = ()
 
     def pool_for_ip(self, ip: IPAddress) -> Optional[Pool]:
+        """The pool ``ip`` belongs to (``Pool.holds``: avoidBuggyIPs counts), or None. Pools do
+        not overlap in a parsed Config, so there is at most one; the first in order otherwise.
+        The one lookup: the allocator, the L2 election and the BGP decision all use it."""
         for p in self.pools.values():
-            if p.contains(ip):
+            if p.holds(ip):
                 return p
         return None
+
+    def pool_for_ips(self, ips: Sequence[IPAddress], hint: Optional[str] = None) -> Optional[Pool]:
+        """The one pool every address of ``ips`` belongs to (a Service's IPs lie in one pool), or
+        None (no address, or an address in no pool, or in different pools). ``hint`` (the pool
+        the Service's annotation names) wins when it holds them all."""
+        if hint is not None and hint in self.pools and ips and all(self.pools[hint].holds(ip) for ip in ips):
+            return self.pools[hint]
+        found: Optional[Pool] = None
+        for ip in ips:
+            p = self.pool_for_ip(ip)
+            if p is None or (found is not None and p is not found):
+                return None
+            found = p
+        return found

@@ -10,7 +10,7 @@ from typing import Optional
 
 import pytest
 
-from metalxdp.clusterlab import ClusterLab
+from metalxdp.lab.kube_cluster import ClusterLab
 from metalxdp.rig.frr import route_gateways
 from metalxdp.rig.procs import wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from metalxdp.labspec import NAMESPACE
+from metalxdp.lab.spec import NAMESPACE
 from metalxdp.rig.procs import wait_for
 
 from .conftest import client_curl, parse_backend, router_nexthops, wait_curl

@@ -9,8 +9,7 @@ import pytest
 
 from agent.bfd.runner import BFDManager
 from metalxdp.config.types import BFDProfile
-
-from .bfd_rig import BirdRouter, bird_bfd_conf, wait_until
+from metalxdp.lab.bfd_rig import BirdRouter, bird_bfd_conf, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,8 @@ from prometheus_client import CollectorRegistry
 from agent.bfd.metrics import register_bfd_metrics
 from agent.bfd.runner import BFDManager
 from metalxdp.config.types import BFDProfile
+from metalxdp.lab.bfd_rig import Sniffer, frr_add_peer, frr_counters, frr_peer, frr_status, wait_until
 from metalxdp.rig.frr import BFDTimers, Neighbor, RouterSpec, render_frr_conf
-
-from .bfd_rig import Sniffer, frr_add_peer, frr_counters, frr_peer, frr_status, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from metalxdp import labtools as lt
-from metalxdp.lab import kubectl
-from metalxdp.labspec import NAMESPACE, LabSpec
+from metalxdp.lab import tools as lt
+from metalxdp.lab.cluster import kubectl
+from metalxdp.lab.spec import NAMESPACE, LabSpec
 
 from .test_bgp_lab import (NODE4, NODE6, NODES, Cleanup, metallb, metrics, router, sample,
                            start_lab, wait_equal, wait_established, wait_hops)

@@ -20,9 +20,10 @@ from typing import Optional
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.bgp.advertise import NodeView, ServiceView, active_peers, plan_for_node
+from agent.bgp.advertise import ServiceView, active_peers, plan_for_node
 from agent.bgp.config_render import NodeAddresses
 from agent.bgp.exabgp import BGPSpeaker
+from agent.nodeview import NodeView
 from metalxdp.config.parse import parse
 from metalxdp.rig.frr import Neighbor, RouterSpec, render_frr_conf
 from metalxdp.rig.netns import Host, Topology

@@ -22,9 +22,9 @@ from typing import Optional
 
 import pytest
 
-from metalxdp import labtools as lt
-from metalxdp.lab import Lab, kubectl
-from metalxdp.labspec import NAMESPACE, LabSpec
+from metalxdp.lab import tools as lt
+from metalxdp.lab.cluster import Lab, kubectl
+from metalxdp.lab.spec import NAMESPACE, LabSpec
 from metalxdp.rig.frr import FRRRouter
 from metalxdp.rig.procs import wait_for
 
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 NODES = ("node1", "node2", "node3")
 NODE4 = {n: f"192.0.2.1{i}" for i, n in enumerate(NODES, 1)}
 NODE6 = {n: f"2001:db8:0:1::1{i}" for i, n in enumerate(NODES, 1)}
+EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 
 # ---- helpers (test_bfd_lab.py uses them too) ---------------------------------------------------
@@ -308,6 +309,34 @@ def test_exabgp_killed_is_restarted_and_routes_come_back(lab, made):
     assert len(new) == 1 and new != old
     wait_established(lab, {NODE4["node2"], NODE6["node2"]})
     assert lt.wait_curl(lab, vip) == "web-k on node1"
+
+
+def test_exclude_label_withdraws_a_node_unless_its_agent_ignores_the_label(lab, made):
+    """MetalLB's BGP speaker: a node labelled exclude-from-external-load-balancers announces
+    nothing (nodeExcluded), unless the speaker runs with --ignore-exclude-lb, which the BGP
+    path honours as the L2 one does (issue 13: it reached the L2 election only)."""
+    kc = lab.kubeconfig()
+    made.backend("web-x", "node2", {"app": "web-x"})
+    made.service("bgp-x", pool="lab-bgp", selector={"app": "web-x"})
+    vip = lt.wait_service_ips(lab, "bgp-x")[0]
+    wait_hops(lab, vip, set(NODE4.values()))
+
+    def restore() -> None:
+        kubectl(kc, "label", "node", "node1", f"{EXCLUDE_LB}-", check=False)
+        lab.restart_agent("node1")          # without the flag again
+        wait_established(lab, {NODE4["node1"], NODE6["node1"]})
+    made.undo.append(restore)
+    kubectl(kc, "label", "node", "node1", f"{EXCLUDE_LB}=")
+    wait_hops(lab, vip, {NODE4["node2"], NODE4["node3"]})
+    wait_equal("no ServiceBGPStatus from the excluded node", lambda: set(bgp_statuses(lab, "bgp-x")),
+               {"node2", "node3"})
+
+    # the label stays; node1's agent restarted with --ignore-exclude-lb announces again
+    lab.stop_agent("node1")
+    lab.start_agent("node1", ("--ignore-exclude-lb",))
+    wait_hops(lab, vip, set(NODE4.values()), timeout=60)
+    wait_equal("ServiceBGPStatus from node1 again", lambda: set(bgp_statuses(lab, "bgp-x")), set(NODES))
+    assert lt.wait_curl(lab, vip) == "web-x on node2"
 
 
 # ---- iBGP: local-pref only travels to internal peers -------------------------------------------

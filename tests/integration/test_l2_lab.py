@@ -19,9 +19,9 @@ import time
 
 import pytest
 
-from metalxdp import labtools as lt
-from metalxdp.lab import Lab, kubectl
-from metalxdp.labspec import NAMESPACE
+from metalxdp.lab import tools as lt
+from metalxdp.lab.cluster import Lab, kubectl
+from metalxdp.lab.spec import NAMESPACE
 from metalxdp.rig.procs import wait_for
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from metalxdp.labspec import LabSpec
+from metalxdp.lab.spec import LabSpec
 
 REPO = Path(__file__).resolve().parents[2]
 VAGRANT_DIR = REPO / "vagrant"
@@ -82,7 +82,7 @@ def test_vagrant_validate_rejects_more_nodes_than_rendered(tmp_path):
     for LabSpec().nodes nodes; asking for more must stop with the command that renders them."""
     r = _validate(tmp_path, "--ignore-provider", METALXDP_NODES=str(LabSpec().nodes + 1))
     assert r.returncode != 0
-    assert "python -m metalxdp.vagrant_render --nodes" in r.stdout + r.stderr
+    assert "python -m metalxdp.lab.vagrant_render --nodes" in r.stdout + r.stderr
 
 
 def test_vagrant_validate_with_fewer_nodes(tmp_path):

@@ -30,7 +30,7 @@ from metalxdp.config.convert import config_from_configmap
 from metalxdp.config.parse import parse
 from metalxdp.config.yamlio import load_all
 from metalxdp.kube import ApiException, client
-from metalxdp.lab import kubectl
+from metalxdp.lab.cluster import kubectl
 from metalxdp.rig.procs import RigError, free_port, start, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,15 +8,15 @@ from typing import Optional
 
 import pytest
 
-from agent.bgp.advertise import (CONFLICTING_ADVERTISEMENTS, EXCLUDE_LABEL, NO_ENDPOINTS,
-                                 NO_LOCAL_ENDPOINTS, NO_MATCHING_ADVERTISEMENT, NODE_EXCLUDED,
-                                 NOT_OWNER, NodeView, Route, ServiceView, active_peers,
-                                 advertisements_for_node, plan_for_node)
+from agent.bgp.advertise import (CONFLICTING_ADVERTISEMENTS, NO_ENDPOINTS, NO_LOCAL_ENDPOINTS,
+                                 NO_MATCHING_ADVERTISEMENT, NODE_EXCLUDED, NOT_OWNER, Route,
+                                 ServiceView, active_peers, advertisements_for_node, plan_for_node)
 from agent.bgp.status import service_bgp_statuses
+from agent.nodeview import EXCLUDE_LB_LABEL, NodeView
 from metalxdp.config.parse import parse
 from metalxdp.config.types import (BGPAdvertisement, BGPPeer, Community, Config, LabelSelector,
                                    Pool)
-from metalxdp.labspec import LabSpec
+from metalxdp.lab.spec import LabSpec
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -100,9 +100,15 @@ CASES = [
     Case("ETP Cluster without any endpoint", cfg(ad()),
          services=[replace(SVC, has_any_ready_endpoint=False, has_ready_local_endpoint=False)],
          want={"r4": set(), "r6": set()}, reason=NO_ENDPOINTS),
-    Case("exclude label: nothing", cfg(ad()), node=NodeView("node1", {EXCLUDE_LABEL: ""}),
+    Case("exclude label: nothing", cfg(ad()), node=NodeView("node1", {EXCLUDE_LB_LABEL: ""}),
          want={"r4": set(), "r6": set()}, reason=NODE_EXCLUDED),
+    Case("exclude label with --ignore-exclude-lb: announced", cfg(ad()),
+         node=NodeView("node1", {EXCLUDE_LB_LABEL: ""}, ignore_exclude_lb=True),
+         want={"r4": {Route(net("203.0.113.5/32"))}, "r6": set()}),
     Case("NetworkUnavailable: nothing", cfg(ad()), node=NodeView("node1", {}, network_unavailable=True),
+         want={"r4": set(), "r6": set()}, reason=NODE_EXCLUDED),
+    Case("NetworkUnavailable with --ignore-exclude-lb: still nothing", cfg(ad()),
+         node=NodeView("node1", {}, network_unavailable=True, ignore_exclude_lb=True),
          want={"r4": set(), "r6": set()}, reason=NODE_EXCLUDED),
     Case("two ads merge communities for one prefix",
          cfg(ad(name="a", communities=(C("64512:1"),)), ad(name="b", communities=(C("64512:2"),)),

@@ -112,6 +112,8 @@ def test_seed_000_addresspool_round_trip():
     ({"pools": []}, "unknown key"),
     ({"address-pools": [{"name": "x", "protocol": "layer2", "addresses": ["10.0.0.0/24"],
                          "bgp-advertisements": [{}]}]}, "only allowed with protocol: bgp"),
+    ({"peers": [{"peer-address": "10.0.0.1", "peer-asn": 64512, "my-asn": 64512, "node-selectors": [
+        {"match-expressions": [{"key": "k", "operator": "In", "values": True}]}]}]}, "values: must be a list"),
 ])
 def test_convert_errors_are_actionable(bad, message):
     with pytest.raises(ConvertError, match=message):

@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 
 from agent.election import (
-    EXCLUDE_LB_LABEL, IP_NOT_ALLOWED, NO_IP_ALLOCATED, NO_MATCHING_ADVERTISEMENT, NOT_OWNER,
-    SHARED_IP_WITH_SERVICE_SELECTOR, HandoffTracker, NodeView, ServiceView, announcing_node_for,
-    election_key, endpoint_can_serve, endpoint_summary, filter_interfaces, node_internal_ips,
-    node_view_from_k8s, nodes_with_ready_endpoints)
+    IP_NOT_ALLOWED, NO_IP_ALLOCATED, NO_MATCHING_ADVERTISEMENT, NOT_OWNER,
+    SHARED_IP_WITH_SERVICE_SELECTOR, HandoffTracker, ServiceView, announcing_node_for,
+    election_key, endpoint_can_serve, endpoint_summary, filter_interfaces, nodes_with_ready_endpoints)
+from agent.nodeview import EXCLUDE_LB_LABEL, NodeView, node_internal_ips, node_view_from_k8s
 from metalxdp.config.types import Config, L2Advertisement, LabelSelector, Pool
 
 ip = ipaddress.ip_address
@@ -99,8 +99,11 @@ def _cases():
          {first: NodeView(first, {**NODES[first].labels, EXCLUDE_LB_LABEL: ""})},
          config(ALL), tuple(NODES), {}, second, ""),
         ("exclude-lb label ignored with ignore_exclude_lb", {},
-         {first: NodeView(first, {**NODES[first].labels, EXCLUDE_LB_LABEL: ""})},
-         config(ALL), tuple(NODES), {"ignore_exclude_lb": True}, first, ""),
+         {first: NodeView(first, {**NODES[first].labels, EXCLUDE_LB_LABEL: ""}, ignore_exclude_lb=True)},
+         config(ALL), tuple(NODES), {}, first, ""),
+        ("ignore_exclude_lb does not ignore NetworkUnavailable", {},
+         {first: NodeView(first, NODES[first].labels, network_unavailable=True, ignore_exclude_lb=True)},
+         config(ALL), tuple(NODES), {}, second, ""),
         ("nodeSelectors restrict candidates", {}, {},
          config(L2Advertisement("b", frozenset({"p1"}), node_selectors=(sel(zone="b"),))),
          tuple(NODES), {}, z_b[0], ""),
@@ -246,6 +249,11 @@ def test_node_views_from_k8s():
     assert node_internal_ips(node) == ["192.0.2.11", "2001:db8::11"]
     plain = node_view_from_k8s({"metadata": {"name": "n"}})
     assert plain == NodeView("n", {}, False)
+    # the agent's --ignore-exclude-lb travels in the view: the label then excludes nothing
+    labelled = {"metadata": {"name": "n", "labels": {EXCLUDE_LB_LABEL: ""}}}
+    assert node_view_from_k8s(labelled).excluded
+    assert not node_view_from_k8s(labelled, ignore_exclude_lb=True).excluded
+    assert node_view_from_k8s(node, ignore_exclude_lb=True).excluded     # NetworkUnavailable still counts
 
 
 # ---- HandoffTracker: rows run in order on one tracker ----------------------------------------

@@ -1,7 +1,7 @@
 """The Vagrant lab's generated files (vagrant/generated/) against their single source.
 
 Drift: the committed files equal a fresh rendering (refresh with
-``python -m metalxdp.vagrant_render`` and review the diff). Sameness: the router VM's frr.conf
+``python -m metalxdp.lab.vagrant_render`` and review the diff). Sameness: the router VM's frr.conf
 and its metallb.io resources are what the namespace lab feeds its own FRR router and API server
 for the same LabSpec, so the lab's end-to-end tests exercise the VMs' configuration. And the
 demo Services really get the VIPs the client VM curls, through the project's own config parser
@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.allocator import Allocator, service_spec_from_k8s
-from metalxdp import lab as namespace_lab
-from metalxdp import vagrant_render as vr
+from controller.allocator import Allocator
+from metalxdp.lab import cluster as namespace_lab
+from metalxdp.lab import vagrant_render as vr
 from metalxdp.config.parse import parse
-from metalxdp.labspec import LabSpec
+from metalxdp.lab.spec import LabSpec
 from metalxdp.rig.frr import render_frr_conf
+from metalxdp.service import service_spec_from_k8s
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATED = REPO / "vagrant" / "generated"
@@ -51,7 +52,7 @@ def test_committed_files_equal_a_fresh_rendering():
     assert sorted(have) == sorted(want), "vagrant/generated/ holds other files than the renderer writes"
     for name, text in want.items():
         assert have[name] == text, (f"vagrant/generated/{name} is stale: run "
-                                    f"`python -m metalxdp.vagrant_render` and commit the result")
+                                    f"`python -m metalxdp.lab.vagrant_render` and commit the result")
 
 
 def test_check_flag_reports_drift(tmp_path, capsys):
@@ -63,7 +64,7 @@ def test_check_flag_reports_drift(tmp_path, capsys):
 
 
 def test_vm_frr_conf_is_the_namespace_labs():
-    # the namespace lab starts FRR with exactly this expression (metalxdp/lab.py, Lab.up) ...
+    # the namespace lab starts FRR with exactly this expression (metalxdp/lab/cluster.py, Lab.up) ...
     assert "render_frr_conf(spec.router_spec())" in inspect.getsource(namespace_lab.Lab.up)
     # ... and the router VM gets the committed file, which is the same text
     assert (GENERATED / "frr.conf").read_text() == render_frr_conf(LabSpec().router_spec())

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from . import xdp_fuzz as F
-from .responder_model import PASS, TX, Model, Vip
+from metalxdp.rig import xdp_fuzz as F
+from metalxdp.rig.responder_model import PASS, TX, Model, Vip
 from .test_xdp_prog import dp  # noqa: F401  (the module-scoped Dataplane fixture)
 
 FRAMES_PER_CLASS = 30_000

@@ -21,7 +21,7 @@ from typing import Optional
 import pytest
 
 from agent import packets as P
-from tests.unit.xdp_fuzz import arp_frame, ns_frame, option
+from metalxdp.rig.xdp_fuzz import arp_frame, ns_frame, option
 from agent.dataplane import (BPF_SRC_DIR, VIP_F_ETP_LOCAL_MISDIRECT, XDP_PASS, XDP_TX, Dataplane,
                              DataplaneError, bpffs_mounted, hz_from_config, jiffies_for_ms, prog_test_run,
                              snap_hz)

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by every provisioning script: the lab's variables (generated/lab.env, rendered from
-# metalxdp/labspec.py) and small idempotent helpers. Needs REPO (the checkout in the VM) and
+# metalxdp/lab/spec.py) and small idempotent helpers. Needs REPO (the checkout in the VM) and
 # LAB_HOST (this VM's name), both set by the Vagrantfile.
 
 : "${REPO:=/vagrant-repo}"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import click
 
-from . import labtools as lt
-from .lab import Lab, _print_status, kubectl
-from .rig.procs import RigError
+from ..rig.procs import RigError
+from . import tools as lt
+from .cluster import Lab, kubectl, name_option, print_status
 
 
 def _step(n: int, total: int, text: str) -> None:
@@ -29,7 +29,7 @@ def run_demo(lab: Lab, keep: bool = False) -> None:
         _step(1, total, "lab up (first run of the API server takes a few seconds)")
         lab.up()
         st = lab.status()
-        _print_status(st)
+        print_status(st)
         click.echo(kubectl(st["kubeconfig"], "get", "nodes", "-o", "wide").stdout)
 
         _step(2, total, "backends web-1 (node2), web-2 (node3); Services demo-l2 and demo-bgp")
@@ -50,8 +50,7 @@ def run_demo(lab: Lab, keep: bool = False) -> None:
             click.echo(f"  {lt.curl(lab, l2_ip)}")
 
         _step(4, total, f"BGP: the router learned {bgp_ip}/32 from every node (ECMP)")
-        lt_hops = set()
-        from .rig.procs import wait_for
+        from ..rig.procs import wait_for
         wait_for("router route with 3 next hops", lambda: len(lt.router_nexthops(lab, bgp_ip)) == 3, 30)
         click.echo(lab.host("router").run(["ip", "route", "show", bgp_ip]).stdout.rstrip())
         click.echo(f"$ curl http://{bgp_ip}/  (client -> router -> a node)")
@@ -77,3 +76,11 @@ def run_demo(lab: Lab, keep: bool = False) -> None:
             lab.down()
     if not ok:
         raise SystemExit(1)
+
+
+@click.command()
+@name_option
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards (remove with `metalxdp lab down`).")
+def demo(name: str, keep: bool) -> None:
+    """Bring the lab up and show it working, then tear it down (unless --keep)."""
+    run_demo(Lab(name), keep=keep)

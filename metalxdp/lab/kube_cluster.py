@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .labspec import NAMESPACE, LabSpec
-from .rig.apiserver import ClusterOptions, ControlPlane, binary, start_control_plane
-from .rig.cluster import Cluster, start_cluster
-from .rig.frr import FRRRouter, render_frr_conf
-from .rig.images import ImageTar, build_images
-from .rig.netns import Topology
-from .rig.procs import RigError, wait_for
+from .spec import NAMESPACE, LabSpec
+from ..rig.apiserver import ClusterOptions, ControlPlane, binary, start_control_plane
+from ..rig.cluster import Cluster, start_cluster
+from ..rig.frr import FRRRouter, render_frr_conf
+from ..rig.images import ImageTar, build_images
+from ..rig.netns import Topology
+from ..rig.procs import RigError, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 FRR_ROOT = Path("/run/metalxdp/frr")
 CP_HOST = 5          # the control-plane host: 192.0.2.5 / 2001:db8:0:1::5

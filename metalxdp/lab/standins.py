@@ -13,15 +13,13 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import json
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
-from .log import get_logger
+from ..log import get_logger
+from ..service import ingress_ips
 
 log = get_logger("lab")
 TABLE = "metalxdp_lab"
@@ -69,8 +67,7 @@ def render_nft(node: str, services: Iterable[Mapping], slices_by_service: Mappin
         if spec.get("type") != "LoadBalancer":
             continue
         key = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
-        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-        vips = [i["ip"] for i in ingress if i.get("ip")]
+        vips = ingress_ips(svc)
         local = spec.get("externalTrafficPolicy") == "Local"
         eps = [e for e in endpoints_from_slices(slices_by_service.get(key, [])) if e.ready]
         if local:
@@ -105,8 +102,8 @@ def render_nft(node: str, services: Iterable[Mapping], slices_by_service: Mappin
 
 def run_proxy(kubeconfig: str, node_netns: Mapping[str, str], stop: Optional[threading.Event] = None) -> None:
     """Keep every node's ruleset in step with Services and EndpointSlices (blocks)."""
-    from .kube import api_client
-    from .watch import Informer
+    from ..kube import api_client
+    from ..watch import Informer
     api = api_client(kubeconfig)
     wake = threading.Event()
     poke = lambda t, o: wake.set()  # noqa: E731

@@ -2,7 +2,7 @@
 Services, wait for IPs, curl from the client, find the announcing node, measure failover,
 stream requests from the client, read a node's metrics.
 
-``python -m metalxdp.labtools stream --url URL --rate 10 --timeout 1`` is the request stream's
+``python -m metalxdp.lab.tools stream --url URL --rate 10 --timeout 1`` is the request stream's
 process (it runs inside the client's namespace; see ``RequestStream``)."""
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import threading
 import time
 from typing import Optional
 
-from .lab import Lab, kubectl
-from .rig.frr import route_gateways
-from .rig.procs import wait_for
+from ..rig.frr import route_gateways
+from ..rig.procs import wait_for
+from ..service import ingress_ips
+from .cluster import Lab, kubectl
 
 
 def apply_service(lab: Lab, name: str, *, pool: Optional[str] = None, etp: str = "Cluster",
@@ -41,8 +42,7 @@ def service_ips(lab: Lab, name: str, namespace: str = "default") -> list[str]:
     r = kubectl(lab.kubeconfig(), "get", "svc", name, "-n", namespace, "-o", "json", check=False)
     if r.returncode != 0:
         return []
-    ing = ((json.loads(r.stdout).get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    return [i["ip"] for i in ing if i.get("ip")]
+    return ingress_ips(json.loads(r.stdout))
 
 
 def wait_service_ips(lab: Lab, name: str, count: int = 1, timeout: float = 60, namespace: str = "default") -> list[str]:
@@ -167,7 +167,7 @@ class RequestStream:
                  host: str = "client"):
         url = f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
         self.proc = lab.host(host).popen(
-            [sys.executable, "-m", "metalxdp.labtools", "stream", "--url", url, "--rate", str(rate_hz),
+            [sys.executable, "-m", "metalxdp.lab.tools", "stream", "--url", url, "--rate", str(rate_hz),
              "--timeout", str(timeout)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True)
         self.results: list[dict] = []
@@ -257,7 +257,7 @@ def restore_link(lab: Lab, node: str) -> None:
 # ---- the request stream's process (runs in the client's namespace) -------------------------
 def _stream_main(argv: list[str]) -> None:
     import urllib.request
-    ap = argparse.ArgumentParser(prog="python -m metalxdp.labtools stream")
+    ap = argparse.ArgumentParser(prog="python -m metalxdp.lab.tools stream")
     ap.add_argument("--url", required=True)
     ap.add_argument("--rate", type=float, default=10)
     ap.add_argument("--timeout", type=float, default=1.0)
@@ -297,4 +297,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["stream"]:
         _stream_main(sys.argv[2:])
     else:
-        raise SystemExit("usage: python -m metalxdp.labtools stream --url URL [--rate HZ] [--timeout S]")
+        raise SystemExit("usage: python -m metalxdp.lab.tools stream --url URL [--rate HZ] [--timeout S]")

@@ -4,7 +4,7 @@
 down`` removes exactly what ``up`` created, also after a crash: the state file is written after
 every step, and ``down`` also sweeps namespaces named after the lab's id.
 
-Layout (defaults in metalxdp.labspec): one L2 segment 192.0.2.0/24 + 2001:db8:0:1::/64 with
+Layout (defaults in metalxdp.lab.spec): one L2 segment 192.0.2.0/24 + 2001:db8:0:1::/64 with
 router .1, nodes .11-.1N, client .100. The client reaches L2 VIPs directly and BGP VIPs
 (203.0.113.0/24, 2001:db8:0:2::/64) through the router.
 """
@@ -22,14 +22,14 @@ from typing import Callable, Optional
 
 import click
 
-from .labspec import NAMESPACE, LabSpec
-from .rig.apiserver import binary, start_control_plane
-from .rig.frr import FRRRouter, render_frr_conf
-from .rig.netns import Host, Topology, destroy_namespaces, list_namespaces
-from .rig.procs import RigError, start, stop_pid, wait_for
+from ..rig.apiserver import binary, start_control_plane
+from ..rig.frr import FRRRouter, render_frr_conf
+from ..rig.netns import Host, Topology, destroy_namespaces, list_namespaces
+from ..rig.procs import RigError, start, stop_pid, wait_for
+from .spec import NAMESPACE, LabSpec
 
 STATE_ROOT = Path(os.environ.get("METALXDP_LAB_ROOT", "/run/metalxdp/labs"))
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "deploy" / "crds"
 BPFFS_ROOT = Path("/sys/fs/bpf/metalxdp")
 FRR_ROOT = Path("/run/metalxdp/frr")
@@ -132,7 +132,7 @@ class Lab:
 
             progress(f"[lab 6/{steps}] pod networks (198.18.N.0/24, 2001:db8:100:N::/64) and kube-proxy stand-in")
             self._pod_networks(spec, topo)
-            proxy = start("lab-proxy", [sys.executable, "-m", "metalxdp.labsvc", "--kubeconfig",
+            proxy = start("lab-proxy", [sys.executable, "-m", "metalxdp.lab.standins", "--kubeconfig",
                                         state["kubeconfig"],
                                         *sum((["--node", f"{n}={topo.hosts[n].netns}"] for n in spec.node_names()), [])],
                           self.dir / "logs")
@@ -152,7 +152,7 @@ class Lab:
             raise
 
     def _register_nodes(self, spec: LabSpec, topo: Topology) -> None:
-        from .kube import api_client, client
+        from ..kube import api_client, client
         api = api_client(self.kubeconfig())
         core = client.CoreV1Api(api)
         for n in spec.node_names():
@@ -173,7 +173,7 @@ class Lab:
             core.patch_node_status(n, status)
 
     def _pod_networks(self, spec: LabSpec, topo: Topology) -> None:
-        from .labsvc import pod_cidrs, pod_gateway
+        from .standins import pod_cidrs, pod_gateway
         names = spec.node_names()
         for i, n in enumerate(names, 1):
             h = topo.hosts[n]
@@ -197,7 +197,7 @@ class Lab:
     def _start_metalxdp(self, state: dict, spec: LabSpec, topo: Topology) -> None:
         import base64
         import secrets as pysecrets
-        from .kube import api_client, apply, client
+        from ..kube import api_client, apply, client
         kc = state["kubeconfig"]
         api = api_client(kc)
         client.CoreV1Api(api).create_namespaced_secret(NAMESPACE, {
@@ -207,12 +207,12 @@ class Lab:
         py = sys.executable
         ctl = start("controller", [py, "-m", "metalxdp.cli", "controller", "--kubeconfig", kc,
                                    "--namespace", NAMESPACE, "--metrics-port", "0", "--lease-duration", "5",
-                                   *self._webhook_args()], logs)
+                                   *self._webhook_args(spec)], logs)
         state["pids"]["controller"] = ctl.pid
         self._save(state)
         webhook = self._webhook_port
         if webhook:   # resources applied before the webhook is registered would skip validation
-            from .rig.procs import wait_for
+            from ..rig.procs import wait_for
             import ssl
             import urllib.request
             ctx = ssl._create_unverified_context()   # the controller's own self-signed CA
@@ -239,7 +239,6 @@ class Lab:
 
     def stop_agent(self, node: str, sig: int = 15) -> None:
         """Stop ``node``'s agent with ``sig`` (SIGTERM: planned; SIGKILL: crash) and wait for it."""
-        import signal as _signal
         state = self.load()
         pid = state["pids"].get(f"agent-{node}")
         if pid and _pid_alive(pid):
@@ -270,12 +269,12 @@ class Lab:
 
     _webhook_port = 0
 
-    def _webhook_args(self) -> list[str]:
-        try:
-            import controller.webhook  # noqa: F401
-        except ImportError:
+    def _webhook_args(self, spec: LabSpec) -> list[str]:
+        """The controller's webhook flags: served on a free port (and waited for before the lab's
+        resources are applied) unless ``spec.webhook`` is off."""
+        if not spec.webhook:
             return ["--webhook-mode", "disabled"]
-        from .rig.procs import free_port
+        from ..rig.procs import free_port
         port = self._webhook_port = free_port()
         return ["--webhook-port", str(port), "--webhook-host", "127.0.0.1",
                 "--webhook-url", f"https://127.0.0.1:{port}"]
@@ -284,8 +283,8 @@ class Lab:
     def add_backend(self, name: str, node: str, labels: dict, namespace: str = "default",
                     port: int = 8080) -> dict:
         """An HTTP server "pod" on ``node``: netns + Pod object with Ready status."""
-        from .kube import api_client, client
-        from .labsvc import pod_gateway
+        from ..kube import api_client, client
+        from .standins import pod_gateway
         state = self.load()
         topo = self.topology(state)
         backends = state.setdefault("backends", {})
@@ -329,7 +328,7 @@ class Lab:
         return backends[name]
 
     def remove_backend(self, name: str) -> None:
-        from .kube import ApiException, api_client, client
+        from ..kube import ApiException, api_client, client
         state = self.load()
         b = state.get("backends", {}).pop(name, None)
         if not b:
@@ -353,7 +352,7 @@ class Lab:
         self.topology().set_link(host, up)
 
     def _install_api(self, state: dict) -> None:
-        from .kube import api_client, client
+        from ..kube import api_client, client
         api = api_client(state["kubeconfig"])
         client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
         if CRD_DIR.is_dir() and any(CRD_DIR.glob("*.yaml")):
@@ -412,7 +411,7 @@ class Lab:
         """Who leads, and whether the configuration is valid (ConfigurationState)."""
         if not state.get("ready"):
             return {}
-        from .kube import ApiException, api_client, client
+        from ..kube import ApiException, api_client, client
         out: dict = {}
         try:
             api = api_client(state["kubeconfig"])
@@ -439,7 +438,7 @@ def kubectl(kubeconfig: str, *args: str, check: bool = True,
 
 
 # ---- CLI ---------------------------------------------------------------------------------
-_name_opt = click.option("--name", default="default", show_default=True,
+name_option = click.option("--name", default="default", show_default=True,
                          help="Lab name; several labs can run side by side.")
 
 
@@ -452,7 +451,7 @@ def lab() -> None:
 
 
 @lab.command("up")
-@_name_opt
+@name_option
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9),
               help="Number of Kubernetes nodes (network namespaces).")
 @click.option("--ibgp", is_flag=True, help="Nodes in the router's AS (iBGP) instead of seed 002's eBGP.")
@@ -461,23 +460,25 @@ def lab() -> None:
                    "bound to the BGPPeers (timers from --bfd-timers).")
 @click.option("--bfd-timers", default="300,300,3", show_default=True, metavar="RX,TX,MULT",
               help="receive ms, transmit ms, detect multiplier of the --bfd profile.")
-def lab_up(name: str, nodes: int, ibgp: bool, bfd_profile: str, bfd_timers: str) -> None:
+@click.option("--webhook/--no-webhook", default=True, show_default=True,
+              help="Serve the controller's validating webhook (the lab's resources are applied through it).")
+def lab_up(name: str, nodes: int, ibgp: bool, bfd_profile: str, bfd_timers: str, webhook: bool) -> None:
     """Build the lab and print how to reach it."""
     try:
         rx, tx, mult = (int(x) for x in bfd_timers.split(","))
     except ValueError:
         raise click.BadParameter("expected RX,TX,MULT, e.g. 300,300,3", param_hint="--bfd-timers")
     spec = LabSpec(nodes=nodes, node_asn=64512 if ibgp else 64513, bfd_profile=bfd_profile,
-                   bfd_timers=(rx, tx, mult))
+                   bfd_timers=(rx, tx, mult), webhook=webhook)
     try:
         Lab(name).up(spec)
     except RigError as e:
         raise click.ClickException(str(e))
-    _print_status(Lab(name).status())
+    print_status(Lab(name).status())
 
 
 @lab.command("down")
-@_name_opt
+@name_option
 def lab_down(name: str) -> None:
     """Remove everything `lab up` created (processes, namespaces, pins, files)."""
     try:
@@ -487,7 +488,7 @@ def lab_down(name: str) -> None:
 
 
 @lab.command("status")
-@_name_opt
+@name_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def lab_status(name: str, as_json: bool) -> None:
     """What runs in the lab: kubeconfig, hosts with their namespaces and addresses, processes."""
@@ -495,10 +496,10 @@ def lab_status(name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(st, indent=2))
     else:
-        _print_status(st)
+        print_status(st)
 
 
-def _print_status(st: dict) -> None:
+def print_status(st: dict) -> None:
     if not st.get("id"):
         click.echo(f"lab {st['name']!r} is not up")
         return
@@ -514,12 +515,3 @@ def _print_status(st: dict) -> None:
     click.echo(f"  processes: {len(st['processes']) - len(bad)} running" +
                (f", NOT running: {', '.join(bad)}" if bad else ""))
     click.echo(f"  shell on a host: ip netns exec {st['hosts'].get('client', {}).get('netns', '?')} bash")
-
-
-@click.command()
-@_name_opt
-@click.option("--keep", is_flag=True, help="Leave the lab up afterwards (remove with `metalxdp lab down`).")
-def demo(name: str, keep: bool) -> None:
-    """Bring the lab up and show it working, then tear it down (unless --keep)."""
-    from .demo import run_demo
-    run_demo(Lab(name), keep=keep)

@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
-from .rig.frr import BFDTimers, Neighbor, RouterSpec
+from ..rig.frr import BFDTimers, Neighbor, RouterSpec
 
 NAMESPACE = "metallb-system"
 
@@ -31,6 +31,9 @@ class LabSpec:
     # for every node; the BGPPeers get ``bfdProfile`` and a BFDProfile of the same name/timers
     bfd_profile: str = ""
     bfd_timers: tuple[int, int, int] = (300, 300, 3)
+    # the controller serves its validating webhook (the lab waits for it before applying the
+    # resources, so they are validated); False starts it with --webhook-mode disabled
+    webhook: bool = True
 
     def _addr(self, lan: str, host: int) -> str:
         net = ipaddress.ip_network(lan)

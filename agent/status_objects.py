@@ -1,0 +1,142 @@
+"""The agent's status objects: ServiceL2Status (one per service this node announces in layer 2,
+with its interfaces) and ServiceBGPStatus (one per service this node advertises, with its peers),
+as MetalLB's speaker writes them.
+
+* ``service_l2_statuses`` (pure) gives the wanted ServiceL2Status bodies; the BGP ones come from
+  ``agent.bgp.status.service_bgp_statuses``. Both are keyed by ``status_key`` (node, service
+  namespace, service name), which is how an existing object is matched (by its three labels).
+* ``StatusObjects`` makes the API match them, through the write layer (``metalxdp.kube``):
+  this node's objects are adopted when they are owned by this agent's pod and fit, the rest of
+  this node's are deleted (so an agent restart adds no duplicates), missing ones are created
+  (generateName) and their status written with conflict retry. A failed call makes the next
+  sync reconcile again.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional
+
+from metalxdp.kube import ApiException, ConflictError, client, replace_custom_status
+from metalxdp.log import get_logger
+
+from .bgp.status import (API_VERSION, NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL,
+                         service_bgp_statuses, status_key)
+
+log = get_logger("agent")
+GROUP, VERSION = "metallb.io", "v1beta1"
+
+
+def service_l2_statuses(node: str, interfaces: Mapping[str, Iterable[str]]) -> dict[tuple[str, str, str], dict]:
+    """status_key -> desired ServiceL2Status body, for every service this node announces
+    (``interfaces``: "ns/name" -> the interfaces it is announced on)."""
+    want: dict = {}
+    for svc_key, names in interfaces.items():
+        key = status_key(node, svc_key)
+        _, ns, name = key
+        want[key] = {"apiVersion": API_VERSION, "kind": "ServiceL2Status",
+                     "metadata": {"generateName": "l2-", "labels": {
+                         NODE_LABEL: node, SERVICE_NAME_LABEL: name, SERVICE_NAMESPACE_LABEL: ns}},
+                     "status": {"node": node, "serviceName": name, "serviceNamespace": ns,
+                                "interfaces": [{"name": n} for n in sorted(names)]}}
+    return want
+
+
+class StatusObjects:
+    """Writes this node's ServiceL2Status and ServiceBGPStatus objects (see the module docstring).
+    ``pod_name``: the agent's pod in ``namespace``, owner of the objects (deleting the pod
+    garbage-collects them, as MetalLB's speaker's)."""
+
+    def __init__(self, api: client.ApiClient, node: str, namespace: str, pod_name: Optional[str] = None):
+        self.api, self.node, self.namespace, self.pod_name = api, node, namespace, pod_name
+        self._owner_refs: Optional[list] = None     # ownerReferences for our objects (see owners)
+        self._l2_want: Optional[dict] = None        # bodies last reconciled (None: reconcile again)
+        self._bgp_want: Optional[dict] = None
+
+    def sync_l2(self, interfaces: Mapping[str, Iterable[str]]) -> None:
+        """ServiceL2Status objects for the services this node announces (MetalLB's layer2 status
+        controller), reconciled whenever that set changes. Also deleted: other nodes' objects
+        for a service this node now announces (a dead node's: nobody else would ever remove
+        them). An object whose status differs is replaced."""
+        want = service_l2_statuses(self.node, interfaces)
+        if want == self._l2_want:
+            return
+        ok = self._reconcile("servicel2statuses", want, adopt_if_status_differs=False,
+                             delete_others_for_wanted=True)
+        self._l2_want = want if ok else None
+
+    def sync_bgp(self, service_peers: Mapping[str, frozenset[str]]) -> None:
+        """ServiceBGPStatus objects: one per service this node advertises, listing the peers,
+        reconciled with this node's objects whenever the wanted set changes (other nodes' objects
+        for the same service are legitimate: every node advertises). Kept objects are updated."""
+        want = service_bgp_statuses(self.node, service_peers, self.namespace)
+        if want == self._bgp_want:
+            return
+        ok = self._reconcile("servicebgpstatuses", want, adopt_if_status_differs=True,
+                             delete_others_for_wanted=False, label_selector=f"{NODE_LABEL}={self.node}")
+        self._bgp_want = want if ok else None
+
+    # ---- ownership -------------------------------------------------------------------------
+    def owners(self) -> list:
+        """ownerReferences naming this agent's pod. Empty outside a pod or when the pod cannot be
+        read; looked up once."""
+        if self._owner_refs is None:
+            self._owner_refs = []
+            if self.pod_name:
+                try:
+                    pod = client.CoreV1Api(self.api).read_namespaced_pod(self.pod_name, self.namespace)
+                    self._owner_refs = [{"apiVersion": "v1", "kind": "Pod", "name": self.pod_name,
+                                         "uid": pod.metadata.uid}]
+                except ApiException as e:
+                    log.warning("cannot read the agent's pod: status objects get no owner", event="ownerUnknown",
+                                pod=f"{self.namespace}/{self.pod_name}", status=e.status)
+        return self._owner_refs
+
+    def _owned_by_us(self, meta: dict) -> bool:
+        want = {o["uid"] for o in self.owners()}
+        return {o.get("uid") for o in meta.get("ownerReferences") or []} == want
+
+    # ---- reconcile ---------------------------------------------------------------------------
+    def _reconcile(self, plural: str, want: dict, *, adopt_if_status_differs: bool,
+                   delete_others_for_wanted: bool, label_selector: str = "") -> bool:
+        """Make the API's ``plural`` objects of this node match ``want`` (status_key -> body with
+        metadata.generateName/labels and status). With ``delete_others_for_wanted`` other nodes'
+        objects for a wanted service go too. False when a call failed."""
+        co = client.CustomObjectsApi(self.api)
+        args = (GROUP, VERSION, self.namespace, plural)
+        try:
+            items = co.list_namespaced_custom_object(*args, label_selector=label_selector).get("items", [])
+        except ApiException as e:
+            log.debug("status objects not listed", kind=plural, status=e.status)
+            return False
+        kept: dict = {}
+        ok = True
+        for item in items:
+            meta = item.get("metadata", {})
+            labels = meta.get("labels") or {}
+            mine = labels.get(NODE_LABEL) == self.node
+            # keyed as this node's object for the same service: for another node's object,
+            # "key in want" means this node now announces that service
+            key = (self.node, labels.get(SERVICE_NAMESPACE_LABEL), labels.get(SERVICE_NAME_LABEL))
+            if (mine and key in want and key not in kept and self._owned_by_us(meta)
+                    and (adopt_if_status_differs or item.get("status") == want[key]["status"])):
+                kept[key] = item
+            elif mine or (delete_others_for_wanted and key in want):
+                try:
+                    co.delete_namespaced_custom_object(*args, meta["name"])
+                except ApiException as e:
+                    if e.status != 404:
+                        ok = False
+        for key, body in want.items():
+            obj = kept.get(key)
+            if obj is not None and obj.get("status") == body["status"]:
+                continue
+            try:
+                if obj is None:
+                    new = {k: v for k, v in body.items() if k != "status"}
+                    new["metadata"] = {**new["metadata"], "ownerReferences": self.owners()}
+                    obj = co.create_namespaced_custom_object(*args, new)
+                replace_custom_status(self.api, *args, obj["metadata"]["name"], body["status"], current=obj)
+            except (ApiException, ConflictError) as e:
+                ok = False
+                log.debug("status object not written", kind=plural, service=key,
+                          status=getattr(e, "status", None), error=str(e))
+        return ok
