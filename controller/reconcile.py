@@ -244,7 +244,7 @@ class Controller:
         err = self.config_error
         body = {"status": {
             "result": "Invalid" if err else "Valid",
-            # no empty strings: the 1.20 API server reads "" in a CR status as null and refuses it;
+            # no empty strings: some API servers read "" in a CR status as null and refuse it;
             # the status is written with PUT, so an omitted errorSummary is cleared
             **({"errorSummary": str(err)} if err else {}),
             "conditions": [{"type": "configReconcilerValid", "status": "False" if err else "True",

@@ -25,7 +25,7 @@ What is checked, per kind (MetalLB's ``internal/k8s/webhooks``):
   community alias) never refuse an object: MetalLB blanks them at admission and the
   controller retries until they exist (``strict_transient=False``).
 * UPDATE of a BGPPeer: ``spec.enableGracefulRestart`` cannot change (MetalLB's CEL rule,
-  enforced here because a 1.20 API server has no CEL).
+  enforced here so they hold with the same message offline, in the controller and the agent).
 * DELETE of a BFDProfile: refused while a BGPPeer references it, naming that peer.
   Every other DELETE is allowed.
 * Any other operation (CONNECT, a typo, none) is refused: it was not checked. Kinds that are not

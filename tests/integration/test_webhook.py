@@ -398,7 +398,7 @@ def test_updates_are_validated_too(clean):
     cur = clean.custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "a")
     cur["spec"]["addresses"] = ["10.0.0.0/25"]
     clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "a", cur)
-    # enableGracefulRestart is immutable (MetalLB's CEL rule; 1.20 has no CEL, the webhook checks)
+    # enableGracefulRestart is immutable (MetalLB's CEL rule; here the webhook checks it)
     peer = {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "p", "namespace": NS},
             "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.10.0.1"}}
     clean.create(peer)

@@ -1,4 +1,4 @@
-"""The CRDs in deploy/crds and the seed examples: structure, 1.20-compatibility, and that every
+"""The CRDs in deploy/crds and the seed examples: structure (no CEL, structural schemas), and that every
 seed example (OpenShift/MetalLB docs) fits the schema and parses."""
 from __future__ import annotations
 

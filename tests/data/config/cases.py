@@ -2,7 +2,7 @@
 
 Covers every rule of MetalLB's webhook/config.For (reference section C, items 1-8, with
 metalxdp's backend gate) and the OpenShift seed's webhook list. Each case's resources are full
-Kubernetes objects in ``metallb-system`` that an API server (1.20+) with ``deploy/crds``
+Kubernetes objects in ``metallb-system`` that an API server (the pinned release) with ``deploy/crds``
 accepts *schema-wise* unless the case is marked ``level="schema"``.
 
 How to run a case against a real API server with the webhook registered (the integration test
