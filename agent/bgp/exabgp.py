@@ -59,6 +59,7 @@ TICK = 0.2                  # seconds between health checks of the process when 
 RESYNC_AFTER_RELOAD = 1.0   # seconds: ExaBGP applies a reload on its next loop turn
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n
 STABLE_AFTER = 30.0         # a process alive this long resets the restart backoff
+RELAY_WAIT = 10.0           # seconds a started ExaBGP may run without its API relay connecting
 # /proc/net/netstat counters that only move when TCP MD5 signatures disagree
 # ExaBGP's "down" reason when the peer sent a NOTIFICATION: "notification received (6,2)"
 NOTIFICATION_REASON = re.compile(r"notification received \((\d+),\s*(\d+)\)")
@@ -364,7 +365,11 @@ class BGPSpeaker:
         now = time.monotonic()
         if self._proc is not None and self._proc.poll() is not None:
             code = self._proc.returncode
-            self._proc = None
+            pgid, self._proc = self._proc.pid, None
+            try:   # its API relay (same process group) may outlive it: end the whole group
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             self.log.error(f"ExaBGP exited with code {code}; restarting it and re-announcing",
                            event="exabgpDied", code=code, log=str(self.log_path))
             for n in list(self._states):
@@ -380,6 +385,18 @@ class BGPSpeaker:
             self._start_process()
         if self._proc is not None and now - self._proc_started > STABLE_AFTER:
             self._restarts = 0
+        if (self._alive() and self._conn is None and not self._closing
+                and now - self._proc_started > RELAY_WAIT):
+            # seen once under load after a SIGKILL: the new ExaBGP held its sessions but its
+            # relay never reached us, so nothing was announced and nothing could be withdrawn.
+            # A process we cannot drive is restarted rather than left holding sessions.
+            self.log.warning(f"ExaBGP's API relay did not connect within {RELAY_WAIT:.0f}s; "
+                             "restarting ExaBGP", event="exabgpDied", reason="api relay not connected",
+                             log=str(self.log_path))
+            self._stop_process()
+            delay = RESTART_BACKOFF[min(self._restarts, len(RESTART_BACKOFF) - 1)]
+            self._restarts += 1
+            self._next_start = now + delay
         if self._resync_at is not None and now >= self._resync_at:
             self._resync_at = None
             self._sync()

@@ -229,6 +229,37 @@ class Lab:
             self._save(state)
         for obj in spec.metallb_resources():
             apply(api, obj)
+        self.wait_membership_converged(spec.node_names())
+
+    def agent_members(self, node: str) -> set[str]:
+        """The other members ``node``'s agent sees now, replayed from its memberJoined/memberLeft
+        log lines."""
+        import json
+        seen: set[str] = set()
+        try:
+            lines = (self.dir / "logs" / f"agent-{node}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return seen
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == "memberJoined":
+                seen.add(rec.get("member"))
+            elif rec.get("event") == "memberLeft":
+                seen.discard(rec.get("member"))
+        return seen
+
+    def wait_membership_converged(self, nodes, timeout: float = 60) -> None:
+        """Wait until every agent sees every other one. The agents start one after another: a
+        Service created before the last one joined is elected among fewer nodes first and moves
+        once the view is complete (as in a cluster whose DaemonSet is still rolling out), which
+        is not the state a test or the demo means to start from."""
+        from ..rig.procs import wait_for
+        nodes = list(nodes)
+        wait_for("every agent to see the others (membership converged)", lambda: all(
+            self.agent_members(n) >= set(nodes) - {n} for n in nodes), timeout)
 
     def _start_agent(self, state: dict, topo: Topology, n: str, extra: tuple = ()):
         return start(f"agent-{n}", [sys.executable, "-m", "metalxdp.cli", "agent", "--node-name", n,

@@ -301,6 +301,30 @@ def test_exabgp_killed_is_restarted_and_routes_come_back(lab, frr_router, logs):
     assert logs.events("exabgpDied")
 
 
+def test_exabgp_whose_api_relay_never_connects_is_restarted(lab, frr_router, logs, monkeypatch, tmp_path):
+    """An ExaBGP that runs but cannot be driven (its API relay never reaches the agent) holds its
+    sessions with nothing announced: the agent restarts it after RELAY_WAIT and announces."""
+    import agent.bgp.exabgp as exabgp_mod
+    marker = tmp_path / "first-relay-started"
+    relay = tmp_path / "relay.py"
+    # the first relay hangs without connecting; later ones are the real relay
+    relay.write_text(f"import os, sys, time\n"
+                     f"if not os.path.exists({str(marker)!r}):\n"
+                     f"    open({str(marker)!r}, 'w').close()\n"
+                     f"    time.sleep(3600)\n"
+                     f"os.execv(sys.executable, [sys.executable, {str(exabgp_mod.RELAY)!r}, *sys.argv[1:]])\n")
+    monkeypatch.setattr(exabgp_mod, "RELAY", relay)
+    monkeypatch.setattr(exabgp_mod, "RELAY_WAIT", 3.0)
+    nodes = lab(1)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    nodes[0].apply(parse(lab_resources()), [service()])
+    wait_for("the hanging relay to start", marker.exists, 30)
+    wait_for("a log line about the relay that did not connect",
+             lambda: logs.events("exabgpDied", reason="api relay not connected"), 30)
+    wait_nexthops(frr_router, f"{V4}/32", {nodes[0].host.ip4}, timeout=30)
+    assert len(logs.events("exabgpStarted")) >= 2
+
+
 def test_router_closes_session_then_it_is_retried(lab, frr_router, logs):
     nodes = lab(1)
     frr_router.start(render_frr_conf(router_spec(nodes)))
