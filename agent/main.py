@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import click
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from metalxdp import log as mlog
 from metalxdp.kube import api_client
@@ -39,7 +39,7 @@ from metalxdp.kube import api_client
                    "(clients with stale caches) until its traffic here is quiet this long.")
 @click.option("--handoff-max-s", default=30.0, show_default=True, type=float,
               help="Longest such handoff; 0 disables it (withdraw at once, as MetalLB).")
-@click.option("--metrics-port", default=7472, show_default=True, type=int, help="Prometheus metrics port (0: off).")
+@click.option("--metrics-port", default=7472, show_default=True, type=int, help="Monitoring port: /metrics, /healthz (liveness), /readyz (readiness); 0: off.")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True)
 @click.option("--bgp/--no-bgp", default=True, show_default=True, help="Speak BGP (ExaBGP) to the BGPPeers.")
 @click.option("--workdir", default="/run/metalxdp/agent", show_default=True, type=click.Path(),
@@ -77,13 +77,21 @@ def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detac
     node = Agent(api_client(kubeconfig), settings, dp, garp, metrics, registry)
     registry.register(XDPCollector(node.xdp_counters))
     if metrics_port:
-        start_http_server(metrics_port, addr=metrics_host, registry=registry)
+        from metalxdp.health import MonitoringServer
+        MonitoringServer(metrics_port, metrics_host, registry, live=node.live, ready=node.ready).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     node.start()
     log.info("agent started", node=node_name, xdp_mode=xdp_mode, bpffs_dir=bpffs_dir)
     stop.wait()
+    if dp is not None and not detach_on_exit:
+        from .uninstall import check as uninstall_check
+        gone, why = uninstall_check(node.api, namespace, pod_name)
+        if gone:   # nobody will adopt the program and maps: take them with us
+            log.info("metalxdp is being uninstalled: detaching XDP and removing the pins",
+                     event="uninstallCleanup", node=node_name, reason=why)
+            dp.detach_on_exit = detach_on_exit = True
     log.info("agent stopping", node=node_name, detach=detach_on_exit)
     node.stop(planned=not detach_on_exit)
     garp.close()

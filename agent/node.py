@@ -28,6 +28,7 @@ from typing import Optional
 
 from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
+from metalxdp.health import loop_live
 from metalxdp.kube import EventPoster, client
 from metalxdp.log import get_logger
 from metalxdp.service import POOL_ANNOTATION, SHARED_IP_ANNOTATION, annotation, status_ips_from_k8s, wants_load_balancer
@@ -71,6 +72,8 @@ class Agent:
         self.node = settings.node_name
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._last_pass: Optional[float] = None   # monotonic end of the last reconcile pass
+        self._started = False
         self.config: Optional[Config] = None
         self.l2_services: set[str] = set()                     # services we announce (L2)
         self.membership = None
@@ -104,6 +107,18 @@ class Agent:
         self._wait_for_peers(JOIN_WAIT_S)
         threading.Thread(target=self._loop, name="agent-reconcile", daemon=True).start()
         self._wake.set()
+        self._started = True
+
+    # ---- probes (metalxdp.health): /healthz and /readyz ----------------------------------
+    def live(self) -> tuple[bool, str]:
+        return loop_live(self._started, self._last_pass, time.monotonic())
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._started:
+            return False, "starting: listing objects and joining the membership"
+        if self._last_pass is None:
+            return False, "no reconcile pass has completed yet"
+        return True, "ok"
 
     def _wait_for_peers(self, timeout: float) -> None:
         """Before the first election, give the join a moment to find the other agents (as
@@ -186,6 +201,7 @@ class Agent:
                 self.reconcile()
             except Exception:  # noqa: BLE001 - one bad object must not stop the agent
                 log.error("reconcile failed", exc_info=True)
+            self._last_pass = time.monotonic()
 
     def _load_config(self) -> Optional[Config]:
         resources = [o for inf in self.config_informers for o in inf.items()]

@@ -10,7 +10,7 @@ import sys
 import threading
 
 import click
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from metalxdp import log as mlog
 from metalxdp.kube import ApiException, api_client
@@ -27,7 +27,7 @@ from .reconcile import Controller
               show_default="metallb-system", help="Namespace of the metallb.io resources.")
 @click.option("--lb-class", default=None, help="Only handle Services with this spec.loadBalancerClass "
               "(needs Kubernetes >= 1.21); without it, only Services with no class.")
-@click.option("--metrics-port", default=9120, show_default=True, type=int, help="Prometheus metrics port; 0 disables.")
+@click.option("--metrics-port", default=9120, show_default=True, type=int, help="Monitoring port: /metrics, /healthz (liveness), /readyz (readiness); 0 disables.")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address the metrics server binds.")
 @click.option("--webhook-mode", type=click.Choice(["enabled", "disabled", "onlywebhook"]), default="enabled",
               show_default=True, help="Serve the validating and conversion webhooks (as MetalLB's flag).")
@@ -52,8 +52,12 @@ def controller(kubeconfig, namespace, lb_class, metrics_port, metrics_host, webh
     api = api_client(kubeconfig)
     registry = CollectorRegistry()
     metrics = ControllerMetrics(registry)
+    probes: dict = {}   # the Controller's checks once it exists; "starting" until then
     if metrics_port:
-        start_http_server(metrics_port, addr=metrics_host, registry=registry)
+        from metalxdp.health import MonitoringServer
+        MonitoringServer(metrics_port, metrics_host, registry,
+                         live=lambda: probes["live"]() if "live" in probes else (True, "starting"),
+                         ready=lambda: probes["ready"]() if "ready" in probes else (False, "starting")).start()
     stop = threading.Event()
 
     def _term(*_):
@@ -72,10 +76,12 @@ def controller(kubeconfig, namespace, lb_class, metrics_port, metrics_host, webh
         from .webhook import start_webhook
         start_webhook(api, namespace, webhook_host, webhook_port, webhook_url)
     if webhook_mode == "onlywebhook":
+        probes["ready"] = probes["live"] = lambda: (True, "ok")
         stop.wait()
         return
 
     ctl = Controller(api, namespace, lb_class, metrics)
+    probes.update(live=ctl.live, ready=ctl.ready)
     ctl.start_informers()
     threading.Thread(target=ctl.run, name="reconcile", daemon=True).start()
 

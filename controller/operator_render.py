@@ -119,10 +119,10 @@ def render_controller(metallb: Optional[dict] = None, *, namespace: str = DEFAUL
             {"name": "monitoring", "containerPort": CONTROLLER_METRICS_PORT, "protocol": "TCP"},
             {"name": "webhook-server", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
         ],
-        # the metrics server answers every path; it only runs once the process is up
-        "livenessProbe": {"httpGet": {"path": "/metrics", "port": "monitoring"},
+        # metalxdp.health: /healthz while the reconcile loop passes, /readyz once the informers listed
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "monitoring"},
                           "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {"httpGet": {"path": "/metrics", "port": "monitoring"},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "monitoring"},
                            "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3},
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -193,11 +193,11 @@ def render_agent(metallb: Optional[dict] = None, *, namespace: str = DEFAULT_NAM
             {"name": "memberlist-tcp", "containerPort": MEMBERLIST_PORT, "protocol": "TCP"},
             {"name": "memberlist-udp", "containerPort": MEMBERLIST_PORT, "protocol": "UDP"},
         ],
-        # /healthz on the metrics port: the agent answers once its informers synced and the
-        # XDP program is attached (or deliberately not, --xdp-mode)
+        # metalxdp.health: /healthz while the reconcile loop passes (it does every second),
+        # /readyz once the objects are listed, the membership joined and a first pass ran
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "monitoring"},
                           "initialDelaySeconds": 15, "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "monitoring"},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "monitoring"},
                            "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3},
         "securityContext": {
             # root uid (the pins on the host's bpffs are root's) but only the

@@ -19,6 +19,7 @@ from typing import Optional
 
 from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
+from metalxdp.health import loop_live
 from metalxdp.kube import ApiException, ConflictError, client, replace_custom_status
 from metalxdp.log import get_logger
 from metalxdp.service import (POOL_ANNOTATION, ServiceSpecError, annotation, ingress_ips, service_spec_from_k8s,
@@ -292,6 +293,17 @@ class Controller:
         for inf in self.informers:
             if not inf.wait_synced(timeout):
                 raise RuntimeError(f"could not list {inf.path} within {timeout}s")
+        self.synced = True
+
+    # ---- probes (metalxdp.health) ----------------------------------------------------------
+    synced = False
+    _last_pass: Optional[float] = None
+
+    def live(self) -> tuple[bool, str]:
+        return loop_live(self._last_pass is not None, self._last_pass, time.monotonic())
+
+    def ready(self) -> tuple[bool, str]:
+        return (True, "ok") if self.synced else (False, "listing Services, EndpointSlices and metallb.io objects")
 
     def run(self) -> None:
         """Process the queue while leading. Blocks until ``stop``."""
@@ -311,6 +323,7 @@ class Controller:
                 self._pools_dirty = False
                 last_pool_write = time.monotonic()
                 self.writer.keyed("\0poolstatus", self._write_pool_status)
+            self._last_pass = time.monotonic()
 
     def start_leading(self) -> None:
         """Called when this replica becomes leader: forget everything, list Services afresh (the

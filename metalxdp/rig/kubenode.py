@@ -181,12 +181,39 @@ class KubeNode:
     def import_image(self, tarball: Path) -> None:
         self.ctr("images", "import", "--no-unpack", str(tarball))
 
+    def sandbox_netns(self) -> set[str]:
+        """Names (under /run/netns) of the network namespaces of this node's pod sandboxes, from
+        containerd's container specs. Empty when containerd does not answer."""
+        names: set[str] = set()
+        if "containerd" not in self.procs:
+            return names
+        try:
+            ids = self.ctr("containers", "ls", "-q", check=False, timeout=30).stdout.split()
+            for cid in ids:
+                r = self.ctr("containers", "info", cid, check=False, timeout=30)
+                try:
+                    spec = json.loads(r.stdout).get("Spec") or {}
+                except ValueError:
+                    continue
+                for ns in (spec.get("linux") or {}).get("namespaces") or []:
+                    path = ns.get("path") or ""
+                    if ns.get("type") == "network" and path.rsplit("/", 1)[0] in ("/var/run/netns", "/run/netns"):
+                        names.add(path.rsplit("/", 1)[1])
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+        return names
+
     def stop(self) -> None:
+        # the pod sandboxes' namespaces are bind mounts under /run/netns that nobody removes once
+        # containerd is gone (no CNI DEL): note them first, delete them last
+        netns = self.sandbox_netns()
         for name in ("kube-proxy", "kubelet", "containerd"):
             p = self.procs.pop(name, None)
             if p:
                 p.stop(timeout=10)
         _kill_shims(self.spec)
+        for ns in sorted(netns):
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
         self.holder.stop()
         _remove_cgroups(self.spec.name)
 

@@ -4,6 +4,7 @@ tests make and remove their own Services and backends."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 from typing import Optional
@@ -20,7 +21,12 @@ def cluster(tmp_path_factory):
     lab = ClusterLab(tmp_path_factory.mktemp("cluster"))
     lab.up(progress=print)
     yield lab
+    sandboxes = {ns for node in lab.cluster.nodes.values() for ns in node.sandbox_netns()}
     lab.down()
+    # the pods' network namespaces go with the nodes (they used to stay in /run/netns)
+    assert sandboxes, "no pod sandbox namespaces found: sandbox_netns() is broken"
+    left = sandboxes & set(os.listdir("/run/netns"))
+    assert not left, f"pod sandbox namespaces left behind: {sorted(left)}"
 
 
 def client_curl(lab: ClusterLab, ip: str, port: int = 80, timeout: float = 2.0) -> Optional[str]:

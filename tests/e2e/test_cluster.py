@@ -163,3 +163,18 @@ def test_l2_failover_after_a_node_cable_cut_and_bgp_next_hop_removed(cluster, wo
     finally:
         cluster.topo.set_link(node, up=True)
     wait_for("the node's next hop back", lambda: len(router_nexthops(cluster, bip)) == 3, 90)
+
+
+# ---- uninstall (last: the session's cluster has no metalxdp afterwards) -------------------------
+def test_uninstall_with_delete_k_detaches_xdp_and_removes_the_pins(cluster):
+    """`kubectl delete -k` ends the DaemonSet: each agent sees its DaemonSet gone at SIGTERM
+    (agent.uninstall), detaches its program and removes its pins. Before, the program stayed
+    attached and the pins stayed on every node's bpffs, with nothing left to adopt them."""
+    for n in NODES:   # every agent pinned its program and maps at start
+        assert cluster.node_exec(n, "ls", "/sys/fs/bpf/metalxdp").stdout.split(), f"no pins on {n}"
+    cluster.uninstall()
+    wait_for("no metalxdp pods", lambda: not cluster.pods(), 120)
+    for n in NODES:
+        assert xdp_prog_id(cluster, n) is None, f"XDP still attached on {n}"
+        left = cluster.node_exec(n, "sh", "-c", "ls /sys/fs/bpf/metalxdp 2>/dev/null; true").stdout.split()
+        assert not left, f"pins left on {n}: {left}"

@@ -111,7 +111,10 @@ def test_security_contexts_of_the_built_manifests():
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert set(sc["capabilities"]["add"]) == {"BPF", "NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW", "PERFMON"}
     assert ds["hostNetwork"] is True and not ds.get("hostPID") and not ds.get("hostIPC")
-    assert ds["containers"][0]["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "monitoring"}
+    # metalxdp.health's paths (the old server answered any path, so any probe was green)
+    for c in (ds["containers"][0], ctl):
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "monitoring"}
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "monitoring"}
 
 
 def test_no_cluster_wide_secret_access():

@@ -549,3 +549,16 @@ def test_planned_move_hands_off_while_stale_clients_still_send(lab):
         finally:
             client.run(["ip", "neigh", "del", ip, "dev", "eth0"], check=False)
             kubectl(kc, "label", "node", old, f"{EXCLUDE_LB}-", check=False)
+
+
+# ---- probes ------------------------------------------------------------------------------------
+def test_probes_on_the_monitoring_port(lab):
+    """What the DaemonSet's probes ask each running agent (metalxdp.health): ready and alive,
+    and an unknown path is 404 (the metrics server used to answer every path)."""
+    for node in NODES:
+        def code(path: str) -> str:
+            return lab.host(node).run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
+                                       f"http://127.0.0.1:7472{path}"], check=False, timeout=10).stdout
+        assert code("/readyz") == "200", node
+        assert code("/healthz") == "200", node
+        assert code("/nosuchpath") == "404", node
