@@ -118,6 +118,15 @@ class Agent:
             return False, "starting: listing objects and joining the membership"
         if self._last_pass is None:
             return False, "no reconcile pass has completed yet"
+        if self.dp is not None:
+            ifindex = local_interfaces()
+            unattached = sorted({ifn for _ip, ifn in self.l2.announced
+                                 if ifindex.get(ifn) not in self.dp.attached})
+            if unattached:
+                return False, f"XDP not attached on {', '.join(unattached)} (VIPs announced there)"
+        speaker = self.bgp.speaker
+        if speaker is not None and not speaker.process_ok():
+            return False, "ExaBGP is not running (BGP peers are configured; restarting it)"
         return True, "ok"
 
     def _wait_for_peers(self, timeout: float) -> None:
