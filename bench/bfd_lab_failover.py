@@ -14,11 +14,8 @@ Usage: python bench/bfd_lab_failover.py [--cuts 20] [--cuts-without-bfd 20]
 """
 from __future__ import annotations
 
-import argparse
-import json
+import contextlib
 import platform
-import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -30,9 +27,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from pyroute2 import NetNS  # noqa: E402
 
+from benchstats import arg_parser, print_table, summary, write_json  # noqa: E402
 from bgp_latency import kernel_hops  # noqa: E402
 from metalxdp.lab import tools as lt  # noqa: E402
-from metalxdp.lab.cluster import Lab  # noqa: E402
+from metalxdp.lab.cluster import running_lab  # noqa: E402
 from metalxdp.lab.spec import LabSpec  # noqa: E402
 from metalxdp.rig.frr import FRRRouter  # noqa: E402
 from metalxdp.rig.procs import wait_for  # noqa: E402
@@ -43,60 +41,44 @@ NODE4 = {"node1": "192.0.2.11", "node2": "192.0.2.12", "node3": "192.0.2.13"}
 TIMEOUT = 30.0
 
 
-def summary(xs: list[float]) -> dict:
-    s = sorted(xs)
-    pct = lambda p: s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]  # noqa: E731 nearest rank
-    return {"n": len(s), "p50_s": round(statistics.median(s), 3), "p99_s": round(pct(99), 3),
-            "min_s": round(s[0], 3), "max_s": round(s[-1], 3), "mean_s": round(statistics.fmean(s), 3),
-            "stdev_s": round(statistics.pstdev(s), 3)}
-
-
 def run_lab(spec: LabSpec, cuts: int, label: str) -> list[float]:
-    lab = Lab(name=f"bfdb-{secrets.token_hex(3)}", root=Path(tempfile.mkdtemp(prefix="metalxdp-bench-")))
     print(f"[{label}] bringing the lab up ...", flush=True)
-    lab.up(spec, progress=lambda _m: None)
-    ns = None
     out = []
-    try:
+    with running_lab("bfdb", Path(tempfile.mkdtemp(prefix="metalxdp-bench-")), spec) as lab:
         frr = FRRRouter(lab.host("router"), Path(lab.load()["frr_dir"]))
         wait_for("6 BGP sessions", lambda: len(frr.established()) == 6, 90)
         lab.add_backend("web", "node2", {"app": "fo"})
         lt.apply_service(lab, "fo", pool="lab-bgp", selector={"app": "fo"})
         vip = ipaddress.ip_network(lt.wait_service_ips(lab, "fo")[0] + "/32")
-        ns = NetNS(lab.host("router").netns)
-        wait_for("3 next hops", lambda: kernel_hops(ns, vip) == set(NODE4.values()), 60)
-        time.sleep(3)
-        for i in range(cuts):
-            node = list(NODE4)[i % 3]
-            lab.set_link(node, up=False)
-            cut = time.monotonic()
-            took = None
-            while time.monotonic() - cut < TIMEOUT:
-                if NODE4[node] not in kernel_hops(ns, vip):
-                    took = time.monotonic() - cut
-                    break
-                time.sleep(0.01)
-            lab.set_link(node, up=True)
-            print(f"[{label}] cut {i + 1:2} {node}: " + (f"{took:.3f} s" if took is not None else "NOT detected"),
-                  flush=True)
-            if took is not None:
-                out.append(took)
-            wait_for("3 next hops again", lambda: kernel_hops(ns, vip) == set(NODE4.values()), 90)
-            if spec.bfd_profile:
-                wait_for("6 BFD sessions up", lambda: sum(p["status"] == "up" for p in frr.json("show bfd peers")) == 6, 30)
-            time.sleep(2)   # let the sessions settle before the next cut
-        return out
-    finally:
-        if ns is not None:
-            ns.close()
-        lab.down(progress=lambda _m: None)
+        with contextlib.closing(NetNS(lab.host("router").netns)) as ns:
+            wait_for("3 next hops", lambda: kernel_hops(ns, vip) == set(NODE4.values()), 60)
+            time.sleep(3)
+            for i in range(cuts):
+                node = list(NODE4)[i % 3]
+                lab.set_link(node, up=False)
+                cut = time.monotonic()
+                took = None
+                while time.monotonic() - cut < TIMEOUT:
+                    if NODE4[node] not in kernel_hops(ns, vip):
+                        took = time.monotonic() - cut
+                        break
+                    time.sleep(0.01)
+                lab.set_link(node, up=True)
+                print(f"[{label}] cut {i + 1:2} {node}: " + (f"{took:.3f} s" if took is not None else "NOT detected"),
+                      flush=True)
+                if took is not None:
+                    out.append(took)
+                wait_for("3 next hops again", lambda: kernel_hops(ns, vip) == set(NODE4.values()), 90)
+                if spec.bfd_profile:
+                    wait_for("6 BFD sessions up", lambda: sum(p["status"] == "up" for p in frr.json("show bfd peers")) == 6, 30)
+                time.sleep(2)   # let the sessions settle before the next cut
+            return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = arg_parser(__doc__, "bfd_lab_failover")
     ap.add_argument("--cuts", type=int, default=20)
     ap.add_argument("--cuts-without-bfd", type=int, default=20)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bfd_lab_failover.json"))
     a = ap.parse_args()
     results = {}
     raw = {}
@@ -106,17 +88,13 @@ def main() -> None:
             continue
         xs = run_lab(spec, n, label)
         raw[label] = [round(x, 3) for x in xs]
-        results[label] = {**summary(xs), "undetected": n - len(xs)} if xs else {"n": 0, "undetected": n}
-    print(f"\n{'setup':14} {'n':>3} {'p50':>7} {'p99':>7} {'min':>7} {'max':>7} {'mean':>7} {'stdev':>7}  (s)")
-    for k, s in results.items():
-        if s["n"]:
-            print(f"{k:14} {s['n']:3} {s['p50_s']:7.3f} {s['p99_s']:7.3f} {s['min_s']:7.3f} {s['max_s']:7.3f} "
-                  f"{s['mean_s']:7.3f} {s['stdev_s']:7.3f}" + (f"  undetected {s['undetected']}" if s['undetected'] else ""))
+        results[label] = {**summary(xs, "s", 3), "undetected": n - len(xs)} if xs else {"n": 0, "undetected": n}
+    print_table("setup", results, "s", 3, 14, 7,
+                note=lambda s: f"  undetected {s['undetected']}" if s["undetected"] else "")
     out = {"benchmark": "bfd_lab_failover", "host": platform.node(), "kernel": platform.release(),
            "poll_ms": 10, "lab": "3 nodes eBGP -> FRR router, hold 9 s keepalive 3 s; BFD 300/300/3 on both sides",
            "results": results, "raw_s": raw}
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {a.out}")
+    write_json(Path(a.out), out)
 
 
 if __name__ == "__main__":

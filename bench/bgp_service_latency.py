@@ -21,12 +21,9 @@ Usage: python bench/bgp_service_latency.py [--trials 25] [--poll-ms 10]
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import ipaddress
-import json
 import platform
-import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -34,12 +31,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from pyroute2 import NetNS  # noqa: E402
 
+from benchstats import arg_parser, print_table, summary, write_json  # noqa: E402
 from metalxdp.kube import api_client, client  # noqa: E402
-from metalxdp.lab.cluster import Lab  # noqa: E402
-from metalxdp.lab.spec import LabSpec  # noqa: E402
+from metalxdp.lab.cluster import running_lab  # noqa: E402
 from metalxdp.rig.frr import FRRRouter  # noqa: E402
 from metalxdp.rig.procs import wait_for  # noqa: E402
 
@@ -60,14 +58,6 @@ def pool_routes(ns: NetNS) -> dict[str, int]:
     return out
 
 
-def summary(xs: list[float]) -> dict:
-    s = sorted(xs)
-    pct = lambda p: s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]  # noqa: E731 nearest rank
-    return {"n": len(s), "p50_ms": round(statistics.median(s), 1), "p99_ms": round(pct(99), 1),
-            "min_ms": round(s[0], 1), "max_ms": round(s[-1], 1), "mean_ms": round(statistics.fmean(s), 1),
-            "stdev_ms": round(statistics.pstdev(s), 1)}
-
-
 def service(name: str) -> dict:
     return {"metadata": {"name": name, "annotations": {"metallb.io/address-pool": "lab-bgp"}},
             "spec": {"type": "LoadBalancer", "selector": {"app": "lat"}, "externalTrafficPolicy": "Cluster",
@@ -76,93 +66,80 @@ def service(name: str) -> dict:
 
 
 def run(trials: int, poll_s: float) -> dict:
-    lab = Lab(name=f"bench-{secrets.token_hex(3)}", root=Path(tempfile.mkdtemp(prefix="metalxdp-bench-")))
     print("bringing the lab up ...", flush=True)
-    lab.up(LabSpec(), progress=lambda _m: None)
-    ns = None
-    try:
+    with running_lab("bench", Path(tempfile.mkdtemp(prefix="metalxdp-bench-"))) as lab:
         frr = FRRRouter(lab.host("router"), Path(lab.load()["frr_dir"]))
         wait_for("6 BGP sessions", lambda: len(frr.established()) == 6, 90)
         lab.add_backend("lat", "node2", {"app": "lat"})
         core = client.CoreV1Api(api_client(lab.kubeconfig()))
-        ns = NetNS(lab.host("router").netns)
-        res: dict[str, list[float]] = {k: [] for k in ("create_first", "create_all", "delete_gone",
-                                                       "delete_gone_from_call", "create_call", "delete_call")}
-        failed = []
-        for i in range(trials + 1):               # trial 0 warms every path up, not counted
-            name = f"lat-{i}"
-            before = pool_routes(ns)
-            assert not before, f"stale routes in the pool: {before}"
-            c0 = time.monotonic()
-            core.create_namespaced_service("default", service(name))
-            t0 = time.monotonic()
-            first = all_ = None
-            vip = None
-            while time.monotonic() - t0 < TRIAL_TIMEOUT:
-                routes = pool_routes(ns)
-                now = time.monotonic()
-                if routes and first is None:
-                    first, vip = now, next(iter(routes))
-                if vip and routes.get(vip, 0) >= 3:
-                    all_ = now
-                    break
-                time.sleep(poll_s)
-            d0 = time.monotonic()
-            core.delete_namespaced_service(name, "default")
-            t1 = time.monotonic()
-            gone = None
-            while time.monotonic() - t1 < TRIAL_TIMEOUT:
-                if not pool_routes(ns):
-                    gone = time.monotonic()
-                    break
-                time.sleep(poll_s)
-            row = {k: (v - base) * 1000 if v else None
-                   for k, v, base in (("create_first", first, t0), ("create_all", all_, t0),
-                                      ("delete_gone", gone, t1))}
-            # the agents can act on a watch event before the API call's response is back, so
-            # also from the moment the call was issued, and how long the calls took
-            row.update(delete_gone_from_call=(gone - d0) * 1000 if gone else None,
-                       create_call=(t0 - c0) * 1000, delete_call=(t1 - d0) * 1000)
-            print(f"trial {i:2}{' (warm-up)' if i == 0 else ''}: " +
-                  "  ".join(f"{k} {v:7.1f} ms" if v is not None else f"{k} FAILED" for k, v in row.items()),
-                  flush=True)
-            if i == 0:
-                continue
-            if None in row.values():
-                failed.append(i)
-            for k, v in row.items():
-                if v is not None:
-                    res[k].append(v)
-            time.sleep(0.3)                       # let the agents settle between trials
-        return {"benchmark": "bgp_service_latency", "trials": trials, "failed_trials": failed,
-                "poll_ms": poll_s * 1000, "host": platform.node(), "kernel": platform.release(),
-                "lab": "3 nodes eBGP (AS 64513) -> FRR router AS 64512, ETP Cluster, pool lab-bgp",
-                "results": {k: summary(v) for k, v in res.items() if v},
-                "raw_ms": {k: [round(x, 1) for x in v] for k, v in res.items()}}
-    finally:
-        if ns is not None:
-            ns.close()
-        lab.down(progress=lambda _m: None)
+        with contextlib.closing(NetNS(lab.host("router").netns)) as ns:
+            res: dict[str, list[float]] = {k: [] for k in ("create_first", "create_all", "delete_gone",
+                                                           "delete_gone_from_call", "create_call", "delete_call")}
+            failed = []
+            for i in range(trials + 1):               # trial 0 warms every path up, not counted
+                name = f"lat-{i}"
+                before = pool_routes(ns)
+                assert not before, f"stale routes in the pool: {before}"
+                c0 = time.monotonic()
+                core.create_namespaced_service("default", service(name))
+                t0 = time.monotonic()
+                first = all_ = None
+                vip = None
+                while time.monotonic() - t0 < TRIAL_TIMEOUT:
+                    routes = pool_routes(ns)
+                    now = time.monotonic()
+                    if routes and first is None:
+                        first, vip = now, next(iter(routes))
+                    if vip and routes.get(vip, 0) >= 3:
+                        all_ = now
+                        break
+                    time.sleep(poll_s)
+                d0 = time.monotonic()
+                core.delete_namespaced_service(name, "default")
+                t1 = time.monotonic()
+                gone = None
+                while time.monotonic() - t1 < TRIAL_TIMEOUT:
+                    if not pool_routes(ns):
+                        gone = time.monotonic()
+                        break
+                    time.sleep(poll_s)
+                row = {k: (v - base) * 1000 if v else None
+                       for k, v, base in (("create_first", first, t0), ("create_all", all_, t0),
+                                          ("delete_gone", gone, t1))}
+                # the agents can act on a watch event before the API call's response is back, so
+                # also from the moment the call was issued, and how long the calls took
+                row.update(delete_gone_from_call=(gone - d0) * 1000 if gone else None,
+                           create_call=(t0 - c0) * 1000, delete_call=(t1 - d0) * 1000)
+                print(f"trial {i:2}{' (warm-up)' if i == 0 else ''}: " +
+                      "  ".join(f"{k} {v:7.1f} ms" if v is not None else f"{k} FAILED" for k, v in row.items()),
+                      flush=True)
+                if i == 0:
+                    continue
+                if None in row.values():
+                    failed.append(i)
+                for k, v in row.items():
+                    if v is not None:
+                        res[k].append(v)
+                time.sleep(0.3)                       # let the agents settle between trials
+            return {"benchmark": "bgp_service_latency", "trials": trials, "failed_trials": failed,
+                    "poll_ms": poll_s * 1000, "host": platform.node(), "kernel": platform.release(),
+                    "lab": "3 nodes eBGP (AS 64513) -> FRR router AS 64512, ETP Cluster, pool lab-bgp",
+                    "results": {k: summary(v, "ms", 1) for k, v in res.items() if v},
+                    "raw_ms": {k: [round(x, 1) for x in v] for k, v in res.items()}}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = arg_parser(__doc__, "bgp_service_latency")
     ap.add_argument("--trials", type=int, default=25)
     ap.add_argument("--poll-ms", type=float, default=10.0)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bgp_service_latency.json"))
     a = ap.parse_args()
     out = run(a.trials, a.poll_ms / 1000)
-    print(f"\n{'measure':22} {'n':>3} {'p50':>8} {'p99':>8} {'min':>8} {'max':>8} {'mean':>8} {'stdev':>8}  (ms)")
-    for k, s in out["results"].items():
-        print(f"{k:22} {s['n']:3} {s['p50_ms']:8.1f} {s['p99_ms']:8.1f} {s['min_ms']:8.1f} {s['max_ms']:8.1f} "
-              f"{s['mean_ms']:8.1f} {s['stdev_ms']:8.1f}")
+    print_table("measure", out["results"], "ms", 1, 22, 8)
     if out["failed_trials"]:
         print(f"failed trials (no route within {TRIAL_TIMEOUT:.0f} s): {out['failed_trials']}")
     p50 = out["results"].get("create_first", {}).get("p50_ms")
     print(f"target create p50 <= 300 ms: {'met' if p50 is not None and p50 <= 300 else 'NOT met'} ({p50} ms)")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {a.out}")
+    write_json(Path(a.out), out)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ Usage (root): python bench/l2_failover.py [--cuts 20] [--restarts 20]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import secrets
 import shutil
 import signal
 import statistics
@@ -36,12 +34,15 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from benchstats import arg_parser, nearest_rank  # noqa: E402
 from metalxdp.lab import tools as lt  # noqa: E402
-from metalxdp.lab.cluster import Lab  # noqa: E402
+from metalxdp.lab.cluster import Lab, running_lab  # noqa: E402
 from metalxdp.rig.procs import wait_for  # noqa: E402
 
 NODES = ("node1", "node2", "node3")
@@ -50,17 +51,11 @@ TIMEOUT_S = 1.0
 SERVICES = ("bench-a", "bench-b", "bench-c")
 
 
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100)."""
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
-
-
 def summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     return {"n": len(values), "min": round(min(values), 3), "p50": round(statistics.median(values), 3),
-            "p99": round(pct(values, 99), 3), "max": round(max(values), 3),
+            "p99": round(nearest_rank(values, 99), 3), "max": round(max(values), 3),
             "mean": round(statistics.fmean(values), 3),
             "stdev": round(statistics.stdev(values), 3) if len(values) > 1 else 0.0}
 
@@ -99,13 +94,20 @@ def setup_services(lab: Lab) -> dict[str, tuple[str, str]]:
     return out
 
 
-def link_cut_trials(lab: Lab, services: dict, trials: int) -> list[dict]:
-    out = []
+def rotation(lab: Lab, services: dict, trials: int) -> Iterator[tuple[int, str, str, str]]:
+    """(trial, service, ip, owner) for ``trials`` trials, the services in turn, each once its
+    owner answers steadily."""
     names = list(services)
     for k in range(trials):
         name = names[k % len(names)]
         ip, owner = services[name]
         steady(lab, ip, owner)
+        yield k, name, ip, owner
+
+
+def link_cut_trials(lab: Lab, services: dict, trials: int) -> list[dict]:
+    out = []
+    for k, name, ip, owner in rotation(lab, services, trials):
         with lt.RequestStream(lab, ip, rate_hz=RATE_HZ, timeout=TIMEOUT_S) as stream:
             stream.wait_ok()
             lab.set_link(owner, up=False)
@@ -134,11 +136,7 @@ def link_cut_trials(lab: Lab, services: dict, trials: int) -> list[dict]:
 
 def restart_trials(lab: Lab, services: dict, trials: int, sig: int) -> list[dict]:
     out = []
-    names = list(services)
-    for k in range(trials):
-        name = names[k % len(names)]
-        ip, owner = services[name]
-        steady(lab, ip, owner)
+    for k, _name, ip, owner in rotation(lab, services, trials):
         before = len(lt.agent_log_events(lab, owner, "serviceAnnounced", ip=ip, interface="eth0"))
         others = {n: len(lt.agent_log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0")) for n in NODES if n != owner}
         with lt.RequestStream(lab, ip, rate_hz=RATE_HZ, timeout=TIMEOUT_S) as stream:
@@ -181,27 +179,25 @@ def membership_figures(run_if_missing: bool) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__, "l2_failover")
     ap.add_argument("--cuts", type=int, default=20)
     ap.add_argument("--restarts", type=int, default=20, help="per signal (SIGTERM, then SIGKILL)")
     ap.add_argument("--no-membership-sim", action="store_true", help="don't run membership_sim.py if its JSON is missing")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "l2_failover.json"))
     a = ap.parse_args()
     started = time.monotonic()
-    lab = Lab(name="l2bench-" + secrets.token_hex(3), root=Path(tempfile.mkdtemp(prefix="l2bench-")))
+    root = Path(tempfile.mkdtemp(prefix="l2bench-"))
+    print("lab up ...", flush=True)
     try:
-        print("lab up ...", flush=True)
-        lab.up(progress=lambda _m: None)
-        services = setup_services(lab)
-        print("services: " + ", ".join(f"{n} {ip} on {o}" for n, (ip, o) in services.items()), flush=True)
-        print(f"link cut, {a.cuts} trials, {RATE_HZ} requests/s:", flush=True)
-        cuts = link_cut_trials(lab, services, a.cuts)
-        print(f"agent restarts under {RATE_HZ} requests/s:", flush=True)
-        term = restart_trials(lab, services, a.restarts, signal.SIGTERM)
-        kill = restart_trials(lab, services, a.restarts, signal.SIGKILL)
+        with running_lab("l2bench", root) as lab:
+            services = setup_services(lab)
+            print("services: " + ", ".join(f"{n} {ip} on {o}" for n, (ip, o) in services.items()), flush=True)
+            print(f"link cut, {a.cuts} trials, {RATE_HZ} requests/s:", flush=True)
+            cuts = link_cut_trials(lab, services, a.cuts)
+            print(f"agent restarts under {RATE_HZ} requests/s:", flush=True)
+            term = restart_trials(lab, services, a.restarts, signal.SIGTERM)
+            kill = restart_trials(lab, services, a.restarts, signal.SIGKILL)
     finally:
-        lab.down(progress=lambda _m: None)
-        shutil.rmtree(lab.root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
     mem = membership_figures(not a.no_membership_sim)
 
     first = [c["first_success_s"] for c in cuts]
@@ -211,7 +207,7 @@ def main() -> None:
         "link_cut": {"trials": len(cuts), "first_success_s": summary(first),
                      "failed_requests_per_trial": summary([c["failed_requests"] for c in cuts]),
                      "targets": {"p50_s": 1.0, "p99_s": 2.0},
-                     "meets_targets": bool(first) and statistics.median(first) <= 1.0 and pct(first, 99) <= 2.0,
+                     "meets_targets": bool(first) and statistics.median(first) <= 1.0 and nearest_rank(first, 99) <= 2.0,
                      "per_trial": cuts},
         "restart_sigterm": {"trials": len(term), "requests": sum(t["requests"] for t in term),
                             "failed_requests": sum(t["failed_requests"] for t in term),

@@ -36,7 +36,7 @@ from . import overlaps
 from .fields import Fields, reject_duplicates, type_name
 from .selectors import matching_names, parse_selector, parse_selector_list
 from .types import (BFDProfile, BGPAdvertisement, BGPPeer, Community, Config, ConfigError,
-                    IPNetwork, L2Advertisement, LabelSelector, Pool, ServiceAllocation)
+                    IPAddress, IPNetwork, L2Advertisement, LabelSelector, Pool, ServiceAllocation)
 from .values import (CommunityFormatError, community_sort_key,
                      parse_community, parse_duration, parse_ip, parse_pool_address)
 
@@ -431,30 +431,14 @@ def _peer(run: _Run, o: _Obj, bfd_profiles: Mapping[str, BFDProfile]) -> BGPPeer
         raise s.error("ebgpMultiHop", "invalid ebgpMultiHop for an iBGP peer (peerASN == myASN): "
                                       "remove it; it only applies to eBGP")
 
-    address_text = s.str("peerAddress")
-    if not address_text:
+    address = _ip(s, "peerAddress", "BGPPeer address")
+    if address is None:
         raise s.error("peerAddress", "peer has no address: set spec.peerAddress")
-    try:
-        address = parse_ip(address_text)
-    except ValueError as e:
-        raise s.error("peerAddress", f"invalid BGPPeer address: {e}") from None
-
-    source = None
-    if s.str("sourceAddress"):
-        try:
-            source = parse_ip(s.str("sourceAddress"))
-        except ValueError as e:
-            raise s.error("sourceAddress", f"invalid source IP: {e}") from None
-
-    router_id = None
-    if s.str("routerID"):
-        try:
-            router_id = parse_ip(s.str("routerID"))
-        except ValueError as e:
-            raise s.error("routerID", f"invalid router ID: {e}") from None
-        if router_id.version != 4:
-            raise s.error("routerID", f"invalid router ID {router_id}: a BGP router ID is a 32-bit "
-                                      f"value written as an IPv4 address")
+    source = _ip(s, "sourceAddress", "source IP")
+    router_id = _ip(s, "routerID", "router ID")
+    if router_id is not None and router_id.version != 4:
+        raise s.error("routerID", f"invalid router ID {router_id}: a BGP router ID is a 32-bit "
+                                  f"value written as an IPv4 address")
 
     port = s.int("peerPort", 1, 16384, default=179)
     hold, keepalive = _timers(s)
@@ -499,6 +483,17 @@ def _peer(run: _Run, o: _Obj, bfd_profiles: Mapping[str, BFDProfile]) -> BGPPeer
         ebgp_multihop=ebgp_multihop, node_selectors=node_selectors,
         enable_graceful_restart=s.bool("enableGracefulRestart"), bfd_profile=bfd_profile,
     )
+
+
+def _ip(s: Fields, key: str, what: str) -> Optional[IPAddress]:
+    """The address in ``key``, None when it is unset or empty; one that does not parse is an
+    error "invalid <what>: ..." on ``key``."""
+    if not s.str(key):
+        return None
+    try:
+        return parse_ip(s.str(key))
+    except ValueError as e:
+        raise s.error(key, f"invalid {what}: {e}") from None
 
 
 def _duration(s: Fields, key: str) -> float:

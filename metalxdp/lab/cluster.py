@@ -10,15 +10,17 @@ router .1, nodes .11-.1N, client .100. The client reaches L2 VIPs directly and B
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import click
 
@@ -456,6 +458,18 @@ class Lab:
         except (ApiException, OSError, ValueError) as e:
             out.setdefault("error", str(getattr(e, "reason", e)))
         return out
+
+
+@contextlib.contextmanager
+def running_lab(prefix: str, root: Path, spec: LabSpec = LabSpec()) -> Iterator[Lab]:
+    """A lab named ``<prefix>-<6 hex digits>`` under ``root``, brought up quietly for the block
+    and down again after it, also when ``up`` fails half way (the tests' and benchmarks' labs)."""
+    lab = Lab(name=f"{prefix}-{secrets.token_hex(3)}", root=Path(root))
+    try:
+        lab.up(spec, progress=lambda _m: None)
+        yield lab
+    finally:
+        lab.down(progress=lambda _m: None)
 
 
 def kubectl(kubeconfig: str, *args: str, check: bool = True,

@@ -146,10 +146,9 @@ class ClusterLab:
             self.kubectl("apply", "-f", "-", input_=json.dumps(obj))
 
     def wait_installed(self, timeout: float = 240) -> None:
-        self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/controller", f"--timeout={int(timeout)}s",
-                     timeout=timeout + 10)
-        self.kubectl("-n", NAMESPACE, "rollout", "status", "daemonset/speaker", f"--timeout={int(timeout)}s",
-                     timeout=timeout + 10)
+        for workload in ("deployment/controller", "daemonset/speaker"):
+            self.kubectl("-n", NAMESPACE, "rollout", "status", workload, f"--timeout={int(timeout)}s",
+                         timeout=timeout + 10)
 
     def uninstall(self) -> None:
         d = overlay(self.workdir, self.images["metalxdp"])
@@ -169,18 +168,12 @@ class ClusterLab:
         return self.cluster.memory_kb() if self.cluster else {}
 
     def down(self) -> None:
-        if self.cluster:
-            self.cluster.stop()
-            self.cluster = None
-        if self.frr:
-            self.frr.stop()
-            self.frr = None
-        if self.cp:
-            self.cp.stop()
-            self.cp = None
-        if self.topo:
-            self.topo.destroy()
-            self.topo = None
+        # nodes first, then the router, the control plane and last the namespaces they live in
+        for part, stop in (("cluster", "stop"), ("frr", "stop"), ("cp", "stop"), ("topo", "destroy")):
+            obj = getattr(self, part)
+            if obj:
+                getattr(obj, stop)()
+                setattr(self, part, None)
 
 
 def wait_pods_ready(lab: ClusterLab, selector: str, count: int, namespace: str = NAMESPACE,

@@ -26,22 +26,15 @@ def _setns(fd: int) -> None:
 
 def listen_in_netns(netns: str, host: str, port: int) -> socket.socket:
     """A listening TCP socket created inside ``/run/netns/<netns>``."""
-    root = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    s = socket_in_netns(netns)
     try:
-        _setns(target)
-        try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-            s.listen(128)
-            s.setblocking(False)
-            return s
-        finally:
-            _setns(root)
-    finally:
-        os.close(root)
-        os.close(target)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(128)
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

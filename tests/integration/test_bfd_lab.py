@@ -16,8 +16,9 @@ from metalxdp.lab import tools as lt
 from metalxdp.lab.cluster import kubectl
 from metalxdp.lab.spec import NAMESPACE, LabSpec
 
-from .test_bgp_lab import (NODE4, NODE6, NODES, Cleanup, metallb, metrics, router, sample,
-                           start_lab, wait_equal, wait_established, wait_hops)
+from .test_bgp_lab import (NODE4, NODE6, NODES, established_lab, metallb, metrics, router, sample,
+                           wait_equal, wait_hops)
+from .test_bgp_lab import made  # noqa: F401 - the per-test Cleanup fixture, over this module's lab
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +29,10 @@ DETECT_LIMIT_S = 1.5          # issue 8: the router drops a cut node's next hop 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = start_lab(tmp_path_factory, "bfd", LabSpec(bfd_profile=PROFILE, bfd_timers=TIMERS))
-    try:
-        wait_established(lab, set(NODE4.values()) | set(NODE6.values()), timeout=90)
+    with established_lab(tmp_path_factory, "bfd", LabSpec(bfd_profile=PROFILE, bfd_timers=TIMERS),
+                         timeout=90) as lab:
         wait_equal("6 BFD sessions up", lambda: bfd_up(lab), set(NODE4.values()) | set(NODE6.values()), 60)
         yield lab
-    finally:
-        lab.down(progress=lambda _m: None)
-
-
-@pytest.fixture
-def made(lab):
-    c = Cleanup(lab)
-    yield c
-    c.run()
 
 
 def bfd_peers(lab) -> dict[str, dict]:
@@ -74,11 +65,7 @@ def test_bfd_sessions_up_with_the_profile_timers(lab):
 
 def test_link_cut_router_drops_the_next_hop_within_1_5_s_and_restore(lab, made):
     made.backend("web-b", "node2", {"app": "web-b"})
-    made.service("bfd-svc", pool="lab-bgp", selector={"app": "web-b"}, policy="RequireDualStack",
-                 families=["IPv4", "IPv6"])
-    ips = lt.wait_service_ips(lab, "bfd-svc", count=2)
-    v4 = next(i for i in ips if ":" not in i)
-    v6 = next(i for i in ips if ":" in i)
+    v4, v6 = made.dual_stack_service("bfd-svc", pool="lab-bgp", selector={"app": "web-b"})
     all4 = set(NODE4.values())
     wait_hops(lab, v4, all4)
     wait_hops(lab, v6, set(NODE6.values()))

@@ -11,19 +11,19 @@ Each test creates and removes its own Services, backends and metallb.io objects.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pytest
 
 from metalxdp.lab import tools as lt
-from metalxdp.lab.cluster import Lab, kubectl
+from metalxdp.lab.cluster import Lab, kubectl, running_lab
 from metalxdp.lab.spec import NAMESPACE, LabSpec
 from metalxdp.rig.frr import FRRRouter
 from metalxdp.rig.procs import wait_for
@@ -38,14 +38,12 @@ EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 # ---- helpers (test_bfd_lab.py uses them too) ---------------------------------------------------
 
-def start_lab(tmp_path_factory, prefix: str, spec: LabSpec) -> Lab:
-    lab = Lab(name=f"{prefix}-{secrets.token_hex(3)}", root=tmp_path_factory.mktemp(prefix))
-    try:
-        lab.up(spec, progress=lambda _m: None)
-    except BaseException:
-        lab.down(progress=lambda _m: None)
-        raise
-    return lab
+@contextlib.contextmanager
+def established_lab(tmp_path_factory, prefix: str, spec: LabSpec, timeout: float = 60) -> Iterator[Lab]:
+    """A lab of ``spec`` for the block, once every node's two BGP sessions are Established."""
+    with running_lab(prefix, tmp_path_factory.mktemp(prefix), spec) as lab:
+        wait_established(lab, set(NODE4.values()) | set(NODE6.values()), timeout)
+        yield lab
 
 
 def router(lab: Lab) -> FRRRouter:
@@ -134,6 +132,12 @@ class Cleanup:
         self.undo.append(lambda: kubectl(self.lab.kubeconfig(), "delete", "svc", name, "--ignore-not-found"))
         lt.apply_service(self.lab, name, **kw)
 
+    def dual_stack_service(self, name: str, families=("IPv4", "IPv6"), **kw) -> tuple[str, str]:
+        """A RequireDualStack Service (``families`` in that order): its (IPv4, IPv6) addresses."""
+        self.service(name, policy="RequireDualStack", families=list(families), **kw)
+        ips = lt.wait_service_ips(self.lab, name, count=2)
+        return next(i for i in ips if ":" not in i), next(i for i in ips if ":" in i)
+
     def backend(self, name: str, node: str, labels: dict) -> None:
         self.undo.append(lambda: self.lab.remove_backend(name))
         self.lab.add_backend(name, node, labels)
@@ -155,12 +159,8 @@ class Cleanup:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = start_lab(tmp_path_factory, "bgp", LabSpec())
-    try:
-        wait_established(lab, set(NODE4.values()) | set(NODE6.values()))
+    with established_lab(tmp_path_factory, "bgp", LabSpec()) as lab:
         yield lab
-    finally:
-        lab.down(progress=lambda _m: None)
 
 
 @pytest.fixture
@@ -215,11 +215,7 @@ def test_service_route_one_nexthop_per_node_curl_status_and_withdraw(lab, made):
 
 def test_dual_stack_service_v6_route_via_v6_peer_and_curl6(lab, made):
     made.backend("web-6", "node3", {"app": "web-6"})
-    made.service("bgp-6", pool="lab-bgp", selector={"app": "web-6"}, policy="RequireDualStack",
-                 families=["IPv6", "IPv4"])
-    ips = lt.wait_service_ips(lab, "bgp-6", count=2)
-    v6 = next(i for i in ips if ":" in i)
-    v4 = next(i for i in ips if ":" not in i)
+    v4, v6 = made.dual_stack_service("bgp-6", families=("IPv6", "IPv4"), pool="lab-bgp", selector={"app": "web-6"})
     assert v6.startswith("2001:db8:0:2:")
     wait_hops(lab, v6, set(NODE6.values()))
     wait_hops(lab, v4, set(NODE4.values()))
@@ -257,11 +253,7 @@ def test_aggregation_length_and_node_selectors(lab, made):
         "nodeSelectors": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
                                                  "values": ["node1", "node3"]}]}]}))
     made.backend("web-agg", "node2", {"app": "agg"})
-    made.service("bgp-agg", pool="agg", selector={"app": "agg"}, policy="RequireDualStack",
-                 families=["IPv4", "IPv6"])
-    ips = lt.wait_service_ips(lab, "bgp-agg", count=2)
-    v4 = next(i for i in ips if ":" not in i)
-    v6 = next(i for i in ips if ":" in i)
+    v4, v6 = made.dual_stack_service("bgp-agg", pool="agg", selector={"app": "agg"})
     assert v4 == "203.0.113.64" and v6 == "2001:db8:0:2::100"
     selected4, selected6 = {NODE4["node1"], NODE4["node3"]}, {NODE6["node1"], NODE6["node3"]}
     wait_hops(lab, "203.0.113.64/28", selected4)
@@ -343,12 +335,8 @@ def test_exclude_label_withdraws_a_node_unless_its_agent_ignores_the_label(lab, 
 
 @pytest.fixture(scope="module")
 def ibgp_lab(tmp_path_factory):
-    lab = start_lab(tmp_path_factory, "ibgp", LabSpec(node_asn=64512))
-    try:
-        wait_established(lab, set(NODE4.values()) | set(NODE6.values()))
+    with established_lab(tmp_path_factory, "ibgp", LabSpec(node_asn=64512)) as lab:
         yield lab
-    finally:
-        lab.down(progress=lambda _m: None)
 
 
 def test_ibgp_communities_large_communities_local_pref(ibgp_lab):
@@ -363,11 +351,7 @@ def test_ibgp_communities_large_communities_local_pref(ibgp_lab):
             "ipAddressPools": ["tagged"], "localPref": 250,
             "communities": ["64512:300", "large:64512:1:2", "no-export-ish"]}))
         made.backend("web-t", "node1", {"app": "tagged"})
-        made.service("bgp-tagged", pool="tagged", selector={"app": "tagged"}, policy="RequireDualStack",
-                     families=["IPv4", "IPv6"])
-        ips = lt.wait_service_ips(lab, "bgp-tagged", count=2)
-        v4 = next(i for i in ips if ":" not in i)
-        v6 = next(i for i in ips if ":" in i)
+        v4, v6 = made.dual_stack_service("bgp-tagged", pool="tagged", selector={"app": "tagged"})
         wait_hops(lab, v4, set(NODE4.values()))
         wait_hops(lab, v6, set(NODE6.values()))
         frr = router(lab)

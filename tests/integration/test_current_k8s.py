@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from metalxdp.lab import tools as lt
-from metalxdp.lab.cluster import Lab, kubectl
+from metalxdp.lab.cluster import Lab, kubectl, running_lab
 from metalxdp.lab.spec import NAMESPACE
 from metalxdp.rig.apiserver import start_control_plane
 from metalxdp.rig.procs import wait_for
@@ -36,12 +36,8 @@ NODES = ("node1", "node2", "node3")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab(name="k8s-" + secrets.token_hex(3), root=tmp_path_factory.mktemp("k8slab"))
-    try:
-        lab.up(progress=lambda _m: None)
+    with running_lab("k8s", tmp_path_factory.mktemp("k8slab")) as lab:
         yield lab
-    finally:
-        lab.down(progress=lambda _m: None)
 
 
 def svc_json(lab: Lab, name: str, ns: str = "default") -> dict:

@@ -42,6 +42,17 @@ def _pids_alive(pids):
     return alive
 
 
+def down_leaves_nothing(env, lab_id: str, pids: list[int]) -> None:
+    """`lab down --name t`, then: no namespace of the lab's id left, its processes gone within
+    10 s, its state directory removed."""
+    cli(env, "lab", "down", "--name", "t")
+    assert not [n for n in list_namespaces() if n.startswith(lab_id)]
+    deadline = time.monotonic() + 10
+    while _pids_alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _pids_alive(pids)
+    assert not (Path(env["METALXDP_LAB_ROOT"]) / "t").exists()
+
 def test_lab_up_status_nodes_ping_and_down_leaves_nothing(lab_env, tmp_path):
     cli(lab_env, "lab", "up", "--name", "t")
     st = json.loads(cli(lab_env, "lab", "status", "--name", "t", "--json").stdout)
@@ -86,13 +97,7 @@ def test_lab_up_status_nodes_ping_and_down_leaves_nothing(lab_env, tmp_path):
 
     pids = [p["pid"] for p in st["processes"].values()]
     assert len(_pids_alive(pids)) == len(pids)
-    cli(lab_env, "lab", "down", "--name", "t")
-    assert not [n for n in list_namespaces() if n.startswith(st["id"])]
-    deadline = time.monotonic() + 10
-    while _pids_alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _pids_alive(pids)
-    assert not (Path(lab_env["METALXDP_LAB_ROOT"]) / "t").exists()
+    down_leaves_nothing(lab_env, st["id"], pids)
     st2 = json.loads(cli(lab_env, "lab", "status", "--name", "t", "--json").stdout)
     assert st2["up"] is False
 
@@ -115,10 +120,4 @@ def test_lab_down_after_lab_up_was_killed_midway(lab_env):
     state = json.loads((root / "state.json").read_text())
     pids = list(state["pids"].values())
     assert _pids_alive(pids), "control plane should still be running after the crash"
-    cli(lab_env, "lab", "down", "--name", "t")
-    assert not [n for n in list_namespaces() if n.startswith(state["id"])]
-    deadline = time.monotonic() + 10
-    while _pids_alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _pids_alive(pids)
-    assert not root.exists()
+    down_leaves_nothing(lab_env, state["id"], pids)

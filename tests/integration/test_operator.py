@@ -59,21 +59,20 @@ class Cluster:
     def d(self, obj) -> dict:
         return self.api.sanitize_for_serialization(obj)
 
-    def deployment(self):
+    def _read(self, read, name: str):
+        """``read(name, namespace)`` as a dict; None when there is no such object."""
         try:
-            return self.d(self.apps.read_namespaced_deployment("controller", self.ns))
+            return self.d(read(name, self.ns))
         except self.ApiException as e:
             if e.status == 404:
                 return None
             raise
 
+    def deployment(self):
+        return self._read(self.apps.read_namespaced_deployment, "controller")
+
     def daemonset(self):
-        try:
-            return self.d(self.apps.read_namespaced_daemon_set("speaker", self.ns))
-        except self.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        return self._read(self.apps.read_namespaced_daemon_set, "speaker")
 
     def create_cr(self, cr: dict) -> dict:
         return self.co.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, cr)
