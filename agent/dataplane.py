@@ -53,6 +53,7 @@ HEARTBEAT_FUNC = "xdp_heartbeat"   # run through BPF_PROG_TEST_RUN, never attach
 _HEARTBEAT_FRAME = bytes(14)       # the kernel wants at least an Ethernet header
 DEFAULT_BPFFS_DIR = "/sys/fs/bpf/metalxdp"
 PROG_PIN = "prog_xdp_vip"
+HEARTBEAT_PIN = "prog_heartbeat"   # the heartbeat program is bound to the pinned mx_liveness
 MAP_NAMES = ("mx_vips", "mx_stats", "mx_liveness", "mx_meta", "mx_global")
 
 VIP_F_ETP_LOCAL_MISDIRECT = 1  # mirrors bpf/vip_consts.h; checked against it in the unit tests
@@ -102,6 +103,7 @@ class Dataplane:
         self.prog_id = 0
         self.attached: dict[int, str] = {}   # ifindex -> "native" | "generic"
         self._bpf = None
+        self._tables: dict[str, object] = {}  # adopted: name -> BCC table over the pinned map's fd
         self._macs: dict[int, bytes] = {}    # ifindex -> MAC answered with there
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -143,18 +145,28 @@ class Dataplane:
             cflags.append(f'-DPIN_DIR="{self.bpffs_path}"')
             pinned = self._pinned_version()
             prog_pin_fd = pinned_fd(self._pin(PROG_PIN))
-            if pinned == self.version and prog_pin_fd is not None:
+            hb_pin_fd = pinned_fd(self._pin(HEARTBEAT_PIN))
+            maps_there = all(os.path.exists(self._pin(m)) for m in MAP_NAMES)
+            if pinned == self.version and prog_pin_fd is not None and hb_pin_fd is not None and maps_there:
                 self.adopted = True
+                self._hb_fd = hb_pin_fd
             else:
-                if prog_pin_fd is not None:
-                    os.close(prog_pin_fd)
-                    prog_pin_fd = None
+                for fd in (prog_pin_fd, hb_pin_fd):
+                    if fd is not None:
+                        os.close(fd)
+                prog_pin_fd = None
                 if pinned is not None or os.listdir(self.bpffs_path):
                     log.info("pinned dataplane has another version: building a new one",
                              event="xdpVersionChange", old=f"{pinned or 0:016x}", new=f"{self.version:016x}",
                              dir=self.bpffs_dir)
                 # The attached old program keeps its own maps alive; new pins get new maps.
                 self._unpin_all()
+        if self.adopted:
+            # Compiled for the maps' types only, without PIN_DIR: BCC would open pinned maps by
+            # id (BPF_MAP_GET_FD_BY_ID), which needs CAP_SYS_ADMIN the DaemonSet does not grant
+            # ("could not open bpf map: mx_global, error: Operation not permitted" after a
+            # restart). The pins are opened by path below (BPF_OBJ_GET: CAP_BPF is enough).
+            cflags = [c for c in cflags if not c.startswith("-DPIN_DIR=")]
         try:
             self._bpf = bcc.BPF(src_file=str(BPF_MAIN).encode(), cflags=cflags)
         except Exception as e:
@@ -163,6 +175,7 @@ class Dataplane:
                                  f"{kernel_headers_dir()}") from e
         if self.adopted:
             self.prog_fd = prog_pin_fd
+            self._tables = {name: self._pinned_table(name) for name in MAP_NAMES}
         else:
             try:
                 fn = self._bpf.load_func(PROG_FUNC.encode(), bcc.BPF.XDP)
@@ -173,6 +186,8 @@ class Dataplane:
             self.prog_fd = os.dup(fn.fd)
             if self.bpffs_dir:
                 check(libbpf().bpf_obj_pin(self.prog_fd, self._pin(PROG_PIN).encode()), "pin program")
+                self._hb_fd = os.dup(self.load_function(HEARTBEAT_FUNC))
+                check(libbpf().bpf_obj_pin(self._hb_fd, self._pin(HEARTBEAT_PIN).encode()), "pin heartbeat")
                 self.table("mx_meta")[0] = self.table("mx_meta").Leaf(self.version)
         self.prog_id, _ = prog_info(self.prog_fd)
         self.heartbeat()   # before the window: a fresh map's heartbeat is 0, "long dead"
@@ -207,14 +222,19 @@ class Dataplane:
         if self.prog_fd >= 0:
             os.close(self.prog_fd)
             self.prog_fd = -1
+        if self._hb_fd >= 0 and self.bpffs_dir:
+            os.close(self._hb_fd)   # ours (a dup or the pin's); without pins BCC owns it
+        for t in self._tables.values():
+            os.close(t.map_fd)
+        self._tables = {}
         self._bpf.cleanup()
         self._bpf = None
-        self._hb_fd = -1   # owned by the BCC object
+        self._hb_fd = -1
 
     def _unpin_all(self) -> None:
         if not self.bpffs_dir or not os.path.isdir(self.bpffs_path):
             return
-        for name in (*MAP_NAMES, PROG_PIN):
+        for name in (*MAP_NAMES, PROG_PIN, HEARTBEAT_PIN):
             try:
                 os.unlink(self._pin(name))
             except FileNotFoundError:
@@ -237,7 +257,7 @@ class Dataplane:
                 finally:
                     os.close(fd)
         if os.path.isdir(bpffs_dir):
-            for name in (*MAP_NAMES, PROG_PIN):
+            for name in (*MAP_NAMES, PROG_PIN, HEARTBEAT_PIN):
                 try:
                     os.unlink(os.path.join(bpffs_dir, name))
                 except FileNotFoundError:
@@ -248,10 +268,24 @@ class Dataplane:
                 pass
 
     # ---- tables ---------------------------------------------------------------------------
+    def _pinned_table(self, name: str):
+        """A BCC table of the compiled object's type for ``name`` over the pinned map's fd."""
+        import json as _json
+        bcc = import_bcc()
+        from bcc import table as bcc_table
+        fd = pinned_fd(self._pin(name))
+        if fd is None:
+            raise DataplaneError(f"pinned map {self._pin(name)} could not be opened")
+        mod, bname = self._bpf.module, name.encode()
+        map_id = bcc.lib.bpf_table_id(mod, bname)
+        key = bcc.BPF._decode_table_type(_json.loads(bcc.lib.bpf_table_key_desc(mod, bname).decode()))
+        leaf = bcc.BPF._decode_table_type(_json.loads(bcc.lib.bpf_table_leaf_desc(mod, bname).decode()))
+        return bcc_table.Table(self._bpf, map_id, fd, key, leaf, bname)
+
     def table(self, name: str):
         if self._bpf is None:
             raise DataplaneError("dataplane not open")
-        return self._bpf[name.encode()]
+        return self._tables.get(name) or self._bpf[name.encode()]
 
     @staticmethod
     def _addr_fields(ip: Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]) -> tuple[int, bytes]:

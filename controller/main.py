@@ -74,14 +74,24 @@ def controller(kubeconfig, namespace, lb_class, metrics_port, metrics_host, webh
 
     if webhook_mode != "disabled":
         from .webhook import start_webhook
-        start_webhook(api, namespace, webhook_host, webhook_port, webhook_url)
+        hook = start_webhook(api, namespace, webhook_host, webhook_port, webhook_url)
+        probes["webhook"] = hook.readiness
     if webhook_mode == "onlywebhook":
-        probes["ready"] = probes["live"] = lambda: (True, "ok")
+        probes["live"] = lambda: (True, "ok")
+        probes["ready"] = probes.get("webhook", lambda: (True, "ok"))
         stop.wait()
         return
 
     ctl = Controller(api, namespace, lb_class, metrics)
-    probes.update(live=ctl.live, ready=ctl.ready)
+    probes["live"] = ctl.live
+
+    def ready():   # synced, and (when it runs) the webhook serves with its CA injected
+        ok, why = ctl.ready()
+        if ok and "webhook" in probes:
+            ok, why = probes["webhook"]()
+            why = why if ok else f"webhook: {why}"
+        return ok, why
+    probes["ready"] = ready
     ctl.start_informers()
     threading.Thread(target=ctl.run, name="reconcile", daemon=True).start()
 

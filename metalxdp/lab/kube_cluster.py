@@ -143,7 +143,21 @@ class ClusterLab:
         self.kubectl("apply", "-k", str(d))
         self.wait_installed(timeout)
         for obj in self.spec.metallb_resources():
-            self.kubectl("apply", "-f", "-", input_=json.dumps(obj))
+            # the controller is Ready once its webhook serves, but kube-proxy programs the
+            # webhook Service's new endpoint a moment later: until then the API server's call
+            # is rejected ("no route to host"). Users see the same right after an install.
+            err: list = [""]
+
+            def applied(obj=obj):
+                r = self.kubectl("apply", "-f", "-", input_=json.dumps(obj), check=False)
+                err[0] = r.stderr.strip()
+                if r.returncode != 0 and "failed calling webhook" not in err[0]:
+                    raise RigError(f"kubectl apply failed: {err[0]}")
+                return r.returncode == 0
+            try:
+                wait_for(f"{obj['kind']} {obj['metadata']['name']} admitted by the webhook", applied, 60, interval=1)
+            except RigError as e:
+                raise RigError(f"{e}: {err[0]}") from e
 
     def wait_installed(self, timeout: float = 240) -> None:
         for workload in ("deployment/controller", "daemonset/speaker"):

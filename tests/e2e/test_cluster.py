@@ -5,6 +5,7 @@ Every assertion looks at what the client or the router sees, or at the nodes' ow
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -164,6 +165,47 @@ def test_l2_failover_after_a_node_cable_cut_and_bgp_next_hop_removed(cluster, wo
         cluster.topo.set_link(node, up=True)
     wait_for("the node's next hop back", lambda: len(router_nexthops(cluster, bip)) == 3, 90)
 
+
+def agent_pid(lab, node: str) -> int:
+    """The host pid of the agent process of ``node``'s speaker pod (it runs in the node's netns)."""
+    want = os.stat(f"/run/netns/{lab.topo.hosts[node].netns}").st_ino
+    for pid in subprocess.run(["pgrep", "-f", "metalxdp agent"], capture_output=True, text=True).stdout.split():
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == want:
+                return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no agent process in {node}'s namespace")
+
+
+def test_speaker_killed_with_sigkill_comes_back_and_adopts_its_pinned_program(cluster, workload):
+    """SIGKILL the agent of the announcing node: the kubelet restarts the container with the
+    DaemonSet's capabilities (no CAP_SYS_ADMIN), it adopts the same pinned program, and the
+    Service answers. Before
+    the fix the restarted agent crash-looped: BCC opened the pinned maps by id
+    ("could not open bpf map: mx_global, error: Operation not permitted")."""
+    workload.backends("kill", 2)
+    (ip,) = workload.service("kill-l2", "kill", families=["IPv4"])
+    wait_curl(cluster, ip)
+    node = announcer(cluster, ip)
+    assert node, "nobody answers ARP"
+    prog = xdp_prog_id(cluster, node)
+    pod = next(p for p in cluster.pods() if p["spec"].get("nodeName") == node
+               and p["metadata"]["labels"].get("component") == "speaker")
+    name = pod["metadata"]["name"]
+    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+    os.kill(agent_pid(cluster, node), 9)
+
+    def back():
+        p = json.loads(cluster.kubectl("get", "pod", name, "-n", NAMESPACE, "-o", "json").stdout)
+        st = p["status"]["containerStatuses"][0]
+        return st["restartCount"] > restarts and st["ready"]
+    wait_for(f"{name} restarted and Ready again", back, 180)
+    logs = cluster.kubectl("logs", "-n", NAMESPACE, name).stdout
+    loaded = [json.loads(line) for line in logs.splitlines() if '"xdpLoaded"' in line]
+    assert loaded and loaded[-1].get("adopted") is True, logs[-2000:]
+    assert xdp_prog_id(cluster, node) == prog, "the restarted agent did not keep the pinned program"
+    assert wait_curl(cluster, ip)
 
 # ---- uninstall (last: the session's cluster has no metalxdp afterwards) -------------------------
 def test_uninstall_with_delete_k_detaches_xdp_and_removes_the_pins(cluster):
