@@ -285,7 +285,8 @@ class Dataplane:
     def table(self, name: str):
         if self._bpf is None:
             raise DataplaneError("dataplane not open")
-        return self._tables.get(name) or self._bpf[name.encode()]
+        t = self._tables.get(name)   # not `or`: a table with no entries is falsy (len 0)
+        return t if t is not None else self._bpf[name.encode()]
 
     @staticmethod
     def _addr_fields(ip: Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]) -> tuple[int, bytes]:

@@ -507,7 +507,7 @@ def test_pinned_state_is_adopted_then_replaced_on_version_change():
             a.test_run(UDP4, LO)
             first_prog = a.prog_id
         assert sorted(os.listdir(pin_dir)) == sorted(
-            ["mx_vips", "mx_stats", "mx_liveness", "mx_meta", "mx_global", "prog_xdp_vip"])
+            ["mx_vips", "mx_stats", "mx_liveness", "mx_meta", "mx_global", "prog_xdp_vip", "prog_heartbeat"])
         with Dataplane(pin_dir) as b:                # same sources: everything kept
             assert b.adopted and b.prog_id == first_prog
             assert b.announced() == [(VIP4, LO, 0)]
@@ -517,6 +517,31 @@ def test_pinned_state_is_adopted_then_replaced_on_version_change():
             assert not c.adopted and c.prog_id != first_prog
             assert c.announced() == []
             assert c.table("mx_vips").max_entries == 1024
+    finally:
+        Dataplane.purge(pin_dir)
+    assert not os.path.exists(pin_dir)
+
+
+def test_adopted_maps_are_the_pinned_ones_even_when_empty():
+    """The adopter opens the pinned maps by path (no CAP_SYS_ADMIN needed) and writes to them,
+    also when a map had no entries at adoption (an empty table is falsy: it once fell through to
+    the throwaway map BCC compiled for the types, so nothing announced after a restart of an
+    idle agent was answered)."""
+    if not bpffs_mounted("/sys/fs/bpf"):
+        pytest.fail("bpffs is not mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)")
+    pin_dir = f"/sys/fs/bpf/metalxdp-test-{uuid.uuid4().hex[:8]}"
+    try:
+        with Dataplane(pin_dir) as a:
+            a.set_interface(LO, OUR_MAC)
+        with Dataplane(pin_dir) as b:              # adopts an empty VIP map
+            assert b.adopted and b.announced() == []
+            b.set_interface(LO, OUR_MAC)
+            b.announce(VIP4, LO)
+            assert b.test_run(arp_req(), LO).verdict == XDP_TX   # the pinned program sees it
+        with Dataplane(pin_dir) as c:
+            assert c.adopted and c.announced() == [(VIP4, LO, 0)]
+            c.heartbeat()                          # the pinned heartbeat keeps the gate open
+            assert c.test_run(arp_req(), LO).verdict == XDP_TX
     finally:
         Dataplane.purge(pin_dir)
     assert not os.path.exists(pin_dir)
