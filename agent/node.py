@@ -124,9 +124,6 @@ class Agent:
                                  if ifindex.get(ifn) not in self.dp.attached})
             if unattached:
                 return False, f"XDP not attached on {', '.join(unattached)} (VIPs announced there)"
-        speaker = self.bgp.speaker
-        if speaker is not None and not speaker.process_ok():
-            return False, "ExaBGP is not running (BGP peers are configured; restarting it)"
         return True, "ok"
 
     def _wait_for_peers(self, timeout: float) -> None:

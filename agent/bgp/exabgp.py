@@ -316,10 +316,6 @@ class BGPSpeaker:
             self._next_start = 0.0   # start at the next tick
 
     # ---- the process --------------------------------------------------------------------
-    def process_ok(self) -> bool:
-        """For /readyz: ExaBGP runs whenever it has peers to serve."""
-        return not self._loaded_peers or self._alive()
-
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
