@@ -20,8 +20,14 @@ from metalxdp.rig.procs import wait_for
 def cluster(tmp_path_factory):
     lab = ClusterLab(tmp_path_factory.mktemp("cluster"))
     lab.up(progress=print)
+
+    def sandboxes_now() -> set:
+        return {ns for node in lab.cluster.nodes.values() for ns in node.sandbox_netns()}
+
+    # noted at the start too: the last test (uninstall) may leave no pod at all by the end
+    sandboxes = sandboxes_now()
     yield lab
-    sandboxes = {ns for node in lab.cluster.nodes.values() for ns in node.sandbox_netns()}
+    sandboxes |= sandboxes_now()
     lab.down()
     # the pods' network namespaces go with the nodes (they used to stay in /run/netns)
     assert sandboxes, "no pod sandbox namespaces found: sandbox_netns() is broken"
