@@ -47,8 +47,24 @@ def _stdin_to_socket(sock: socket.socket) -> None:
         os._exit(0)
 
 
+def _say(what: str) -> None:
+    # stderr reaches ExaBGP's log (exabgp.log): enough to tell a relay that never started from
+    # one that could not connect
+    try:
+        sys.stderr.write(f"metalxdp api relay pid {os.getpid()}: {what}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
 def main() -> None:
-    sock = _connect(sys.argv[1])
+    _say(f"started, connecting to {sys.argv[1]}")
+    try:
+        sock = _connect(sys.argv[1])
+    except OSError as e:
+        _say(f"could not connect: {e}")
+        raise
+    _say("connected")
     threading.Thread(target=_stdin_to_socket, args=(sock,), daemon=True).start()
     out = sys.stdout.buffer
     # driver -> ExaBGP, line by line, flushed at once: ExaBGP reads commands as they arrive

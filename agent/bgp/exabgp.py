@@ -59,7 +59,13 @@ TICK = 0.2                  # seconds between health checks of the process when 
 RESYNC_AFTER_RELOAD = 1.0   # seconds: ExaBGP applies a reload on its next loop turn
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n
 STABLE_AFTER = 30.0         # a process alive this long resets the restart backoff
-RELAY_WAIT = 10.0           # seconds a started ExaBGP may run without its API relay connecting
+CRASH_LOOP_AFTER = 3        # this many restarts without a stable run is a crash loop
+
+
+def restart_delay(restarts: int) -> float:
+    """Seconds to wait before restart number ``restarts`` (0-based) of a run of failures."""
+    return RESTART_BACKOFF[min(restarts, len(RESTART_BACKOFF) - 1)]
+RELAY_WAIT = 5.0            # seconds a started ExaBGP may run without its API relay connecting
 # /proc/net/netstat counters that only move when TCP MD5 signatures disagree
 # ExaBGP's "down" reason when the peer sent a NOTIFICATION: "notification received (6,2)"
 NOTIFICATION_REASON = re.compile(r"notification received \((\d+),\s*(\d+)\)")
@@ -67,7 +73,10 @@ MD5_COUNTERS = ("TCPMD5Failure", "TCPMD5NotFound", "TCPMD5Unexpected")
 
 
 def default_exabgp() -> list[str]:
-    """The ``exabgp`` next to the running Python (the venv's ExaBGP 5), else from PATH."""
+    """$METALXDP_EXABGP (a command, split on spaces: a custom build, or a test's stand-in), else
+    the ``exabgp`` next to the running Python (the venv's ExaBGP 5), else from PATH."""
+    if os.environ.get("METALXDP_EXABGP"):
+        return os.environ["METALXDP_EXABGP"].split()
     cand = Path(sys.executable).parent / "exabgp"
     return [str(cand)] if cand.exists() else ["exabgp"]
 
@@ -115,6 +124,10 @@ class BGPSpeaker:
         self._proc_started = 0.0
         self._restarts = 0
         self._next_start = 0.0
+        self._last_exit: Optional[str] = None
+        self._crash_looping = False
+        self._health_snapshot: dict = {"running": False, "restarts": 0, "crashLooping": False,
+                                       "lastExit": None, "nextStartIn": 0.0}
         self._conn: Optional[socket.socket] = None
         self._pending: collections.deque = collections.deque()  # (peer, kind, route) per command
         self._states: dict[str, bool] = {}
@@ -158,6 +171,13 @@ class BGPSpeaker:
     def session_states(self) -> dict[str, bool]:
         with self._lock:
             return dict(self._states_snapshot)
+
+    def health(self) -> dict:
+        """The ExaBGP process as ``agent status`` shows it: running (and driven by its API
+        relay), restarts in the current run of failures, crash loop, last exit, seconds until
+        the next start while backing off."""
+        with self._lock:
+            return dict(self._health_snapshot)
 
     def announced(self) -> dict[str, frozenset[Route]]:
         """Peer name -> routes handed to ExaBGP and acknowledged or in flight (for tests)."""
@@ -294,7 +314,10 @@ class BGPSpeaker:
             return
         conf = render_exabgp_conf(list(usable.values()), self.node,
                                   [sys.executable, str(RELAY), str(self.sock_path)])
-        if conf == self._rendered and self._alive():
+        if conf == self._rendered:
+            # running on it already, or dead and due for a restart on it: _tick starts it when
+            # its back-off has passed (resetting the back-off here, on every unchanged apply,
+            # made a crash-looping ExaBGP restart in a tight loop: found by the chaos test)
             return
         tmp = self.conf_path.with_suffix(".tmp")
         tmp.write_text(conf)
@@ -376,15 +399,17 @@ class BGPSpeaker:
                 self._session_lost(n, "ExaBGP died")
             self._announced = {}
             self._conn = None
-            delay = RESTART_BACKOFF[min(self._restarts, len(RESTART_BACKOFF) - 1)]
-            self._restarts += 1
-            self._next_start = now + delay
+            self._schedule_restart(now, f"exit code {code}")
         if self._proc is None and self._loaded_peers and not self._closing and now >= self._next_start:
             if self._rendered is None or not self.conf_path.exists():
                 self._apply_peers()
             self._start_process()
-        if self._proc is not None and now - self._proc_started > STABLE_AFTER:
+        if self._proc is not None and now - self._proc_started > STABLE_AFTER and self._restarts:
             self._restarts = 0
+            if self._crash_looping:
+                self._crash_looping = False
+                self.log.info("ExaBGP is stable again", event="exabgpStable")
+        self._publish_health(now)
         if (self._alive() and self._conn is None and not self._closing
                 and now - self._proc_started > RELAY_WAIT):
             # seen once under load after a SIGKILL: the new ExaBGP held its sessions but its
@@ -394,13 +419,37 @@ class BGPSpeaker:
                              "restarting ExaBGP", event="exabgpDied", reason="api relay not connected",
                              log=str(self.log_path))
             self._stop_process()
-            delay = RESTART_BACKOFF[min(self._restarts, len(RESTART_BACKOFF) - 1)]
-            self._restarts += 1
-            self._next_start = now + delay
+            self._schedule_restart(now, "api relay not connected")
         if self._resync_at is not None and now >= self._resync_at:
             self._resync_at = None
             self._sync()
         self._check_not_established(now)
+
+    def _schedule_restart(self, now: float, why: str) -> None:
+        """Back off before the next start (RESTART_BACKOFF); a run of CRASH_LOOP_AFTER failures
+        is reported once (log event, metric, ``health()``) until a process runs STABLE_AFTER."""
+        delay = restart_delay(self._restarts)
+        self._restarts += 1
+        self._next_start = now + delay
+        self._last_exit = why
+        self.metrics.speaker_restarts.inc()
+        if self._restarts >= CRASH_LOOP_AFTER and not self._crash_looping:
+            self._crash_looping = True
+            self.log.error(f"ExaBGP is crash-looping ({self._restarts} failures in a row, last: "
+                           f"{why}); backing off up to {RESTART_BACKOFF[-1]:.0f}s between starts. "
+                           f"Layer2 announcements are not affected. See {self.log_path}",
+                           event="exabgpCrashLooping", restarts=self._restarts, reason=why,
+                           log=str(self.log_path))
+
+    def _publish_health(self, now: float) -> None:
+        running = self._alive() and self._conn is not None
+        h = {"running": running, "restarts": self._restarts, "crashLooping": self._crash_looping,
+             "lastExit": self._last_exit,
+             "nextStartIn": round(max(0.0, self._next_start - now), 1) if self._proc is None else 0.0}
+        self.metrics.speaker_up.set(1 if running else 0)
+        self.metrics.speaker_crash_looping.set(1 if self._crash_looping else 0)
+        with self._lock:
+            self._health_snapshot = h
 
     def _shutdown(self) -> None:
         self._closing = True

@@ -300,6 +300,49 @@ class Lab:
         self.stop_agent(node, sig)
         return self.start_agent(node)
 
+    def kill_control_plane(self) -> dict:
+        """SIGKILL kube-apiserver and etcd (a control-plane crash); return what
+        ``start_control_plane_again`` needs to bring them back with the same flags and data."""
+        state = self.load()
+        cpid = state["pids"]["controller"]
+        with open(f"/proc/{cpid}/cmdline", "rb") as f:
+            saved = {"controller": [a.decode() for a in f.read().split(b"\0") if a]}
+        for name in ("kube-apiserver", "etcd"):
+            pid = state["pids"][name]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                saved[name] = [a.decode() for a in f.read().split(b"\0") if a]
+            try:
+                os.killpg(pid, 9)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 10
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return saved
+
+    def start_control_plane_again(self, saved: dict, timeout: float = 90) -> None:
+        """Start etcd and kube-apiserver with the argv ``kill_control_plane`` saved (same data
+        directory, port and serving certificate) and wait for /readyz."""
+        state = self.load()
+        logs = Path(state["workdir"]) / "cp" / "logs"
+        for name in ("etcd", "kube-apiserver"):
+            state["pids"][name] = start(name, saved[name], logs).pid
+        self._save(state)
+
+        def ready() -> bool:
+            r = kubectl(state["kubeconfig"], "get", "--raw", "/readyz", check=False)
+            return r.returncode == 0 and r.stdout.strip() == "ok"
+        wait_for("kube-apiserver /readyz after the restart", ready, timeout, interval=0.25)
+        # the controller exits when it cannot renew its lease (never writing without it); its
+        # Deployment would start it again, and so does the lab, with the same flags
+        try:   # reap it if it is our child (a zombie still answers kill 0)
+            os.waitpid(state["pids"]["controller"], os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not _pid_alive(state["pids"]["controller"]):
+            state["pids"]["controller"] = start("controller", saved["controller"], self.dir / "logs").pid
+            self._save(state)
+
     _webhook_port = 0
 
     def _webhook_args(self, spec: LabSpec) -> list[str]:

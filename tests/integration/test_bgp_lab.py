@@ -367,3 +367,90 @@ def test_ibgp_communities_large_communities_local_pref(ibgp_lab):
         assert lt.wait_curl(lab, v4) == "web-t on node1"
     finally:
         made.run()
+
+
+def test_exabgp_crash_looping_backs_off_is_reported_and_layer2_stays(lab, made, monkeypatch, tmp_path):
+    """Issue 19 (chaos): an ExaBGP that dies at every start. The agent restarts it with growing
+    delays (not in a tight loop), reports the crash loop once (log event, metric, health), and
+    the node keeps answering ARP for its layer2 VIP; its BGP next hop goes from the router."""
+    made.backend("web-c", "node1", {"app": "web-c"})
+    made.service("l2-c", selector={"app": "web-c"})                       # lab-l2 (autoAssign)
+    made.service("bgp-c", pool="lab-bgp", selector={"app": "web-c"})
+    l2ip = lt.wait_service_ips(lab, "l2-c")[0]
+    vip = lt.wait_service_ips(lab, "bgp-c")[0]
+    assert lt.wait_curl(lab, l2ip)
+    wait_hops(lab, vip, set(NODE4.values()))
+    wait_for(f"one node answering for {l2ip}", lambda: len(lt.announcing_nodes(lab, l2ip)) == 1, 30)
+    node = next(iter(lt.announcing_nodes(lab, l2ip)))
+    fake = tmp_path / "exabgp-fails"
+    fake.write_text("#!/bin/sh\necho 'stand-in ExaBGP: failing at start' >&2\nexit 3\n")
+    fake.chmod(0o755)
+
+    def restore() -> None:
+        monkeypatch.delenv("METALXDP_EXABGP", raising=False)
+        lab.restart_agent(node)
+        wait_established(lab, {NODE4[node], NODE6[node]})
+    made.undo.append(restore)
+    monkeypatch.setenv("METALXDP_EXABGP", str(fake))     # the lab's agents inherit it
+    lab.restart_agent(node)
+    monkeypatch.delenv("METALXDP_EXABGP")
+    wait_for(f"{node}'s agent to report the crash loop",
+             lambda: lt.agent_log_events(lab, node, "exabgpCrashLooping"), 30)
+    wait_hops(lab, vip, set(NODE4.values()) - {NODE4[node]}, timeout=30)
+    died = lambda: len([r for r in lt.agent_log_events(lab, node, "exabgpDied") if r.get("code") == 3])  # noqa: E731
+    # backing off: after 0, 0.5, 1, 2 s the delays are 5, 10, 30 s - at most two more in 8 s
+    n0 = died()
+    time.sleep(8)
+    assert died() - n0 <= 2, f"{died() - n0} restarts in 8 s: no back-off"
+    assert len(lt.agent_log_events(lab, node, "exabgpCrashLooping")) == 1, "reported more than once"
+    m = metrics(lab, node)
+    assert sample(m, "metalxdp_bgp_speaker_crash_looping") == 1.0
+    assert sample(m, "metalxdp_bgp_speaker_up") == 0.0
+    assert (sample(m, "metalxdp_bgp_speaker_restarts_total") or 0) >= 3
+    # layer2 is not affected: the node (first in the election again) answers for its VIP
+    wait_for(f"{node} to answer for {l2ip} again", lambda: lt.announcing_nodes(lab, l2ip) == {node}, 30)
+    assert lt.wait_curl(lab, l2ip) == "web-c on node1"
+    # once ExaBGP starts again, the next hop comes back and the gauge clears
+    made.run()
+    wait_for(f"{node}'s ExaBGP up again", lambda: sample(metrics(lab, node), "metalxdp_bgp_speaker_up") == 1.0, 30)
+
+
+def test_api_server_and_etcd_killed_nothing_is_withdrawn_and_everything_resumes(lab, made):
+    """Issue 19 (chaos): the control plane crashes (SIGKILL kube-apiserver and etcd) for 20 s,
+    longer than the controller's lease and every watch timeout. The agents keep what they
+    announce (no serviceWithdrawn, L2 answered, BGP next hops kept, no request lost), and once
+    the API server is back a new Service is allocated and announced."""
+    made.backend("web-api", "node1", {"app": "web-api"})
+    made.service("l2-api", selector={"app": "web-api"})
+    made.service("bgp-api", pool="lab-bgp", selector={"app": "web-api"})
+    l2ip = lt.wait_service_ips(lab, "l2-api")[0]
+    vip = lt.wait_service_ips(lab, "bgp-api")[0]
+    assert lt.wait_curl(lab, l2ip)
+    wait_hops(lab, vip, set(NODE4.values()))
+    withdrawn = lambda: {n: len(lt.agent_log_events(lab, n, "serviceWithdrawn")) for n in NODES}  # noqa: E731
+    before = withdrawn()
+    hops_seen = []
+    with lt.RequestStream(lab, l2ip, rate_hz=10, timeout=1.0) as stream:
+        stream.wait_ok()
+        saved = lab.kill_control_plane()
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                hops_seen.append(lt.router_nexthops(lab, vip))
+                time.sleep(0.5)
+        finally:
+            t0 = time.monotonic()
+            lab.start_control_plane_again(saved)
+            took = time.monotonic() - t0
+        wait_for("2 s more of requests", lambda: time.monotonic() - t0 - took > 2, 10)
+    results = stream.stop()
+    print(f"control plane back in {took:.1f}s; {len(results)} requests")
+    failed = [r for r in results if not r["ok"]]
+    assert not failed, f"{len(failed)} of {len(results)} requests failed while the API was down: {failed[:3]}"
+    assert all(h == set(NODE4.values()) for h in hops_seen), f"BGP next hops changed: {hops_seen}"
+    assert withdrawn() == before, f"withdrawn while the API server was down: {before} -> {withdrawn()}"
+    # everything resumes: the controller allocates again and an agent announces
+    made.service("l2-api2", selector={"app": "web-api"})
+    ip2 = lt.wait_service_ips(lab, "l2-api2", timeout=90)[0]
+    assert lt.wait_curl(lab, ip2, timeout=60) == "web-api on node1"
+    assert lt.wait_curl(lab, l2ip) == "web-api on node1"
