@@ -41,6 +41,7 @@ from .libbpf import (ARPHRD_ETHER, MODE_FLAGS, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB
                      DataplaneError, EnvironmentProblem, IfRef, TestRunResult, check, check_environment, config_hz,
                      import_bcc, interface_driver, interface_index, interface_mac, jiffies_for_ms, kernel_headers_dir,
                      libbpf, pinned_fd, prog_info, prog_test_run, resolve_bpffs_dir, snap_hz, xdp_attach_fd, xdp_query)
+from .metrics import Attachment, XDPState
 # re-exported: callers (tests, benchmarks) that take the whole dataplane API from here
 from .libbpf import XDP_PASS, XDP_TX, bpffs_mounted, hz_from_config  # noqa: F401
 
@@ -436,6 +437,24 @@ class Dataplane:
     def global_counters(self) -> dict[str, int]:
         t = self.table("mx_global")
         return {name: sum(t[t.Key(i)]) for i, name in global_counter_names().items()}
+
+    def xdp_state(self, now_ns: Optional[int] = None):
+        """What the metrics need at scrape time (agent.metrics.XDPState): for every interface
+        this process attached, whether the kernel still runs our program there (someone may
+        have run ``ip link set dev X xdp off``); the liveness map; the global counters."""
+        atts = []
+        for ifindex, mode in sorted(self.attached.items()):
+            try:
+                name = socket.if_indextoname(ifindex)
+                prog_id, _kernel_mode = xdp_query(ifindex)
+            except (OSError, DataplaneError):   # the interface is gone
+                name, prog_id = str(ifindex), 0
+            atts.append(Attachment(name, mode, prog_id == self.prog_id))
+        leaf = self.table("mx_liveness")[0]
+        return XDPState(attachments=tuple(atts), heartbeat_ns=leaf.heartbeat_ns,
+                        max_age_jiffies=leaf.max_age_jiffies, max_age_ns=leaf.max_age_ns, hz=leaf.hz,
+                        now_ns=time.monotonic_ns() if now_ns is None else now_ns,
+                        not_answered=self.global_counters())
 
     # ---- attach ------------------------------------------------------------------------
     def attach(self, ifname: IfRef, mode: Optional[str] = None) -> str:

@@ -56,7 +56,7 @@ def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detac
     mlog.setup(log_level)
     log = mlog.get_logger("agent")
     from .garp import GratuitousSender
-    from .metrics import AgentMetrics, XDPCollector
+    from .metrics import AgentMetrics, XDPCollector, XDPStateCollector
     from .node import Agent, AgentSettings
 
     registry = CollectorRegistry()
@@ -76,6 +76,8 @@ def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detac
     garp = GratuitousSender()
     node = Agent(api_client(kubeconfig), settings, dp, garp, metrics, registry)
     registry.register(XDPCollector(node.xdp_counters))
+    if dp is not None:
+        registry.register(XDPStateCollector(dp.xdp_state))
     if metrics_port:
         from metalxdp.health import MonitoringServer
         MonitoringServer(metrics_port, metrics_host, registry, live=node.live, ready=node.ready).start()

@@ -1,14 +1,18 @@
-"""Agent metrics with MetalLB's names, plus metalxdp_* for what XDP adds (per-VIP traffic).
+"""Agent metrics with MetalLB's names, plus metalxdp_* for what XDP adds (per-VIP traffic, the
+program's attachment and the liveness gate).
 
-The layer-2 counters and the per-VIP traffic come straight from the XDP program's per-CPU
-maps at scrape time (a custom collector), so they cost nothing on the hot path.
+The layer-2 counters, the per-VIP traffic and the XDP state come straight from the XDP
+program's maps and the kernel at scrape time (custom collectors), so they cost nothing on the
+hot path. Turning a snapshot into metric families is pure (``xdp_state_families``); reading it
+is ``Dataplane.xdp_state()``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, UnknownMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, UnknownMetricFamily
 
 
 class AgentMetrics:
@@ -68,3 +72,86 @@ class XDPCollector:
         for ip, v in garp.items():
             grat.add_metric([ip], v)
         yield from (req, resp, grat, pk, by, mis)
+
+
+# ---- the XDP program's own state ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Attachment:
+    interface: str
+    mode: str          # "native" | "generic" (as attached by this process)
+    attached: bool     # the kernel still runs our program on it
+
+
+@dataclass(frozen=True)
+class XDPState:
+    """One scrape's view of the dataplane (``Dataplane.xdp_state()``); times are CLOCK_MONOTONIC
+    ns, the clock the heartbeat is stamped with (bpf_ktime_get_ns)."""
+    attachments: tuple[Attachment, ...] = ()
+    heartbeat_ns: int = 0            # mx_liveness: last heartbeat
+    max_age_jiffies: int = 0         # the window the program compares (0: gate off)
+    max_age_ns: int = 0              # the same window as the agent asked for it
+    hz: int = 0                      # the HZ the agent converted with
+    now_ns: int = 0
+    not_answered: Mapping[str, int] = field(default_factory=dict)   # mx_global: name -> frames
+
+
+def liveness_gate_open(heartbeat_ns: int, max_age_jiffies: int, hz: int, now_ns: int) -> bool:
+    """The XDP program's agent_alive() seen from userspace: the gate is open while the heartbeat
+    is at most ``max_age_jiffies`` ticks old (to the tick: userspace has no jiffies, so the age is
+    converted with the agent's HZ). A window of 0 is the gate switched off: always open."""
+    if max_age_jiffies == 0:
+        return True
+    if hz <= 0:
+        return False   # a window without a tick rate cannot be honoured by the agent either
+    age_jiffies = max(0, now_ns - heartbeat_ns) * hz // 1_000_000_000
+    return age_jiffies <= max_age_jiffies
+
+
+# mx_global's counter names (bpf/vip_consts.h G_*) -> the reason label
+def _reason(counter: str) -> str:
+    return counter.removeprefix("pass_")
+
+
+def xdp_state_families(st: XDPState) -> list[Metric]:
+    """The metalxdp_xdp_* families of one snapshot (pure)."""
+    attached = GaugeMetricFamily("metalxdp_xdp_attached", "1 while the metalxdp XDP program runs on the "
+                                 "interface this agent attached it to, 0 once it is gone (detached by hand, "
+                                 "replaced)", labels=["interface", "mode"])
+    for a in st.attachments:
+        attached.add_metric([a.interface, a.mode], 1.0 if a.attached else 0.0)
+    gate = GaugeMetricFamily("metalxdp_xdp_liveness_gate_open", "1 while the XDP program answers for this "
+                             "node (the agent's heartbeat is fresh or the gate is off), 0 when it has "
+                             "stopped answering: split-brain guard")
+    gate.add_metric([], 1.0 if liveness_gate_open(st.heartbeat_ns, st.max_age_jiffies, st.hz, st.now_ns) else 0.0)
+    age = GaugeMetricFamily("metalxdp_xdp_heartbeat_age_seconds", "Age of the agent's last heartbeat in the "
+                            "XDP liveness map")
+    age.add_metric([], max(0, st.now_ns - st.heartbeat_ns) / 1e9)
+    window = GaugeMetricFamily("metalxdp_xdp_liveness_max_age_seconds", "The liveness gate's window "
+                               "(--liveness-max-age-ms; 0: gate off)")
+    window.add_metric([], st.max_age_ns / 1e9)
+    unanswered = CounterMetricFamily("metalxdp_xdp_frames_not_answered", "ARP/NDP frames the XDP program "
+                                     "passed to the kernel instead of answering, by reason (gated: the "
+                                     "liveness gate was closed; not_for_us: sent to another host's MAC; "
+                                     "vlan; malformed)", labels=["reason"])
+    for name, value in sorted(st.not_answered.items()):
+        unanswered.add_metric([_reason(name)], value)
+    return [attached, gate, age, window, unanswered]
+
+
+class XDPStateCollector:
+    """``read`` returns an XDPState (``Dataplane.xdp_state``); a failing read drops these series
+    from the scrape instead of failing it."""
+
+    def __init__(self, read: Callable[[], XDPState]):
+        self.read = read
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        try:
+            st = self.read()
+        except Exception:  # noqa: BLE001 - a scrape must never kill the agent
+            return
+        yield from xdp_state_families(st)

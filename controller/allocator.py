@@ -82,6 +82,9 @@ class PoolCounters:
     addresses_in_use_total: int = 0
     ipv4_addresses_in_use_total: int = 0
     ipv6_addresses_in_use_total: int = 0
+    # MetalLB registers this gauge and never sets it; here it is what its help says: services
+    # holding an address of the pool (two services sharing one IP count twice)
+    services_allocated_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ def _usable_count(cidr: IPNetwork, avoid_buggy: bool) -> int:
 
 class _PoolState:
     __slots__ = ("pool", "name", "ranges", "families", "cap_v4", "cap_v6", "cap_total",
-                 "in_use_v4", "in_use_v6")
+                 "in_use_v4", "in_use_v6", "services")
 
     def __init__(self, pool: Pool):
         self.pool = pool
@@ -185,6 +188,7 @@ class _PoolState:
         self.cap_total = min(self.cap_v4 + self.cap_v6, MAX_INT64)
         self.in_use_v4 = 0
         self.in_use_v6 = 0
+        self.services = 0     # services allocated from this pool
 
     def range_for(self, k: int) -> Optional[_Range]:
         for r in self.ranges:
@@ -367,7 +371,7 @@ class Allocator:
 
         # Re-home every used address (its pool may be new or renamed) and recount.
         for st in new.values():
-            st.in_use_v4 = st.in_use_v6 = 0
+            st.in_use_v4 = st.in_use_v6 = st.services = 0
         for k, use in self._used.items():
             st = self._pool_for_key(k)
             assert st is not None  # addresses outside every pool were unassigned above
@@ -377,7 +381,9 @@ class Allocator:
             else:
                 st.in_use_v4 += 1
         for a in self._allocs.values():
-            a.pool = self._used[a.keys[0]].pool.name
+            st = self._used[a.keys[0]].pool
+            a.pool = st.name
+            st.services += 1
         return gone
 
     # -- queries --
@@ -410,6 +416,7 @@ class Allocator:
             addresses_in_use_total=st.in_use_v4 + st.in_use_v6,
             ipv4_addresses_in_use_total=st.in_use_v4,
             ipv6_addresses_in_use_total=st.in_use_v6,
+            services_allocated_total=st.services,
         )
 
     def pool_status(self, pool_name: str) -> PoolStatus:
@@ -732,11 +739,15 @@ class Allocator:
             for p in ports:
                 use.ports[p] = svc_key
         self._allocs[svc_key] = _Alloc(st.name, tuple(addrs), tuple(keys), ports, sharing, backend)
+        st.services += 1
 
     def _unassign(self, svc_key: str, keep: Sequence[int] = ()) -> bool:
         a = self._allocs.pop(svc_key, None)
         if a is None:
             return False
+        held = self._pools.get(a.pool)
+        if held is not None:   # set_pools recounts after its own unassignments
+            held.services -= 1
         for k in a.keys:
             use = self._used[k]
             del use.holders[svc_key]

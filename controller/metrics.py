@@ -5,7 +5,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 # the per-pool gauges; also the field names of the allocator's PoolCounters
 POOL_GAUGES = ("addresses_total", "ipv4_addresses_total", "ipv6_addresses_total",
-               "addresses_in_use_total", "ipv4_addresses_in_use_total", "ipv6_addresses_in_use_total")
+               "addresses_in_use_total", "ipv4_addresses_in_use_total", "ipv6_addresses_in_use_total",
+               "services_allocated_total")
 
 
 class ControllerMetrics:
@@ -17,6 +18,8 @@ class ControllerMetrics:
         self.addresses_in_use_total = g("metallb_allocator_addresses_in_use_total", "Number of IP addresses in use, per pool")
         self.ipv4_addresses_in_use_total = g("metallb_allocator_ipv4_addresses_in_use_total", "Number of IPv4 addresses in use, per pool")
         self.ipv6_addresses_in_use_total = g("metallb_allocator_ipv6_addresses_in_use_total", "Number of IPv6 addresses in use, per pool")
+        # registered by MetalLB but never set there; set here (services holding an IP of the pool)
+        self.services_allocated_total = g("metallb_allocator_services_allocated_total", "Number of services allocated, per pool")
         self.updates_total = Counter("metallb_k8s_client_updates_total",
                                      "Number of k8s object updates that have been processed.", registry=registry)
         self.update_errors_total = Counter("metallb_k8s_client_update_errors_total",

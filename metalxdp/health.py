@@ -20,7 +20,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+
+# Every counter would otherwise carry a `<name>_created` twin (a timestamp, one more series per
+# label set) that no MetalLB alert or dashboard reads. Process-wide in prometheus_client; both
+# components expose their metrics only through this module.
+disable_created_metrics()
 
 Check = Callable[[], "tuple[bool, str]"]
 

@@ -23,7 +23,7 @@ command -v apt-get >/dev/null || die "apt-get not found: setup supports Debian 1
 # ---- 1. Debian packages -----------------------------------------------------------------
 PKGS=(python3-bpfcc libbpfcc bpftool linux-headers-amd64 iproute2 ethtool nftables frr
       frr-pythontools bird2 etcd-server arping ndisc6 tcpdump python3-venv python3-pip openssl
-      curl netsniff-ng iputils-ping procps psmisc shellcheck vagrant
+      curl netsniff-ng iputils-ping prometheus procps psmisc shellcheck vagrant
       containerd runc containernetworking-plugins mmdebstrap buildah busybox-static conntrack iptables)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -283,7 +283,7 @@ def test_cidr_order_network_broadcast_and_buggy_ips():
         ("then the broadcast-looking .255", ALLOC, svc("p2", pool_name="plain"), ("10.1.0.255",)),
         ("then the second CIDR's .0", ALLOC, svc("p3", pool_name="plain"), ("10.1.0.0",)),
     ])
-    assert a.counters("buggy") == PoolCounters(1, 1, 0, 1, 1, 0)
+    assert a.counters("buggy") == PoolCounters(1, 1, 0, 1, 1, 0, 1)
 
 
 def test_whole_slash24_with_and_without_avoid_buggy_ips():
@@ -435,14 +435,43 @@ def test_counters_and_pool_status():
     a.allocate(svc("v4b", sharing_key="k", ports=(("TCP", 443),)))   # same address
     assert a.allocate(svc("v6", fams=(6,))).ips == (ip("fd01::"),)   # "huge" sorts before "mix"
     a.allocate(svc("v6b", fams=(6,), pool_name="mix"))
-    assert a.counters("mix") == PoolCounters(512, 256, 256, 2, 1, 1)
+    assert a.counters("mix") == PoolCounters(512, 256, 256, 2, 1, 1, 3)   # v4, v4b share one IP
     assert a.pool_status("mix") == PoolStatus(1, 1, 255, 255)
     assert a.pool_status("huge") == PoolStatus(0, 1, 0, MAX_INT64 - 1)
-    assert a.counters("huge") == PoolCounters(MAX_INT64, 0, MAX_INT64, 1, 0, 1)
+    assert a.counters("huge") == PoolCounters(MAX_INT64, 0, MAX_INT64, 1, 0, 1, 1)
     a.release("default/v4")
     assert a.pool_status("mix") == PoolStatus(1, 1, 255, 255)   # v4b still on it
     a.release("default/v4b")
     assert a.pool_status("mix") == PoolStatus(0, 1, 256, 255)
+
+
+# Each row acts on the allocator left by the rows before it, then checks every pool's
+# services_allocated_total (MetalLB's gauge: services holding an address of the pool).
+SERVICES_ALLOCATED_STEPS = [
+    ("s1 takes an address of A", lambda a: a.allocate(svc("s1", sharing_key="k")), {"A": 1, "B": 0}),
+    ("s2 asks for B", lambda a: a.allocate(svc("s2", pool_name="B")), {"A": 1, "B": 1}),
+    ("s3 shares s1's address", lambda a: a.allocate(svc("s3", ips=("192.0.2.0",), sharing_key="k",
+                                                        ports=(("TCP", 81),))), {"A": 2, "B": 1}),
+    ("s1 is reallocated unchanged", lambda a: a.allocate(svc("s1", sharing_key="k")), {"A": 2, "B": 1}),
+    ("s2 moves to A (asks for an IP there)", lambda a: a.allocate(svc("s2", ips=("192.0.2.5",))),
+     {"A": 3, "B": 0}),
+    ("s3 releases", lambda a: a.release("default/s3"), {"A": 2, "B": 0}),
+    ("A shrinks and loses s2's address", lambda a: a.set_pools(pools(pool("A", "192.0.2.0/30"),
+                                                                      pool("B", "198.51.100.0/30"))),
+     {"A": 1, "B": 0}),
+    ("A is renamed C: its service follows", lambda a: a.set_pools(pools(pool("C", "192.0.2.0/30"),
+                                                                         pool("B", "198.51.100.0/30"))),
+     {"A": 0, "B": 0, "C": 1}),
+    ("s1 releases", lambda a: a.release("default/s1"), {"B": 0, "C": 0}),
+]
+
+
+def test_services_allocated_total_follows_every_change():
+    a = Allocator(pools(pool("A", "192.0.2.0/29"), pool("B", "198.51.100.0/30", auto_assign=False)))
+    for desc, step, want in SERVICES_ALLOCATED_STEPS:
+        step(a)
+        got = {name: a.counters(name).services_allocated_total for name in want}
+        assert got == want, desc
 
 
 def test_big_ipv6_pool_is_not_enumerated():

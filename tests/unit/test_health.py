@@ -59,3 +59,27 @@ def test_a_check_that_raises_fails_the_probe():
         assert code == 503 and "informer gone" in body
     finally:
         srv.stop()
+
+
+def test_counters_have_no_created_series():
+    """prometheus_client adds `<counter>_created` unless disabled; metalxdp.health disables it
+    for the whole process, so neither component exposes them."""
+    from prometheus_client import Counter
+
+    from controller.allocator import PoolCounters
+    from controller.metrics import ControllerMetrics
+    reg = CollectorRegistry()
+    m = ControllerMetrics(reg)
+    m.updates_total.inc()
+    m.set_pool("lab-l2", PoolCounters(addresses_total=4, addresses_in_use_total=1, services_allocated_total=1))
+    Counter("metalxdp_probe_events", "a labelled counter", ["peer"], registry=reg).labels("192.0.2.1").inc()
+    srv = MonitoringServer(0, "127.0.0.1", reg).start()
+    try:
+        code, body = get(srv.port, "/metrics")
+    finally:
+        srv.stop()
+    assert code == 200
+    assert "metallb_k8s_client_updates_total 1.0" in body
+    assert 'metalxdp_probe_events_total{peer="192.0.2.1"} 1.0' in body
+    assert 'metallb_allocator_services_allocated_total{pool="lab-l2"} 1.0' in body
+    assert "_created" not in body
