@@ -98,3 +98,23 @@ def test_liveness_gate(max_age, hb, now, open_, enabled):
 
 def test_vip_flags():
     assert vip_flags(0) == [] and vip_flags(3) == ["etpLocalMisdirect", "handoff"] and vip_flags(4) == ["0x4"]
+
+
+def test_format_agent_status_shows_frr_like_rows():
+    from agent.status_report import format_agent_status
+    doc = {"node": "node1", "time": 1000.0, "config": {"loaded": True, "stale": False},
+           "bgp": {"sessions": [{"peer": "router", "address": "192.0.2.1", "myASN": 64513, "peerASN": 64512,
+                                 "state": "Established", "upSince": 995.0, "prefixesSent": 2},
+                                {"peer": "router6", "address": "2001:db8:0:1::1", "myASN": 64513,
+                                 "peerASN": 64512, "state": "Active", "upSince": None, "prefixesSent": 0}]},
+           "bfd": {"peers": []}, "membership": {"enabled": True, "members": ["node1", "node2"],
+                                                 "states": {"node1": "alive", "node2": "alive", "node3": "dead"}},
+           "xdp": {"enabled": False}, "vips": [],
+           "services": [{"service": "default/web", "protocol": "bgp", "announced": False,
+                         "reason": "noLocalEndpoints", "detail": "no ready endpoint here"}]}
+    text = format_agent_status(doc)
+    rows = [line.split() for line in text.splitlines()]
+    assert ["router", "192.0.2.1", "4", "64512", "64513", "00:00:05", "2"] in rows
+    assert ["router6", "2001:db8:0:1::1", "4", "64512", "64513", "never", "Active"] in rows
+    assert "not alive: node3 (dead)" in text
+    assert ["default/web", "bgp", "no", "noLocalEndpoints", "no", "ready", "endpoint", "here"] in rows
