@@ -398,6 +398,12 @@ class Dataplane:
             log.info("kernel tick rate for the liveness gate", event="kernelHz", hz=found[0], source=found[1])
         return _kernel_hz[0]
 
+    def liveness(self) -> tuple[int, int, int]:
+        """(max_age_ns, heartbeat_ns, now_ns) of the liveness gate, clocks in CLOCK_MONOTONIC
+        (``agent.status_report.liveness_gate`` says whether it is open)."""
+        leaf = self.table("mx_liveness")[0]
+        return int(leaf.max_age_ns), int(leaf.heartbeat_ns), time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
     def set_liveness_max_age(self, ms: int) -> None:
         """Answers stop once the heartbeat is older than ``ms`` (to the tick); 0 disables the gate."""
         self.liveness_max_age_ms = ms

@@ -1,10 +1,15 @@
-"""`metalxdp agent`: the DaemonSet's process (one per node, hostNetwork). See agent/node.py."""
+"""`metalxdp agent`: the DaemonSet's process (one per node, hostNetwork; see agent/node.py), and
+its two helpers: `metalxdp agent status` (what a running agent is doing, from its monitoring
+port's /status) and `metalxdp agent xdp` (the XDP dataplane alone, agent/xdp_cli.py)."""
 from __future__ import annotations
 
 import os
 import signal
+import json
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import click
@@ -14,9 +19,12 @@ from metalxdp import log as mlog
 from metalxdp.kube import api_client
 
 
-@click.command()
-@click.option("--node-name", envvar="METALLB_NODE_NAME", required=True,
-              help="This node's name (the Node object); in a DaemonSet from spec.nodeName.")
+DEFAULT_STATUS_ENDPOINT = "http://127.0.0.1:7472"
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--node-name", envvar="METALLB_NODE_NAME",
+              help="This node's name (the Node object); in a DaemonSet from spec.nodeName. Required to run the agent.")
 @click.option("--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig; in a pod the service account is used.")
 @click.option("--namespace", default=lambda: os.environ.get("METALLB_NAMESPACE", "metallb-system"),
               show_default="metallb-system", help="Namespace of the metallb.io resources and the memberlist Secret.")
@@ -48,11 +56,21 @@ from metalxdp.kube import api_client
               help="This agent's pod (in --namespace): owner of the ServiceL2Status/ServiceBGPStatus objects it "
               "writes, so deleting the pod deletes them (the DaemonSet sets it from metadata.name).")
 @click.option("--log-level", type=click.Choice(list(mlog.LEVELS)), default="info", show_default=True)
-def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detach_on_exit, liveness_max_age_ms,
+@click.pass_context
+def agent(ctx, node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detach_on_exit, liveness_max_age_ms,
           ml_bind_port, ml_secret_name, ignore_exclude_lb, handoff_quiet_s, handoff_max_s, metrics_port, metrics_host, bgp,
           workdir, pod_name, log_level):
     """Run the node agent: answer ARP/NDP for the VIPs this node owns (XDP), advertise VIPs
-    over BGP (ExaBGP) with BFD, and export per-VIP traffic counters."""
+    over BGP (ExaBGP) with BFD, and export per-VIP traffic counters.
+
+    The options run the agent (`metalxdp agent --node-name node1`). The subcommands are
+    helpers: `metalxdp agent status` shows what a running agent is doing (BGP sessions, BFD
+    peers, membership, XDP, per-VIP counters, why each Service is or is not announced);
+    `metalxdp agent xdp` runs the XDP dataplane alone."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not node_name:
+        raise click.UsageError("Missing option '--node-name' (or $METALLB_NODE_NAME): the agent needs its node's name.")
     mlog.setup(log_level)
     log = mlog.get_logger("agent")
     from .garp import GratuitousSender
@@ -80,7 +98,8 @@ def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detac
         registry.register(XDPStateCollector(dp.xdp_state))
     if metrics_port:
         from metalxdp.health import MonitoringServer
-        MonitoringServer(metrics_port, metrics_host, registry, live=node.live, ready=node.ready).start()
+        MonitoringServer(metrics_port, metrics_host, registry, live=node.live, ready=node.ready,
+                         status=node.status_document).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -100,3 +119,50 @@ def agent(node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detac
     if dp is not None:
         dp.close()
     sys.exit(0)
+
+
+def fetch_status(endpoint: str, timeout: float = 5.0) -> dict:
+    """GET ``endpoint``/status (an agent's monitoring port) as a dict; click errors say what failed."""
+    url = endpoint.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise click.ClickException(f"{url}: HTTP {e.code}: {e.read().decode(errors='replace').strip()[:300]}")
+    except (urllib.error.URLError, OSError) as e:
+        raise click.ClickException(f"{url}: {getattr(e, 'reason', e)}; is the agent running, with --metrics-port "
+                                   "on that port? Inside an agent pod the default endpoint works; from elsewhere pass "
+                                   "--endpoint http://NODE-IP:7472")
+    except ValueError as e:
+        raise click.ClickException(f"{url}: not JSON ({e}); an agent older than `agent status`?")
+
+
+@agent.command("status")
+@click.option("--endpoint", default=DEFAULT_STATUS_ENDPOINT, show_default=True, envvar="METALXDP_AGENT_ENDPOINT",
+              help="The agent's monitoring port (its --metrics-port). The default is right inside an agent pod "
+                   "(hostNetwork) or on the node itself.")
+@click.option("--json", "as_json", is_flag=True, help="Print the agent's /status document as JSON.")
+@click.option("--timeout", default=5.0, show_default=True, type=float, help="Seconds to wait for the agent.")
+def agent_status(endpoint, as_json, timeout):
+    """Show what one node's agent is doing: its BGP sessions (as FRR's `show bgp summary`: peer,
+    AS, state, uptime, prefixes sent), BFD peers (as `show bfd peers`: state, timers,
+    diagnostic), membership (the members this node sees), XDP (program id, mode, interfaces,
+    liveness gate), the per-VIP counters and, for every LoadBalancer Service, whether this node
+    announces it and if not why (MetalLB's reason names: notOwner, noMatchingAdvertisement,
+    noLocalEndpoints, ...).
+
+    For the cluster-wide view (every Service, every node) use `metalxdp status`."""
+    doc = fetch_status(endpoint, timeout)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from .status_report import format_agent_status
+    click.echo(format_agent_status(doc), nl=False)
+
+
+def _add_xdp() -> None:
+    from .xdp_cli import xdp
+    agent.add_command(xdp)
+
+
+_add_xdp()

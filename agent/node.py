@@ -20,6 +20,7 @@ any input change.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from .bgp.announcer import BGPAnnouncer
 from .l2 import L2Announcer, local_interfaces
 from .metrics import AgentMetrics
 from .nodeview import node_internal_ips, node_view_from_k8s
+from . import reasons
 from .status_objects import StatusObjects
 
 log = get_logger("agent")
@@ -75,6 +77,7 @@ class Agent:
         self._last_pass: Optional[float] = None   # monotonic end of the last reconcile pass
         self._started = False
         self.config: Optional[Config] = None
+        self._config_stale = False                             # the last parse failed; an older config rules
         self.l2_services: set[str] = set()                     # services we announce (L2)
         self.membership = None
         self.l2 = L2Announcer(self.node, dataplane, garp, settings.handoff_quiet_s, settings.handoff_max_s)
@@ -82,7 +85,10 @@ class Agent:
         self.status = StatusObjects(api, self.node, settings.namespace, settings.pod_name)
         self.events = EventPoster(api, "metallb-speaker", host=self.node)
         self._announced_metric: set[tuple] = set()
-        self._announce_failed: set[str] = set()                # elected services with no usable interface
+        self.reasons = reasons.ReasonBook()                    # (service, protocol) -> Outcome, last pass
+        self._event_throttle = reasons.EventThrottle()         # reason Events: deduplicated, rate-limited
+        self._svc_info: dict[str, tuple] = {}                  # key -> (Service, ips, pool), last pass
+        self.bgp_services: set[str] = set()                    # services announced to >= 1 BGP peer
         poke = lambda typ, obj: self._wake.set()  # noqa: E731
         self.services = Informer(api, "/api/v1/services", poke)
         self.nodes = Informer(api, "/api/v1/nodes", poke)
@@ -215,11 +221,13 @@ class Agent:
         try:
             cfg = parse(resources, secrets=secrets)
         except ConfigError as e:
+            self._config_stale = self.config is not None
             if self.metrics:
                 self.metrics.config_stale.set(1 if self.config else 0)
             log.error("failed to parse the configuration" + ("; keeping the last good one" if self.config else ""),
                       event="configStale", error=str(e))
             return self.config
+        self._config_stale = False
         if cfg != self.config:
             log.info("config reloaded", event="configLoaded", pools=sorted(cfg.pools), peers=sorted(cfg.peers))
         if self.metrics:
@@ -245,7 +253,9 @@ class Agent:
         bgp_views = []
         l2_status: dict[str, tuple] = {}
         ifaces = local_interfaces()
-        failed: set[str] = set()
+        outcomes: dict[tuple[str, str], reasons.Outcome] = {}
+        bgp_keys: set[str] = set()          # services whose pool has a BGPAdvertisement
+        self._svc_info = {}
         for svc in self.services.items():
             key = obj_key(svc)
             if not wants_load_balancer(svc, self.s.lb_class):
@@ -262,32 +272,45 @@ class Agent:
             view = election.ServiceView(key, ips, labels, pool, etp_local, has_serving, ready_nodes,
                                         annotation(svc, SHARED_IP_ANNOTATION, ""))
             decision = election.announcing_node_for(view, nodes, cfg, members)
+            self._svc_info[key] = (svc, tuple(str(i) for i in ips), decision.pool or pool)
+            protocols = reasons.applicable_protocols(cfg, decision.pool or pool, self.s.enable_bgp)
+            if not protocols:
+                outcomes[(key, reasons.LAYER2)] = reasons.unadvertised_pool(decision.pool or pool)
             if decision.node is not None and decision.node != self.node:
                 moved.update({str(ip): decision.node for ip in ips})
+            names = None
             if decision.node == self.node:
                 names = election.filter_interfaces(ifaces, decision.interfaces)
-                if not names:
-                    # elected, but none of the advertisement's interfaces is here (or usable):
-                    # nobody answers for this VIP, as in MetalLB; say so once per episode
-                    failed.add(key)
-                    if key not in self._announce_failed:
-                        log.warning("no interface to announce on", event="announceFailed", service=key,
-                                    wanted=sorted(decision.interfaces), usable=sorted(ifaces))
-                        self._event(svc, "Warning", "announceFailed",
-                                    f"node \"{self.node}\" was elected but has none of the interfaces "
-                                    f"{sorted(decision.interfaces)} usable for layer2")
-                    continue
-                misdirect = etp_local and self.node not in ready_nodes
-                for ip in ips:
-                    for ifname in names:
-                        want_l2[(str(ip), ifname)] = (key, misdirect)
-                l2_status[key] = (tuple(sorted(names)), svc)
+                # elected, but none of the advertisement's interfaces here (or usable): nobody
+                # answers for this VIP, as in MetalLB (l2_outcome says announceFailed, once)
+                if names:
+                    misdirect = etp_local and self.node not in ready_nodes
+                    for ip in ips:
+                        for ifname in names:
+                            want_l2[(str(ip), ifname)] = (key, misdirect)
+                    l2_status[key] = (tuple(sorted(names)), svc)
+            if reasons.LAYER2 in protocols:
+                outcomes[(key, reasons.LAYER2)] = reasons.l2_outcome(decision, self.node, view, names,
+                                                                     xdp=self.dp is not None)
             bgp_views.append(bgpadv.ServiceView(key, ips, pool, labels, etp_local,
                                                 self.node in ready_nodes, has_serving))
-        self._announce_failed = failed
+            if reasons.BGP in protocols:
+                bgp_keys.add(key)
         self._apply_l2(want_l2, moved, ifaces, l2_status)
+        plan = None
         if self.s.enable_bgp and self.node in nodes:
-            self._apply_bgp(cfg, nodes[self.node], bgp_views)
+            plan = self._apply_bgp(cfg, nodes[self.node], bgp_views)
+        me = nodes.get(self.node)
+        for v in bgp_views:
+            if v.key not in bgp_keys:
+                continue
+            if plan is not None:
+                why, peers = plan.reasons.get(v.key), plan.service_peers.get(v.key, frozenset())
+            else:       # no BGPPeer selects this node (or it has no Node object yet)
+                why = bgpadv.should_announce(cfg, me, v) if me is not None else bgpadv.NODE_EXCLUDED
+                peers = frozenset()
+            outcomes[(v.key, reasons.BGP)] = reasons.bgp_outcome(why, peers, self._svc_info[v.key][2])
+        self._report(outcomes)
 
     # ---- L2 --------------------------------------------------------------------------------
     def _apply_l2(self, want: dict, moved: dict, ifaces: dict, l2_status: dict) -> None:
@@ -320,13 +343,89 @@ class Agent:
         self.events.post(svc, type_, reason, message)
 
     # ---- BGP -------------------------------------------------------------------------------
-    def _apply_bgp(self, cfg: Config, me, views: list) -> None:
+    def _apply_bgp(self, cfg: Config, me, views: list):
         plan = self.bgp.apply(cfg, me, views, self._my_addresses())
         if plan is None:
-            return
+            return None
         self._sync_announced_metric("bgp", {(k, str(ip)) for k, ps in plan.service_peers.items() if ps
                                             for v in views if v.key == k for ip in v.ips})
         self.status.sync_bgp(plan.service_peers)
+        announced = {k for k, ps in plan.service_peers.items() if ps}
+        for key in sorted(announced - self.bgp_services):   # as for layer2 (MetalLB posts both)
+            svc = self._svc_info.get(key, (None,))[0]
+            if svc is not None:
+                self._event(svc, "Normal", "nodeAssigned", f"announcing from node \"{self.node}\" with protocol \"bgp\"")
+        self.bgp_services = announced
+        return plan
+
+    # ---- reasons: logged once per change, Events throttled, /status -------------------------
+    def _report(self, outcomes: dict) -> None:
+        for ch in self.reasons.update(outcomes):
+            key = (ch.service, ch.protocol)
+            new = ch.new
+            if new is None or new.announced:
+                self._event_throttle.drop(key)
+                continue
+            svc, ips, pool = self._svc_info[ch.service]
+            (log.debug if new.elsewhere else log.info)(
+                "not announcing service", event="announceFailed" if new.reason == reasons.ANNOUNCE_FAILED
+                else "serviceNotAnnounced", ip=list(ips), service=ch.service, protocol=new.protocol,
+                reason=new.reason, detail=new.detail, node=self.node, pool=pool,
+                was=None if ch.old is None else (ch.old.reason or "announced"))
+            ev = reasons.event_for(new, self.node)
+            if ev is None:
+                self._event_throttle.drop(key)
+            else:
+                self._event_throttle.offer(key, (svc, *ev))
+        for svc, typ, reason, message in self._event_throttle.due(time.monotonic()):
+            self._event(svc, typ, reason, message)
+
+    # ---- /status (metalxdp agent status) -------------------------------------------------------
+    def status_document(self) -> dict:
+        """What ``metalxdp agent status`` shows (``agent.status_report`` describes the shape);
+        called from the monitoring server's thread, so it only reads snapshots."""
+        from .status_report import bfd_entry, liveness_gate, vip_flags
+        now = time.time()
+        doc: dict = {"node": self.node, "time": now,
+                     "config": {"loaded": self.config is not None,
+                                "stale": self._config_stale}}
+        speaker, bfd = self.bgp.speaker, self.bgp.bfd
+        doc["bgp"] = {"sessions": speaker.sessions() if speaker is not None else [],
+                      "speaker": speaker.health() if speaker is not None else None}
+        peers = []
+        if bfd is not None:
+            profiles = self.config.bfd_profiles if self.config else {}
+            for info in sorted(bfd.sessions().values(), key=lambda i: i.peer):
+                p = profiles.get(info.profile)
+                timers = (p.receive_interval_ms, p.transmit_interval_ms, p.detect_multiplier) if p else (0, 0, 0)
+                peers.append(bfd_entry(dataclasses.asdict(info), timers, now))
+        doc["bfd"] = {"peers": peers}
+        if self.membership is not None:
+            doc["membership"] = {"enabled": True, "self": self.node, "members": sorted(self.membership.members()),
+                                 "states": dict(sorted(self.membership.states().items()))}
+        else:
+            doc["membership"] = {"enabled": False, "self": self.node, "members": [], "states": {}}
+        vips = []
+        if self.dp is not None:
+            names = {i: n for n, i in local_interfaces().items()}
+            doc["xdp"] = {"enabled": True, "programId": self.dp.prog_id, "adopted": self.dp.adopted,
+                          "requestedMode": self.dp.xdp_mode, "pinDir": self.dp.bpffs_dir,
+                          "interfaces": [{"name": names.get(i, str(i)), "ifindex": i, "mode": m}
+                                         for i, m in sorted(self.dp.attached.items())],
+                          "liveness": liveness_gate(*self.dp.liveness())}
+            flags = {(ip, ifx): f for ip, ifx, f in self.dp.announced()}
+            owners = dict(self.l2.announced)
+            for (ip, ifx), c in sorted(self.dp.counters().items()):
+                ifname = names.get(ifx, str(ifx))
+                vips.append({"ip": ip, "interface": ifname, "service": owners.get((ip, ifname)),
+                             "flags": vip_flags(flags.get((ip, ifx), 0)), "counters": c})
+        else:
+            doc["xdp"] = {"enabled": False}
+        doc["vips"] = vips
+        doc["services"] = [{"service": k, "protocol": p, "announced": o.announced, "reason": o.reason,
+                            "detail": o.detail, "ips": list(self._svc_info.get(k, (None, ()))[1])}
+                           for (k, p), o in sorted(self.reasons.current.items())]
+        return doc
 
     # ---- metrics source ----------------------------------------------------------------------
     def xdp_counters(self) -> tuple[dict, dict]:

@@ -48,7 +48,10 @@ from .garp import GratuitousSender
 @click.option("--log-level", default="info", show_default=True)
 def xdp(ifaces, vips, misdirect, xdp_mode, bpffs_dir, detach_on_exit, liveness_max_age_ms, heartbeat_ms,
         garp, stats_interval_s, pass_only, bpf_cflags, log_level):
-    """Run the metalxdp XDP dataplane on its own."""
+    """Run the metalxdp XDP dataplane on its own, in the current network namespace: load (or
+    adopt the pinned) program, announce the --vip addresses on every --iface, refresh the
+    liveness heartbeat, log JSON lines until SIGTERM. For tests, benchmarks and debugging;
+    the agent does all this itself. `python -m agent.xdp_cli` is the same command."""
     setup(log_level)
     log = get_logger("agent")
     if pass_only:

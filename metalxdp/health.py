@@ -12,10 +12,14 @@ with the informers never synced or the reconcile loop wedged. A kubelet now sees
   listed and a first reconcile pass ran; for the controller, its informers listed), else 503 and
   why. A DaemonSet rollout waits for it before the next node (``maxUnavailable``).
 
+* ``/status`` (when the process gives a ``status`` callable): a JSON document of what it is
+  doing, for ``metalxdp agent status`` (``agent.status_report`` describes the agent's).
+
 Checks are callables returning ``(ok, reason)``; they are called per request and must be cheap.
 """
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -49,11 +53,13 @@ def _always() -> tuple[bool, str]:
 
 
 class MonitoringServer:
-    """``MonitoringServer(port, host, registry, live=..., ready=...).start()``; ``.port`` is the
-    bound port (pass 0 for a free one), ``.stop()`` closes it."""
+    """``MonitoringServer(port, host, registry, live=..., ready=..., status=...).start()``;
+    ``.port`` is the bound port (pass 0 for a free one), ``.stop()`` closes it."""
 
-    def __init__(self, port: int, host: str, registry, live: Check = _always, ready: Check = _always):
+    def __init__(self, port: int, host: str, registry, live: Check = _always, ready: Check = _always,
+                 status: "Callable[[], dict] | None" = None):
         checks = {"/healthz": live, "/readyz": ready}
+        paths = "/metrics, /healthz, /readyz" + (", /status" if status else "")
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's name
@@ -61,9 +67,16 @@ class MonitoringServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                     return
+                if path == "/status" and status is not None:
+                    try:
+                        body, code = json.dumps(status(), default=str).encode(), 200
+                    except Exception as e:  # noqa: BLE001 - say why instead of dropping the connection
+                        body, code = json.dumps({"error": f"{type(e).__name__}: {e}"}).encode(), 500
+                    self._send(code, body, "application/json")
+                    return
                 check = checks.get(path)
                 if check is None:
-                    self._send(404, f"no such path {path}; GET /metrics, /healthz, /readyz\n".encode())
+                    self._send(404, f"no such path {path}; GET {paths}\n".encode())
                     return
                 try:
                     ok, why = check()

@@ -111,6 +111,7 @@ class BGPSpeaker:
         self._lock = threading.Lock()          # guards the two snapshots below only
         self._states_snapshot: dict[str, bool] = {}
         self._announced_snapshot: dict[str, frozenset[Route]] = {}
+        self._sessions_snapshot: list[dict] = []
 
         # --- worker-owned state ---
         self._want_peers: dict[str, BGPPeer] = {}
@@ -131,6 +132,7 @@ class BGPSpeaker:
         self._conn: Optional[socket.socket] = None
         self._pending: collections.deque = collections.deque()  # (peer, kind, route) per command
         self._states: dict[str, bool] = {}
+        self._up_since: dict[str, float] = {}   # peer -> time.time() the session came up
         self._down_since: dict[str, float] = {}
         self._reported: set[str] = set()
         self._resync_at: Optional[float] = None
@@ -178,6 +180,14 @@ class BGPSpeaker:
         the next start while backing off."""
         with self._lock:
             return dict(self._health_snapshot)
+
+    def sessions(self) -> list[dict]:
+        """Every configured session as ``agent status`` shows it (FRR's ``show bgp summary``
+        columns): peer, address, myASN, peerASN, state ("Established", "Idle (Admin)" while BFD
+        holds it down, else "Active"), upSince (time.time(), None when not up), prefixesSent
+        (prefixes announced and acknowledged or in flight)."""
+        with self._lock:
+            return [dict(s) for s in self._sessions_snapshot]
 
     def announced(self) -> dict[str, frozenset[Route]]:
         """Peer name -> routes handed to ExaBGP and acknowledged or in flight (for tests)."""
@@ -243,6 +253,7 @@ class BGPSpeaker:
         if kind == "peers":
             self._want_peers = item[1]
             self._apply_peers()
+            self._publish()
         elif kind == "set":
             self._desired, self._owners = item[1], item[2]
             self._sync()
@@ -258,6 +269,7 @@ class BGPSpeaker:
                 self.log.info("BGP session administratively up again (BFD)", event="peerAdded",
                               peer=name)
                 self._apply_peers()
+            self._publish()
         elif kind == "conn":
             if self._conn is not None:
                 self._conn.close()
@@ -557,6 +569,7 @@ class BGPSpeaker:
     def _session_up(self, name: str) -> None:
         if not self._states.get(name):
             self._states[name] = True
+            self._up_since[name] = time.time()
             self._reported.discard(name)
             peer = self._loaded_peers[name]
             self.metrics.set_session(str(peer.peer_address), True)
@@ -570,6 +583,7 @@ class BGPSpeaker:
             self._down_since[name] = time.monotonic()
         if name in self._states:
             self._states[name] = False
+        self._up_since.pop(name, None)
         peer = self._loaded_peers.get(name)
         if peer is not None:
             self.metrics.set_session(str(peer.peer_address), False)
@@ -621,6 +635,13 @@ class BGPSpeaker:
             self._states_snapshot = {n: bool(self._states.get(n)) for n in self._loaded_peers}
             self._announced_snapshot = {n: frozenset(self._announced.get(n, {}).values())
                                         for n in self._loaded_peers}
+            self._sessions_snapshot = [
+                {"peer": n, "address": str(p.peer_address), "myASN": p.my_asn, "peerASN": p.peer_asn,
+                 "state": "Established" if self._states.get(n)
+                 else "Idle (Admin)" if n in self._admin_down else "Active",
+                 "upSince": self._up_since.get(n) if self._states.get(n) else None,
+                 "prefixesSent": len(self._announced.get(n, {}))}
+                for n, p in sorted(self._want_peers.items())]
 
 
 def _net_key(n: IPNetwork) -> tuple:

@@ -111,8 +111,8 @@ def test_cli_in_a_namespace_logs_json_events(topology, tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    assert '"event": "memberJoined"' in outs[0] and '"member": "node2"' in outs[0], outs[0]
-    assert '"event": "memberJoined"' in outs[1] and '"member": "node1"' in outs[1], outs[1]
+    assert '"event":"memberJoined"' in outs[0] and '"member":"node2"' in outs[0], outs[0]
+    assert '"event":"memberJoined"' in outs[1] and '"member":"node1"' in outs[1], outs[1]
 
 
 def test_parse_peer():
