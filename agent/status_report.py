@@ -101,7 +101,7 @@ def bfd_entry(info: Mapping[str, Any], local_timers: tuple[int, int, int], now: 
 
 # ---- text ------------------------------------------------------------------------------------
 
-def _table(headers: list[str], rows: Iterable[list[Any]]) -> list[str]:
+def text_table(headers: list[str], rows: Iterable[list[Any]]) -> list[str]:
     rows = [[("" if c is None else str(c)) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
@@ -120,7 +120,7 @@ def format_agent_status(doc: Mapping[str, Any], now: Optional[float] = None) -> 
     out += ["", "BGP sessions (show bgp summary):"]
     sessions = (doc.get("bgp") or {}).get("sessions") or []
     if sessions:
-        out += ["  " + line for line in _table(
+        out += ["  " + line for line in text_table(
             ["Peer", "Neighbor", "V", "AS", "LocalAS", "Up/Down", "State/PfxSnt"],
             [[s["peer"], s["address"], 4, s["peerASN"], s["myASN"],
               frr_uptime(now - s["upSince"] if s.get("upSince") else None),
@@ -175,7 +175,7 @@ def format_agent_status(doc: Mapping[str, Any], now: Optional[float] = None) -> 
     vips = doc.get("vips") or []
     if vips:
         keys = sorted({k for v in vips for k in (v.get("counters") or {})})
-        out += ["  " + line for line in _table(
+        out += ["  " + line for line in text_table(
             ["VIP", "Interface", "Service", "Flags", *keys],
             [[v["ip"], v["interface"], v.get("service") or "-", ",".join(v.get("flags") or []) or "-",
               *((v.get("counters") or {}).get(k, 0) for k in keys)] for v in vips])]
@@ -185,7 +185,7 @@ def format_agent_status(doc: Mapping[str, Any], now: Optional[float] = None) -> 
     out += ["", "Services:"]
     svcs = doc.get("services") or []
     if svcs:
-        out += ["  " + line for line in _table(
+        out += ["  " + line for line in text_table(
             ["Service", "Protocol", "Announced", "Reason", "Detail"],
             [[s["service"], s["protocol"], "yes" if s["announced"] else "no", s.get("reason") or "-",
               s.get("detail") or ""] for s in svcs])]

@@ -2,7 +2,8 @@
 
 Subcommands live next to what they drive and are attached here, so ``metalxdp --help`` lists
 everything: ``lab`` (network-namespace lab), ``demo``, ``config`` (validate/convert offline),
-``controller``, ``agent``, ``operator``.
+``controller``, ``agent``, ``operator``, ``status`` (the cluster-wide view) and
+``support-bundle`` (everything a bug report needs, secrets redacted).
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ _SUBCOMMANDS = [
     ("controller.main", "controller"),
     ("agent.main", "agent"),
     ("controller.operator", "operator"),
+    ("metalxdp.status_cli", "status"),
+    ("metalxdp.bundle", "support_bundle"),
     ("metalxdp.lab.vagrant_render", "vagrant_render"),
 ]
 
