@@ -236,7 +236,8 @@ class Controller:
             self.writer.update(key, tuple(ips), alloc.pool_name, annotate=need_annotation, status=need_status)
         if set(alloc.ips) != set(had):
             self._pools_dirty = True
-            self.writer.event(svc, "Normal", "IPAllocated", f"Assigned IP {ips}")
+            # MetalLB's message: Go's %q of the []string, e.g. Assigned IP ["192.0.2.200" "2001:db8::1"]
+            self.writer.event(svc, "Normal", "IPAllocated", "Assigned IP [" + " ".join(f'"{i}"' for i in ips) + "]")
             log.info("IP address assigned by controller", event="ipAllocated", service=key, ip=ips,
                      pool=alloc.pool_name)
 

@@ -79,6 +79,10 @@ def test_a_service_announced_nowhere_shows_the_reason_in_status_and_in_the_agent
     assert any(line.split()[:3] == ["default/orphan", ip, "orphan"] for line in text.splitlines()), text
     assert "Not announced anywhere:\n" in text
     assert "  default/orphan: noMatchingAdvertisement: " in text
+    # the seeds' troubleshooting grep, verbatim, on the controller's log (seed 000, 001)
+    seed = f'"event":"ipAllocated","ip":"{ip}","msg":"IP address assigned by controller'
+    r = subprocess.run(["grep", "-F", seed, str(lab.dir / "logs" / "controller.log")], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("\n") == 1, (seed, r.stdout)
     for n in NODES:
         assert f"    {n} (layer2): noMatchingAdvertisement: " in text
         # the agent's log: one compact JSON line with the reason (MetalLB's field shapes)
