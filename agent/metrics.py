@@ -25,10 +25,38 @@ class AgentMetrics:
         self.config_stale = Gauge("metallb_k8s_client_config_stale_bool",
                                   "1 if running on a stale configuration, because the latest config failed to load.",
                                   registry=registry)
+        # MetalLB's meaning (internal/k8s/controllers): one per Kubernetes object update (a watch
+        # event) the agent has processed, and one error per update whose processing failed
         self.updates_total = Counter("metallb_k8s_client_updates_total",
                                      "Number of k8s object updates that have been processed.", registry=registry)
+        self.update_errors_total = Counter("metallb_k8s_client_update_errors_total",
+                                           "Number of k8s object updates that failed for some reason.",
+                                           registry=registry)
+        # metalxdp's own: MetalLB has no failover count. A VIP this node starts (gained) or stops
+        # (lost) announcing; in layer2 a gain on one node with a loss on another is a failover
+        self.announcement_changes = Counter("metalxdp_speaker_announcement_changes",
+                                            "Times this node started (change=gained) or stopped "
+                                            "(change=lost) announcing an IP, by protocol",
+                                            ["protocol", "ip", "change"], registry=registry)
         self.members = Gauge("metalxdp_membership_members", "Agents this node sees alive (itself included)",
                              registry=registry)
+
+
+def announcement_changes(before: "set[tuple[str, str]]", after: "set[tuple[str, str]]"
+                         ) -> list[tuple[str, str, str]]:
+    """(protocol, ip) pairs announced before and after a pass -> the (protocol, ip, change)
+    label sets to count, change being "gained" or "lost" (pure). An IP shared by several
+    Services (allow-shared-ip) is one pair: it changes once."""
+    return sorted([(p, ip, "gained") for p, ip in after - before] +
+                  [(p, ip, "lost") for p, ip in before - after])
+
+
+def processed_updates(pending: int, failed: bool) -> tuple[int, int]:
+    """How one agent reconcile pass counts into metallb_k8s_client_updates_total and
+    ..._update_errors_total (pure): the pass processed the ``pending`` watch events that arrived
+    since the previous one (the agent coalesces them); when it failed, each of them failed, and a
+    failed pass counts as at least one error (a periodic pass without events can fail too)."""
+    return pending, (max(pending, 1) if failed else 0)
 
 
 class XDPCollector:

@@ -39,7 +39,7 @@ from . import election
 from .bgp import advertise as bgpadv
 from .bgp.announcer import BGPAnnouncer
 from .l2 import L2Announcer, local_interfaces
-from .metrics import AgentMetrics
+from .metrics import AgentMetrics, announcement_changes, processed_updates
 from .nodeview import node_internal_ips, node_view_from_k8s
 from . import reasons
 from .status_objects import StatusObjects
@@ -89,7 +89,13 @@ class Agent:
         self._event_throttle = reasons.EventThrottle()         # reason Events: deduplicated, rate-limited
         self._svc_info: dict[str, tuple] = {}                  # key -> (Service, ips, pool), last pass
         self.bgp_services: set[str] = set()                    # services announced to >= 1 BGP peer
-        poke = lambda typ, obj: self._wake.set()  # noqa: E731
+        self._pending_updates = 0                              # watch events since the last pass
+        self._pending_lock = threading.Lock()
+
+        def poke(_typ: str, _obj: dict) -> None:
+            with self._pending_lock:
+                self._pending_updates += 1
+            self._wake.set()
         self.services = Informer(api, "/api/v1/services", poke)
         self.nodes = Informer(api, "/api/v1/nodes", poke)
         self.slices = Informer(api, "/apis/discovery.k8s.io/v1/endpointslices", poke)
@@ -209,11 +215,26 @@ class Agent:
             self._wake.clear()
             time.sleep(0.01)      # coalesce bursts of events
             self._wake.clear()
-            try:
-                self.reconcile()
-            except Exception:  # noqa: BLE001 - one bad object must not stop the agent
-                log.error("reconcile failed", exc_info=True)
+            self.reconcile_counted()
             self._last_pass = time.monotonic()
+
+    def reconcile_counted(self) -> None:
+        """One reconcile pass, counted into metallb_k8s_client_updates_total /
+        ..._update_errors_total (agent.metrics.processed_updates)."""
+        with self._pending_lock:
+            pending, self._pending_updates = self._pending_updates, 0
+        failed = False
+        try:
+            self.reconcile()
+        except Exception:  # noqa: BLE001 - one bad object must not stop the agent
+            failed = True
+            log.error("reconcile failed", exc_info=True)
+        if self.metrics:
+            updates, errors = processed_updates(pending, failed)
+            if updates:
+                self.metrics.updates_total.inc(updates)
+            if errors:
+                self.metrics.update_errors_total.inc(errors)
 
     def _load_config(self) -> Optional[Config]:
         resources = [o for inf in self.config_informers for o in inf.items()]
@@ -329,6 +350,9 @@ class Agent:
         if not self.metrics:
             return
         cur = {(svc, protocol, self.node, ip) for svc, ip in current}
+        for change in announcement_changes({(m[1], m[3]) for m in self._announced_metric if m[1] == protocol},
+                                           {(m[1], m[3]) for m in cur}):
+            self.metrics.announcement_changes.labels(*change).inc()
         for gone in {m for m in self._announced_metric if m[1] == protocol} - cur:
             try:
                 self.metrics.announced.remove(*gone)

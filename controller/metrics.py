@@ -20,6 +20,8 @@ class ControllerMetrics:
         self.ipv6_addresses_in_use_total = g("metallb_allocator_ipv6_addresses_in_use_total", "Number of IPv6 addresses in use, per pool")
         # registered by MetalLB but never set there; set here (services holding an IP of the pool)
         self.services_allocated_total = g("metallb_allocator_services_allocated_total", "Number of services allocated, per pool")
+        # MetalLB's meaning: one per processed work-queue key (a Service or the configuration,
+        # Controller.process); errors: its handling raised, or writing its result back failed
         self.updates_total = Counter("metallb_k8s_client_updates_total",
                                      "Number of k8s object updates that have been processed.", registry=registry)
         self.update_errors_total = Counter("metallb_k8s_client_update_errors_total",

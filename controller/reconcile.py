@@ -313,18 +313,28 @@ class Controller:
         while not self._stop.is_set():
             key = self.queue.get(timeout=0.5)
             if key is not None and self.leading.is_set():
-                try:
-                    if key == CONFIG_KEY:
-                        self._reload_config()
-                    elif self._learned:
-                        self.sync_service(key)
-                except Exception:  # noqa: BLE001 - one bad object must not stop the loop
-                    log.error("reconcile failed", exc_info=True, key=key)
+                self.process(key)
             if self._pools_dirty and (len(self.queue) == 0 or time.monotonic() - last_pool_write > 1):
                 self._pools_dirty = False
                 last_pool_write = time.monotonic()
                 self.writer.keyed("\0poolstatus", self._write_pool_status)
             self._last_pass = time.monotonic()
+
+    def process(self, key: str) -> None:
+        """Handle one queued key (a Service, or the configuration), counted as MetalLB's
+        controllers count it: every processed key into metallb_k8s_client_updates_total, every
+        one whose handling failed into ..._update_errors_total as well."""
+        if self.metrics:
+            self.metrics.updates_total.inc()
+        try:
+            if key == CONFIG_KEY:
+                self._reload_config()
+            elif self._learned:
+                self.sync_service(key)
+        except Exception:  # noqa: BLE001 - one bad object must not stop the loop
+            if self.metrics:
+                self.metrics.update_errors_total.inc()
+            log.error("reconcile failed", exc_info=True, key=key)
 
     def start_leading(self) -> None:
         """Called when this replica becomes leader: forget everything, list Services afresh (the

@@ -99,13 +99,11 @@ class ServiceWriter:
                         name, ns, {**meta, "status": {"loadBalancer": {"ingress": ingress_for(ips) or None}}})
                 elif annotate:
                     self.core.patch_namespaced_service(name, ns, meta)
-                if self.metrics:
-                    self.metrics.updates_total.inc()
                 return
             except ApiException as e:
                 if e.status == 404:
                     return      # deleted meanwhile: nothing to write
-                if self.metrics:
+                if self.metrics:   # the update being written back failed (MetalLB: SyncStateError)
                     self.metrics.update_errors_total.inc()
                 log.warning("service status update failed; retrying", service=key, status=e.status,
                             attempt=attempt + 1)

@@ -208,7 +208,8 @@ class Lab:
         logs = self.dir / "logs"
         py = sys.executable
         ctl = start("controller", [py, "-m", "metalxdp.cli", "controller", "--kubeconfig", kc,
-                                   "--namespace", NAMESPACE, "--metrics-port", "0", "--lease-duration", "5",
+                                   "--namespace", NAMESPACE, "--metrics-port", str(spec.controller_metrics_port),
+                                   "--metrics-host", "127.0.0.1", "--lease-duration", "5",
                                    *self._webhook_args(spec)], logs)
         state["pids"]["controller"] = ctl.pid
         self._save(state)

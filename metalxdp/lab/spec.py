@@ -34,6 +34,9 @@ class LabSpec:
     # the controller serves its validating webhook (the lab waits for it before applying the
     # resources, so they are validated); False starts it with --webhook-mode disabled
     webhook: bool = True
+    # the controller's monitoring port (/metrics, /healthz, /readyz) on 127.0.0.1; 0: none (the
+    # labs' default: several labs side by side would fight over a fixed one)
+    controller_metrics_port: int = 0
 
     def _addr(self, lan: str, host: int) -> str:
         net = ipaddress.ip_network(lan)

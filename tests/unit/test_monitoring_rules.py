@@ -46,7 +46,7 @@ def test_component_builds_alone_and_as_a_component(tmp_path):
     real kubectl's kustomize)."""
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl not found (make setup puts the pinned one in /var/cache/metalxdp/bin)"
-    kinds = {"Service", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    kinds = {"Service", "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
     alone = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy" / "monitoring")],
                            capture_output=True, text=True, timeout=60)
     assert alone.returncode == 0, alone.stderr
