@@ -37,7 +37,8 @@ DEFAULT_STATUS_ENDPOINT = "http://127.0.0.1:7472"
               "(default: keep answering so a restart is hitless).")
 @click.option("--liveness-max-age-ms", default=400, show_default=True, type=int,
               help="Split-brain guard: XDP stops answering this long after the agent stops refreshing it (0: off).")
-@click.option("--ml-bind-port", default=7946, show_default=True, type=int, help="Membership (gossip) UDP port.")
+@click.option("--ml-bind-port", default=7946, show_default=True, type=int,
+              help="Membership (gossip) port: UDP for the protocol, TCP for the fallback probes (as memberlist).")
 @click.option("--ml-secret-name", default="memberlist", show_default=True,
               help="Secret (key 'secretkey') whose value authenticates membership packets.")
 @click.option("--ignore-exclude-lb", is_flag=True,

@@ -10,10 +10,14 @@ socket, ``bench/membership_sim.py`` with a simulated network in virtual time. Sa
     m.members(now)  -> frozenset of alive names (incl. suspects and self); m.version bumps on change
     m.drain_events() -> [("joined", "node2"), ("left", "node3"), ...]
 
-Protocol (SWIM, Das et al. 2002, as hashicorp/memberlist does it, with UDP only):
+Protocol (SWIM, Das et al. 2002, as hashicorp/memberlist does it):
 - every ``probe_interval`` a node PINGs ONE member, round-robin over a shuffled list; no ACK
   within ``probe_timeout`` -> PING-REQ to ``indirect_checks`` other members, who ping the target
-  for it (a single lost packet or one bad path does not make a node suspect);
+  for it (a single lost packet or one bad path does not make a node suspect), and, as
+  memberlist's TCP fallback probe, the same PING once more over a stream (``drain_stream``:
+  the transport sends those over TCP and feeds the answers back). A network that drops the
+  gossip port's UDP but not its TCP (a firewall rule, a security group) so does not split the
+  cluster into two announcers per VIP;
 - still no ACK at the end of the interval -> the target is *suspect*; a suspect that hears of
   it refutes with a higher incarnation; unrefuted after ``suspicion_mult * max(1, log10(n)) *
   probe_interval`` it is *dead* (``member_left``). Death is always decided locally: a DEAD
@@ -94,6 +98,7 @@ class MembershipConfig:
     max_packet: int = 1400         # bytes: stays under a 1500 MTU with IP/UDP headers
     join_fanout: int = 3           # seeds contacted at once when we know nobody
     rejoin_interval: float = 0.5   # ping one dead member / unanswered seed this often
+    stream_fallback: bool = True   # memberlist's TCP fallback probe (see drain_stream)
     sync_interval: float = 10.0    # full-state exchange with one random member (scaled up
     #                                beyond 32 members, see sync_interval_for)
     dead_retention: float = 300.0  # forget dead members after this (seeds are kept)
@@ -310,6 +315,7 @@ class Membership:
         # there, sent ones move to the back), so picking them is O(k), not a sort per packet
         self._queue: OrderedDict[str, _Update] = OrderedDict()
         self._events: list[tuple[str, str]] = []
+        self._stream: list[Outgoing] = []
         self._next_probe = self._next_gossip = self._next_rejoin = None  # type: Optional[float]
         self._next_sync: Optional[float] = None
         self._joined_seeds = False
@@ -317,7 +323,7 @@ class Membership:
         self.version = 0
         self.stats: dict[str, int] = {k: 0 for k in (
             "tx", "rx", "rx_bad_auth", "rx_malformed", "rx_replayed", "rx_self", "suspected",
-            "declared_dead", "refuted")}
+            "declared_dead", "refuted", "stream_probes")}
 
     # ---- queries --------------------------------------------------------------------------
     def members(self, now: Optional[float] = None) -> frozenset[str]:
@@ -345,6 +351,14 @@ class Membership:
     def drain_events(self) -> list[tuple[str, str]]:
         ev, self._events = self._events, []
         return ev
+
+    def drain_stream(self) -> list[Outgoing]:
+        """Packets to send over a stream (TCP) instead of a datagram: the fallback probes. The
+        transport delivers each on its own connection and passes what comes back on it to
+        ``receive`` (the target answers the PING there: ``receive`` addresses the ACK to the
+        connection's source)."""
+        out, self._stream = self._stream, []
+        return out
 
     def next_deadline(self) -> float:
         """The latest time ``tick`` must run next (earlier is harmless)."""
@@ -620,6 +634,9 @@ class Membership:
                     body = (_U32.pack(pr.probe_id) + _pack_name(pr.target)
                             + _pack_ip(target.addr[0]) + struct.pack("!H", target.addr[1]))
                     out.append((h.addr, self._encode(PING_REQ, body, h.name)))
+                if cfg.stream_fallback:
+                    self.stats["stream_probes"] += 1
+                    self._stream.append(self._ping(target.addr, pr.probe_id, pr.target))
             if now >= pr.sent + cfg.probe_interval:
                 if not pr.acked:
                     self._suspect(now, pr.target)

@@ -1,9 +1,11 @@
-"""The UDP transport for agent.membership: a socket, a thread that drives the pure state machine
-with real time, and a small CLI to run one member by hand or from a test.
+"""The transport for agent.membership: a UDP socket for the protocol, a TCP listener on the same
+port for the fallback probes (memberlist's "TCP ping"), a thread that drives the pure state
+machine with real time, and a small CLI to run one member by hand or from a test.
 
     sock = open_socket("192.0.2.11", 7946)               # binds in the current netns
+    stream = open_stream_socket("192.0.2.11", 7946)       # optional: TCP fallback probes
     runner = MembershipRunner(Membership("node1", ("192.0.2.11", 7946), derive_key(secret),
-                                         seeds=[("192.0.2.12", 7946)]), sock,
+                                         seeds=[("192.0.2.12", 7946)]), sock, stream_sock=stream,
                               on_join=..., on_leave=...).start()
     runner.members()   # thread-safe snapshot; runner.version bumps on every change
     runner.stop()      # says goodbye (graceful leave), joins the thread, closes the socket
@@ -11,7 +13,13 @@ with real time, and a small CLI to run one member by hand or from a test.
 The callbacks run on the runner's thread: an asyncio agent hands them over with
 ``loop.call_soon_threadsafe``. The agent runs inside its node's network namespace, so the
 socket simply binds there; ``open_socket(..., netns=...)`` exists for tests that run several
-members in one process (a socket belongs to the namespace of the thread that created it).
+members in one process (a socket belongs to the namespace of the thread that created it;
+the runner then needs ``netns=`` too, for the TCP connections it opens).
+
+The stream framing is a 2-byte big-endian length, then one packet (authenticated like every
+other). A connection carries one PING and its ACK and is closed; the listener serves at most
+``MAX_STREAMS`` connections at once, each for at most ``STREAM_TIMEOUT``, and never trusts what
+it reads beyond what ``Membership.receive`` verifies.
 
 CLI (JSON log lines on stderr, events ``memberJoined``/``memberLeft``):
     python -m agent.membership_udp --name node1 --bind 192.0.2.11 --peer 192.0.2.12 \
@@ -27,6 +35,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import threading
 import time
 from typing import Callable, Optional
@@ -38,6 +47,9 @@ from metalxdp.log import get_logger
 CLONE_NEWNET = 0x40000000
 MAX_WAIT = 0.05        # the loop wakes at least this often (seconds), e.g. to notice stop()
 MAX_BATCH = 256        # datagrams handled per wake-up before timers get a turn
+MAX_STREAMS = 16       # TCP connections served (and opened) at once; more are refused/skipped
+STREAM_TIMEOUT = 1.0   # seconds a TCP exchange may take, connect included
+_FRAME = struct.Struct("!H")
 
 log = get_logger("membership")
 
@@ -49,34 +61,81 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def open_socket(bind_ip: str, port: int = DEFAULT_PORT, netns: Optional[str] = None) -> socket.socket:
-    """A non-blocking UDP socket bound to ``bind_ip:port``; created inside ``/run/netns/<netns>``
-    when given (this thread enters it just long enough, then returns)."""
-    fam = socket.AF_INET6 if ipaddress.ip_address(bind_ip).version == 6 else socket.AF_INET
-    root = target = None
-    if netns:
-        root = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+def _socket_in(netns: Optional[str], fam: int, kind: int) -> socket.socket:
+    """A new socket created inside ``/run/netns/<netns>`` when given (this thread enters it just
+    long enough, then returns), else in the current namespace."""
+    if not netns:
+        return socket.socket(fam, kind)
+    root = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        if netns:
-            _setns(target)
+        target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
         try:
-            s = socket.socket(fam, socket.SOCK_DGRAM)
+            _setns(target)
             try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((bind_ip, port))
-                s.setblocking(False)
-            except OSError:
-                s.close()
-                raise
-            return s
-        finally:
-            if netns:
+                return socket.socket(fam, kind)
+            finally:
                 _setns(root)
+        finally:
+            os.close(target)
     finally:
-        for fd in (root, target):
-            if fd is not None:
-                os.close(fd)
+        os.close(root)
+
+
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+
+
+def _bound(bind_ip: str, port: int, netns: Optional[str], kind: int) -> socket.socket:
+    s = _socket_in(netns, _family(bind_ip), kind)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((bind_ip, port))
+        if kind == socket.SOCK_STREAM:
+            s.listen(MAX_STREAMS)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def open_socket(bind_ip: str, port: int = DEFAULT_PORT, netns: Optional[str] = None) -> socket.socket:
+    """A non-blocking UDP socket bound to ``bind_ip:port`` (in ``netns`` when given)."""
+    return _bound(bind_ip, port, netns, socket.SOCK_DGRAM)
+
+
+def open_stream_socket(bind_ip: str, port: int = DEFAULT_PORT,
+                       netns: Optional[str] = None) -> socket.socket:
+    """A non-blocking TCP listener on ``bind_ip:port`` for the fallback probes."""
+    return _bound(bind_ip, port, netns, socket.SOCK_STREAM)
+
+
+def _read_exact(conn: socket.socket, n: int, deadline: float) -> Optional[bytes]:
+    buf = b""
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("stream deadline passed")
+        conn.settimeout(left)
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def read_frame(conn: socket.socket, deadline: float) -> Optional[bytes]:
+    """One length-prefixed packet, or None at a clean end of stream; a peer that trickles bytes
+    cannot hold the connection past ``deadline`` (time.monotonic)."""
+    head = _read_exact(conn, _FRAME.size, deadline)
+    if head is None:
+        return None
+    (n,) = _FRAME.unpack(head)
+    return _read_exact(conn, n, deadline)
+
+
+def frame(data: bytes) -> bytes:
+    return _FRAME.pack(len(data)) + data
 
 
 class MembershipRunner:
@@ -85,8 +144,14 @@ class MembershipRunner:
     def __init__(self, membership: Membership, sock: socket.socket,
                  on_join: Optional[Callable[[str], None]] = None,
                  on_leave: Optional[Callable[[str], None]] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 stream_sock: Optional[socket.socket] = None, netns: Optional[str] = None):
+        """stream_sock: the TCP listener (``open_stream_socket``); without it the fallback
+        probes are neither served nor sent. netns: where to open outgoing TCP connections when
+        the runner's thread is not already in the node's namespace (tests)."""
         self.m, self.sock, self.clock = membership, sock, clock
+        self.stream_sock, self.netns = stream_sock, netns
+        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self.on_join, self.on_leave = on_join, on_leave
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,6 +159,7 @@ class MembershipRunner:
         self._members: frozenset[str] = frozenset({membership.name})
         self.version = 0
         self.send_errors = 0
+        self.stream_errors = 0
 
     # ---- thread-safe views ----------------------------------------------------------------
     def members(self) -> frozenset[str]:
@@ -102,7 +168,8 @@ class MembershipRunner:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {**self.m.stats, "send_errors": self.send_errors}
+            return {**self.m.stats, "send_errors": self.send_errors,
+                    "stream_errors": self.stream_errors}
 
     def states(self) -> dict[str, str]:
         with self._lock:
@@ -125,6 +192,8 @@ class MembershipRunner:
                 out = self.m.leave(self.clock())
             self._send(out)
         self.sock.close()
+        if self.stream_sock is not None:
+            self.stream_sock.close()
 
     def __enter__(self) -> "MembershipRunner":
         return self.start()
@@ -139,6 +208,8 @@ class MembershipRunner:
                 self.sock.sendto(data, addr)
             except OSError as e:     # link down, no route, buffer full: UDP is lossy anyway
                 self.send_errors += 1
+                if self._stop.is_set():
+                    return            # a stream worker finishing after stop() closed the socket
                 if e.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN,
                                    errno.ENOBUFS, errno.EPERM, errno.ECONNREFUSED, errno.EINVAL):
                     log.warning("send failed", event="membershipSendFailed", to=addr, error=str(e))
@@ -155,15 +226,18 @@ class MembershipRunner:
     def _step(self) -> None:
         with self._lock:
             wait = self.m.next_deadline() - self.clock()
+        socks = [self.sock] + ([self.stream_sock] if self.stream_sock is not None else [])
         try:
-            readable, _, _ = select.select([self.sock], [], [], min(max(wait, 0.0), MAX_WAIT))
+            readable, _, _ = select.select(socks, [], [], min(max(wait, 0.0), MAX_WAIT))
         except (OSError, ValueError):
             if self._stop.is_set():
                 return
             raise
+        if self.stream_sock is not None and self.stream_sock in readable:
+            self._accept()
         out: list[Outgoing] = []
         with self._lock:
-            if readable:
+            if self.sock in readable:
                 for _ in range(MAX_BATCH):
                     try:
                         data, src = self.sock.recvfrom(65535)
@@ -173,11 +247,15 @@ class MembershipRunner:
                         break     # e.g. ECONNREFUSED reported for an earlier send
                     out += self.m.receive(self.clock(), (src[0], src[1]), data)
             out += self.m.tick(self.clock())
+            stream = self.m.drain_stream()
             events = self.m.drain_events()
             if events:
                 self._members = self.m.members(self.clock())
                 self.version = self.m.version
         self._send(out)
+        if self.stream_sock is not None:
+            for addr, data in stream:
+                self._spawn(self._probe_over_stream, addr, data)
         for kind, name in events:
             if kind == "joined":
                 log.info("member joined", event="memberJoined", node=self.m.name, member=name)
@@ -187,6 +265,64 @@ class MembershipRunner:
                 log.info("member left", event="memberLeft", node=self.m.name, member=name)
                 if self.on_leave:
                     self.on_leave(name)
+
+
+    # ---- the TCP fallback probes --------------------------------------------------------------
+    def _spawn(self, fn, *args) -> None:
+        if not self._streams.acquire(blocking=False):
+            self.stream_errors += 1           # at the limit: skip (a probe) or refuse (a peer)
+            if args and isinstance(args[0], socket.socket):
+                args[0].close()
+            return
+        threading.Thread(target=self._bounded, args=(fn, *args), daemon=True,
+                         name=f"membership-stream-{self.m.name}").start()
+
+    def _bounded(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except (OSError, ValueError):
+            self.stream_errors += 1
+        finally:
+            self._streams.release()
+
+    def _accept(self) -> None:
+        for _ in range(MAX_STREAMS):
+            try:
+                conn, src = self.stream_sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self._spawn(self._serve_stream, conn, (src[0], src[1]))
+
+    def _deliver(self, src: Addr, data: bytes) -> list[Outgoing]:
+        with self._lock:
+            return self.m.receive(self.clock(), src, data)
+
+    def _serve_stream(self, conn: socket.socket, src: Addr) -> None:
+        """A peer's fallback PING: answer on the same connection, send the rest by UDP."""
+        with conn:
+            deadline = time.monotonic() + STREAM_TIMEOUT
+            data = read_frame(conn, deadline)
+            if not data:
+                return
+            out = self._deliver(src, data)
+            back = [d for a, d in out if a == src]
+            self._send([(a, d) for a, d in out if a != src])
+            if back:
+                conn.sendall(b"".join(frame(d) for d in back))
+
+    def _probe_over_stream(self, addr: Addr, data: bytes) -> None:
+        conn = _socket_in(self.netns, _family(addr[0]), socket.SOCK_STREAM)
+        with conn:
+            wait = min(STREAM_TIMEOUT, self.m.cfg.probe_interval)
+            deadline = time.monotonic() + wait
+            conn.settimeout(wait)
+            conn.connect(addr)
+            conn.sendall(frame(data))
+            conn.shutdown(socket.SHUT_WR)
+            while (reply := read_frame(conn, deadline)) is not None:
+                self._send(self._deliver(addr, reply))
 
 
 # ---- CLI ---------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ class Agent:
 
     def _start_membership(self) -> None:
         from .membership import Membership, MembershipConfig, derive_key
-        from .membership_udp import MembershipRunner, open_socket
+        from .membership_udp import MembershipRunner, open_socket, open_stream_socket
         secret = self.secrets.get(f"{self.s.namespace}/{self.s.ml_secret_name}")
         key = ((secret or {}).get("data") or {}).get("secretkey")
         mine = [a for a in self._my_addresses() if ":" not in a]
@@ -176,9 +176,17 @@ class Agent:
                 seeds += [(a, self.s.ml_port) for a in node_internal_ips(n) if ":" not in a][:1]
         m = Membership(self.node, (mine[0], self.s.ml_port), derive_key(base64.b64decode(key)),
                        seeds=seeds, config=MembershipConfig(), epoch=time.time_ns() // 1_000_000)
+        try:
+            stream = open_stream_socket(mine[0], self.s.ml_port)
+        except OSError as e:          # e.g. the port taken by a MetalLB speaker over TCP
+            log.warning("membership TCP fallback probes disabled: cannot listen",
+                        event="membershipStreamDisabled", bind=mine[0], port=self.s.ml_port,
+                        error=str(e))
+            stream = None
         self.membership = MembershipRunner(m, open_socket(mine[0], self.s.ml_port),
                                            on_join=lambda n: self._wake.set(),
-                                           on_leave=lambda n: self._wake.set()).start()
+                                           on_leave=lambda n: self._wake.set(),
+                                           stream_sock=stream).start()
         log.info("membership started", event="membershipStarted", bind=mine[0], seeds=len(seeds))
 
     def stop(self, planned: bool = True) -> None:

@@ -551,6 +551,41 @@ def test_planned_move_hands_off_while_stale_clients_still_send(lab):
             kubectl(kc, "label", "node", old, f"{EXCLUDE_LB}-", check=False)
 
 
+# ---- membership partition (issue 19) -------------------------------------------------------------
+GOSSIP_UDP_DROP = """table inet mxpart {
+ chain in { type filter hook input priority 0; udp dport 7946 drop; }
+ chain out { type filter hook output priority 0; udp dport 7946 drop; }
+}
+"""
+
+
+def test_gossip_udp_dropped_at_one_node_still_one_announcer_per_vip(lab):
+    """The gossip port's UDP is dropped at node3 (both ways), the data path and TCP intact. Past
+    the liveness window every VIP is still answered by exactly one node, the agents still see
+    each other (the TCP fallback probe), and when healed nothing moves. Without the fallback
+    (MembershipConfig.stream_fallback=False) node3 elects alone and every VIP gets two
+    announcers: this test fails then (checked by hand)."""
+    node3 = lab.host("node3")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(backends(lab, "part", *NODES))
+        ips = [stack.enter_context(service(lab, f"part{i}", selector={"app": "part"}))[0]
+               for i in range(3)]
+        owners = {ip: wait_announcer(lab, ip) for ip in ips}
+        left_before = {n: len(lt.agent_log_events(lab, n, "memberLeft")) for n in NODES}
+        node3.run(["nft", "-f", "-"], input=GOSSIP_UDP_DROP)
+        try:
+            time.sleep(5.0)   # > 10x the membership's dead-node time, > the 400 ms liveness window
+            for ip in ips:
+                assert lt.announcing_nodes(lab, ip, count=3) == {owners[ip]}, ip
+                assert lt.curl(lab, ip), ip
+            assert {n: len(lt.agent_log_events(lab, n, "memberLeft")) for n in NODES} == left_before
+        finally:
+            node3.run(["nft", "delete", "table", "inet", "mxpart"], check=False)
+        time.sleep(2.0)
+        for ip in ips:
+            assert lt.announcing_nodes(lab, ip, count=3) == {owners[ip]}, ip
+
+
 # ---- probes ------------------------------------------------------------------------------------
 def test_probes_on_the_monitoring_port(lab):
     """What the DaemonSet's probes ask each running agent (metalxdp.health): ready and alive,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.membership import Membership, MembershipConfig, derive_key
-from agent.membership_udp import MembershipRunner, open_socket, parse_peer
+from agent.membership_udp import MembershipRunner, open_socket, open_stream_socket, parse_peer
 
 KEY = derive_key(b"c2VjcmV0a2V5LWZvci10ZXN0cw==")
 PORT = 7946
@@ -45,7 +45,9 @@ def cluster(topology):
             m = Membership(n, (ip, PORT), KEY, seeds=seeds, config=MembershipConfig(),
                            epoch=time.time_ns() // 1_000_000)
             runners[n] = MembershipRunner(m, open_socket(ip, PORT, netns=hosts[n].netns),
-                                          on_leave=lambda who, n=n: left.append((n, who))).start()
+                                          on_leave=lambda who, n=n: left.append((n, who)),
+                                          stream_sock=open_stream_socket(ip, PORT, netns=hosts[n].netns),
+                                          netns=hosts[n].netns).start()
         runners["left"] = left
         yield topology, hosts, runners
     finally:
@@ -74,6 +76,76 @@ def test_members_see_each_other_cut_and_rejoin(cluster):
     assert not {("node1", "node2"), ("node2", "node1")} & set(runners["left"])
     assert all(runners[n].members() == ALL3 for n in NODES)
     assert runners["node1"].stats()["rx_bad_auth"] == 0
+
+
+def drop_gossip_udp(host, on: bool) -> None:
+    """nftables in the host's namespace: drop the gossip port's UDP both ways (TCP passes)."""
+    if on:
+        host.run(["nft", "-f", "-"], input=(
+            "table inet mxpart {\n"
+            f" chain in {{ type filter hook input priority 0; udp dport {PORT} drop; }}\n"
+            f" chain out {{ type filter hook output priority 0; udp dport {PORT} drop; }}\n"
+            "}\n"))
+    else:
+        host.run(["nft", "delete", "table", "inet", "mxpart"])
+
+
+def test_udp_of_the_gossip_port_dropped_the_tcp_fallback_keeps_the_view_whole(cluster):
+    """Issue 19's membership partition: node3's gossip UDP is dropped both ways, the data path
+    and TCP are intact. The TCP fallback probe (memberlist's) keeps every node seeing all
+    three; without it node3 would end alone and the L2 election would run in two halves
+    (tests/unit/test_membership.py shows that split with the fallback off)."""
+    topo, hosts, runners = cluster
+    poll(lambda: all(runners[n].members() == ALL3 for n in NODES), timeout=5)
+    before = {n: runners[n].stats()["stream_probes"] for n in NODES}
+    drop_gossip_udp(hosts["node3"], True)
+    try:
+        time.sleep(5.0)       # >10x the time a silent node takes to be declared dead
+        assert all(runners[n].members() == ALL3 for n in NODES), {n: runners[n].members() for n in NODES}
+        assert not [e for e in runners["left"] if "node3" in e], runners["left"]
+        assert all(runners[n].stats()["stream_probes"] > before[n] for n in NODES)
+    finally:
+        drop_gossip_udp(hosts["node3"], False)
+    time.sleep(1.0)
+    assert all(runners[n].members() == ALL3 for n in NODES)
+
+
+def test_hostile_tcp_connections_are_bounded_and_change_nothing(cluster):
+    """Garbage, a forged-key packet, a huge length then silence, and a trickling peer on the
+    TCP fallback port: each connection is closed within the stream deadline, nothing is
+    accepted, and the members keep seeing each other."""
+    import socket as s_
+    from agent.membership_udp import frame
+    topo, hosts, runners = cluster
+    poll(lambda: all(runners[n].members() == ALL3 for n in NODES), timeout=5)
+    rogue = topo.add_host("rogue", ipv4=["192.0.2.66/24"])
+    forged = Membership("rogue", ("192.0.2.66", PORT), derive_key(b"not-the-secret"), epoch=1)
+    ping = forged._ping(("192.0.2.11", PORT), 1, "node1")[1]
+    payloads = [b"\x00\x05hello", frame(ping), b"\xff\xff", b"\x00"]
+    script = (
+        "import socket, sys, time\n"
+        f"payloads = {payloads!r}\n"
+        "for i, p in enumerate(payloads):\n"
+        "    c = socket.create_connection(('192.0.2.11', 7946), timeout=5)\n"
+        "    t = time.monotonic()\n"
+        "    c.sendall(p)\n"
+        "    if i == 3:\n"
+        "        for _ in range(3):\n"
+        "            time.sleep(0.4)\n"
+        "            try: c.sendall(b'\\x01')\n"
+        "            except OSError: break\n"
+        "    c.settimeout(5)\n"
+        "    try: got = c.recv(100)\n"
+        "    except OSError: got = b'reset'\n"
+        "    print(i, repr(got), round(time.monotonic() - t, 2))\n")
+    out = rogue.run([sys.executable, "-c", script], timeout=60).stdout.splitlines()
+    assert len(out) == 4, out
+    for line in out:
+        i, got, took = line.split(" ", 2)
+        assert got in ("b''", "b'reset'"), line          # no answer to anything here
+        assert float(took) < 3.0, line                     # closed by the deadline (1 s)
+    assert runners["node1"].stats()["rx_bad_auth"] >= 1
+    assert all(runners[n].members() == ALL3 for n in NODES)
 
 
 def test_wrong_key_is_ignored(cluster):

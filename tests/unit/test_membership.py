@@ -20,7 +20,10 @@ CFG = MembershipConfig()   # the lab profile
 
 
 class Net:
-    """Virtual time + packet delivery with latency; ``cut`` silences a node both ways."""
+    """Virtual time + packet delivery with latency; ``cut`` silences a node both ways. The
+    fallback probes (``drain_stream``) are delivered only when ``streams`` is set (a TCP
+    connection: request and answer at once, unaffected by ``drop``, which is for datagrams);
+    otherwise they are discarded, so the other scenarios exercise the UDP protocol alone."""
 
     def __init__(self, latency: float = 0.001, step: float = 0.005):
         self.latency, self.step, self.now = latency, step, 0.0
@@ -28,6 +31,8 @@ class Net:
         self.by_addr: dict[tuple, str] = {}
         self.cut: set[str] = set()
         self.drop = lambda src, dst, data: False     # extra filter for a scenario
+        self.streams = False
+        self.stream_drop = lambda src, dst: False    # a TCP connection that fails
         self.sent: dict[str, int] = {}
         self._q: list = []
         self._n = 0
@@ -62,8 +67,21 @@ class Net:
                 self._send(dst, self.nodes[dst].receive(self.now, self.nodes[src].addr, data))
             for name, m in self.nodes.items():
                 self._send(name, m.tick(self.now))
+                for addr, data in m.drain_stream():
+                    self._stream(name, addr, data)
                 for kind, who in m.drain_events():
                     self.log.append((self.now, name, kind, who))
+
+    def _stream(self, src: str, addr, data: bytes) -> None:
+        dst = self.by_addr.get(addr)
+        if (not self.streams or dst is None or src in self.cut or dst in self.cut
+                or self.stream_drop(src, dst)):
+            return
+        conn = (self.nodes[src].addr[0], 40000)         # the connection's ephemeral source
+        out = self.nodes[dst].receive(self.now, conn, data)
+        self._send(dst, [o for o in out if o[0] != conn])
+        for _, reply in [o for o in out if o[0] == conn]:
+            self._send(src, self.nodes[src].receive(self.now, addr, reply))
 
     def view(self, name: str) -> frozenset[str]:
         return self.nodes[name].members(self.now)
@@ -177,6 +195,62 @@ def test_one_bad_path_does_not_kill_thanks_to_indirect_probes():
     net.run(5.0)
     assert all(net.view(n) == ALL3 for n in ALL3)
     assert not [e for e in net.log if e[2] == "left"]
+
+
+def udp_partition(net: Net, node: str) -> None:
+    """The gossip port's UDP dropped between ``node`` and the rest; TCP still passes."""
+    net.drop = lambda src, dst, data: node in (src, dst)
+    net.streams = True
+
+
+def test_udp_partition_is_bridged_by_the_tcp_fallback_probe():
+    """memberlist's TCP fallback: with UDP between node3 and the others dropped (a firewall
+    rule on the gossip port's UDP only), every node still sees all three, so the L2 election
+    never runs in two halves (two announcers per VIP)."""
+    net = three()
+    net.run(1.0)
+    udp_partition(net, "node3")
+    mark = len(net.log)
+    net.run(10.0)
+    assert all(net.view(n) == ALL3 for n in ALL3)
+    assert [e for e in net.log[mark:] if e[2] == "left"] == []
+    assert all(net.nodes[n].stats["stream_probes"] > 0 for n in ALL3)
+
+
+def test_without_the_fallback_a_udp_partition_splits_the_view():
+    """The same partition with the fallback switched off: node3 ends alone and the others
+    without it, which is the split the fallback exists to prevent."""
+    net = Net()
+    for n in ("node1", "node2", "node3"):
+        net.add(n, cfg=MembershipConfig(stream_fallback=False))
+    net.run(1.0)
+    udp_partition(net, "node3")
+    net.run(5.0)
+    assert net.view("node3") == {"node3"}
+    assert net.view("node1") == net.view("node2") == {"node1", "node2"}
+    assert all(net.nodes[n].stats["stream_probes"] == 0 for n in ALL3)
+
+
+def test_fallback_does_not_keep_a_dead_node_alive():
+    """A node whose TCP fails too (it is really gone) is still declared dead in time."""
+    net = three()
+    net.run(1.0)
+    udp_partition(net, "node3")
+    net.stream_drop = lambda src, dst: "node3" in (src, dst)
+    took = net.until(lambda: "node3" not in net.view("node1") | net.view("node2"), limit=3.0)
+    assert took <= 3 * CFG.probe_interval + CFG.suspicion_timeout(3) + 0.05
+
+
+def test_partition_healed_the_view_stays_whole():
+    net = three()
+    net.run(1.0)
+    udp_partition(net, "node3")
+    net.run(3.0)
+    net.drop = lambda src, dst, data: False
+    mark = len(net.log)
+    net.run(3.0)
+    assert all(net.view(n) == ALL3 for n in ALL3)
+    assert [e for e in net.log[mark:] if e[2] == "left"] == []
 
 
 def test_single_lost_ack_recovers_without_death():
