@@ -204,6 +204,23 @@ class FRRRouter:
                             prefix], capture_output=True, text=True)
         return route_gateways(r.stdout)
 
+    def kill(self) -> None:
+        """SIGKILL every daemon (a router crash: no NOTIFICATION, no route cleanup) and remove
+        what would make the next ``start`` believe they are still up (pid files, zserv socket)."""
+        import os
+        import signal
+        for d, pid in self.pids.items():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for d, pid in self.pids.items():
+            wait_for(f"FRR {d} (pid {pid}) to die", lambda pid=pid: not Path(f"/proc/{pid}").exists()
+                     or "zombie" in Path(f"/proc/{pid}/status").read_text(errors="replace"), 10)
+        self.pids.clear()
+        for name in [f"{d}.pid" for d in self.daemons] + ["zserv.api"]:
+            (self.workdir / name).unlink(missing_ok=True)
+
     def stop(self) -> None:
         from .procs import stop_pid
         for d in reversed(list(self.pids)):

@@ -343,6 +343,41 @@ def test_router_closes_session_then_it_is_retried(lab, frr_router, logs):
     assert frr_router.kernel_nexthops(f"{V6}/128") == {n.host.ip6}
 
 
+def test_router_frr_killed_and_restarted_sessions_and_routes_come_back(lab, frr_router, logs):
+    """Issue 19: the router's FRR crashes (SIGKILL of zebra, bgpd, bfdd: no NOTIFICATION) and is
+    started again with the same configuration. Every session must come back Established and
+    every route must be back in the router's kernel, with no action on the nodes' side; the
+    times are printed (bench figures come from the benchmarks, this only bounds them)."""
+    nodes = lab(2)
+    conf = render_frr_conf(router_spec(nodes))
+    frr_router.start(conf)
+    config = parse(lab_resources())
+    for n in nodes:
+        n.apply(config, [service()])
+    all4, all6 = {n.host.ip4 for n in nodes}, {n.host.ip6 for n in nodes}
+    wait_for("4 sessions Established", lambda: frr_router.established() == all4 | all6, 30)
+    wait_nexthops(frr_router, f"{V4}/32", all4)
+    frr_router.kill()
+    t0 = time.monotonic()
+    for n in nodes:
+        wait_for("the speaker to see its sessions down", lambda n=n: not any(
+            n.speaker.session_states().values()), 120)
+    down_after = time.monotonic() - t0
+    frr_router.start(conf)
+    t1 = time.monotonic()
+    wait_for("every session Established again", lambda: frr_router.established() == all4 | all6, 120)
+    up_after = time.monotonic() - t1
+    wait_nexthops(frr_router, f"{V4}/32", all4, timeout=60)
+    wait_nexthops(frr_router, f"{V6}/128", all6, timeout=60)
+    routes_after = time.monotonic() - t1
+    for n in nodes:
+        wait_for("the speaker to report its sessions up", lambda n=n: n.speaker.session_states()
+                 == {"router-v4": True, "router-v6": True}, 30)
+    assert logs.events("sessionDown") and logs.events("sessionUp")
+    print(f"sessions seen down {down_after:.1f}s after the kill; after the restart: Established in "
+          f"{up_after:.1f}s, routes in the kernel in {routes_after:.1f}s")
+
+
 def test_peer_down_and_up_for_bfd(lab, frr_router):
     nodes = lab(2)
     frr_router.start(render_frr_conf(router_spec(nodes)))

@@ -148,6 +148,42 @@ def test_hostile_tcp_connections_are_bounded_and_change_nothing(cluster):
     assert all(runners[n].members() == ALL3 for n in NODES)
 
 
+def test_replayed_and_forged_gossip_over_udp_changes_nothing(cluster):
+    """Issue 19's security item over real UDP: node3's own packets, captured as sent, are
+    replayed to node1 and node2 from a host without the key, together with packets forged with
+    another key that claim node3 dead and a new member alive. Nobody leaves, nobody joins, and
+    every replay and forgery is counted."""
+    topo, hosts, runners = cluster
+    poll(lambda: all(runners[n].members() == ALL3 for n in NODES), timeout=5)
+    captured: list[bytes] = []
+    r3 = runners["node3"]
+    real_send = r3._send
+    r3._send = lambda out: (captured.extend(d for _, d in out), real_send(out))
+    poll(lambda: len(captured) >= 40, timeout=10)
+    r3._send = real_send
+    rogue_host = topo.add_host("rogue", ipv4=["192.0.2.66/24"])
+    forger = Membership("node3", ("192.0.2.13", PORT), derive_key(b"not-the-secret"), epoch=1 << 60)
+    forger._apply(0.0, 0, 99, ("192.0.2.66", PORT), "intruder")          # "intruder is alive"
+    forged = [d for _, d in forger.leave(0.0)] + [forger._ping(("192.0.2.11", PORT), 7, "node1")[1]]
+    sock = open_socket("192.0.2.66", PORT, netns=rogue_host.netns)
+    before = {n: runners[n].stats() for n in ("node1", "node2")}
+    try:
+        for _ in range(3):
+            for data in captured + forged:
+                for dst in ("192.0.2.11", "192.0.2.12"):
+                    sock.sendto(data, (dst, PORT))
+            time.sleep(0.5)
+    finally:
+        sock.close()
+    time.sleep(1.0)
+    assert all(runners[n].members() == ALL3 for n in NODES)
+    assert not [e for e in runners["left"] if e[1] == "node3"], runners["left"]
+    for n in ("node1", "node2"):
+        after = runners[n].stats()
+        assert after["rx_replayed"] - before[n]["rx_replayed"] >= len(captured), (n, after)
+        assert after["rx_bad_auth"] - before[n]["rx_bad_auth"] >= len(forged), (n, after)
+
+
 def test_wrong_key_is_ignored(cluster):
     topo, hosts, runners = cluster
     rogue_host = topo.add_host("rogue", ipv4=["192.0.2.66/24"])
