@@ -8,6 +8,10 @@ One ``neighbor`` block per active BGPPeer, keyed by the peer address. Mapping fr
 | peerAddress          | ``neighbor <addr>``                                                |
 | sourceAddress        | ``local-address`` (else the node's address of the peer's family)   |
 | myASN / peerASN      | ``local-as`` / ``peer-as``                                         |
+| localASN             | ``local-as`` (the AS the router sees; myASN never appears)         |
+| dynamicASN           | internal: ``peer-as`` = the AS we present; external: ``peer-as     |
+|                      | auto``, and the driver tears down a session whose OPEN carries our |
+|                      | own AS (FRR's ``remote-as external`` refuses it the same way)      |
 | routerID             | ``router-id`` (else the node's IPv4, else crc32(node name))        |
 | holdTime             | ``hold-time`` (ExaBGP sends keepalives every hold/3)               |
 | peerPort             | ``connect <port>``                                                 |
@@ -89,8 +93,8 @@ def _neighbor(peer: BGPPeer, node: NodeAddresses) -> list[str]:
            f"\tdescription \"{peer.name}\";",
            f"\trouter-id {router_id(peer, node)};",
            f"\tlocal-address {local_address(peer, node)};",
-           f"\tlocal-as {peer.my_asn};",
-           f"\tpeer-as {peer.peer_asn};",
+           f"\tlocal-as {peer.local_as};",
+           f"\tpeer-as {peer_as(peer)};",
            f"\thold-time {hold};",
            # we open the session ourselves (MetalLB's speakers do too); the listener bound
            # through exabgp_tcp_bind still accepts the router's own attempts
@@ -109,9 +113,21 @@ def _neighbor(peer: BGPPeer, node: NodeAddresses) -> list[str]:
     if peer.enable_graceful_restart:
         out += ["\tcapability {", f"\t\tgraceful-restart {GRACEFUL_RESTART_TIME};", "\t}"]
     out += ["\tfamily {", f"\t\t{fam} unicast;", "\t}",
-            "\tapi {", f"\t\tprocesses [ {API_PROCESS} ];", "\t\tneighbor-changes;", "\t}",
+            "\tapi {", f"\t\tprocesses [ {API_PROCESS} ];", "\t\tneighbor-changes;",
+            *(["\t\treceive {", "\t\t\tparsed;", "\t\t\topen;", "\t\t}"] if peer.dynamic_asn == "external" else []),
+            "\t}",
             "}", ""]
     return out
+
+
+def peer_as(peer: BGPPeer) -> str:
+    """ExaBGP's ``peer-as``: peerASN, or for dynamicASN internal the AS we present, external
+    ``auto`` (any AS; the driver refuses our own, see ``BGPSpeaker``)."""
+    if peer.dynamic_asn == "internal":
+        return str(peer.local_as)
+    if peer.dynamic_asn == "external":
+        return "auto"
+    return str(peer.peer_asn)
 
 
 def exabgp_env(bind: Iterable[IPAddress], log_level: str = "INFO") -> dict[str, str]:
@@ -134,7 +150,8 @@ def exabgp_env(bind: Iterable[IPAddress], log_level: str = "INFO") -> dict[str, 
 
 def announce_command(peer: BGPPeer, route: Route) -> str:
     """``neighbor <addr> announce route <prefix> next-hop self [...]`` for one route."""
-    cmd = f"neighbor {peer.peer_address} announce route {route.prefix} next-hop self"
+    # origin incomplete ("?"): what MetalLB's speakers send (seed 002's router table shows it)
+    cmd = f"neighbor {peer.peer_address} announce route {route.prefix} next-hop self origin incomplete"
     legacy = [c.value for c in route.communities if not c.large]
     large = [c.value.removeprefix("large:") for c in route.communities if c.large]
     if legacy:

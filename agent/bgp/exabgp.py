@@ -66,9 +66,11 @@ def restart_delay(restarts: int) -> float:
     """Seconds to wait before restart number ``restarts`` (0-based) of a run of failures."""
     return RESTART_BACKOFF[min(restarts, len(RESTART_BACKOFF) - 1)]
 RELAY_WAIT = 5.0            # seconds a started ExaBGP may run without its API relay connecting
-# /proc/net/netstat counters that only move when TCP MD5 signatures disagree
 # ExaBGP's "down" reason when the peer sent a NOTIFICATION: "notification received (6,2)"
 NOTIFICATION_REASON = re.compile(r"notification received \((\d+),\s*(\d+)\)")
+AS_TRANS = 23456            # RFC 6793: the 2-octet AS field of a speaker whose AS needs 4 octets
+CEASE_CONNECTION_REJECTED = 5  # RFC 4486 Cease subcode sent when we refuse a session
+# /proc/net/netstat counters that only move when TCP MD5 signatures disagree
 MD5_COUNTERS = ("TCPMD5Failure", "TCPMD5NotFound", "TCPMD5Unexpected")
 
 
@@ -135,6 +137,8 @@ class BGPSpeaker:
         self._up_since: dict[str, float] = {}   # peer -> time.time() the session came up
         self._down_since: dict[str, float] = {}
         self._reported: set[str] = set()
+        self._refused_asn: set[str] = set()   # dynamicASN external peers whose OPEN had our AS
+        self._open_checked: set[str] = set()  # ... whose OPEN in this session had another AS
         self._resync_at: Optional[float] = None
         self._closing = False
         self._md5_base: dict[str, int] = {}
@@ -489,6 +493,10 @@ class BGPSpeaker:
             return
         for name, peer in self._loaded_peers.items():
             want = {r.prefix: r for r in self._desired.get(name, frozenset())}
+            if peer.dynamic_asn == "external" and name not in self._open_checked:
+                # ExaBGP sends what it holds the moment a session is up, before we could
+                # refuse it: a dynamicASN external peer gets routes only once its OPEN passed
+                want = {}
             have = self._announced.setdefault(name, {})
             addr = str(peer.peer_address)
             for prefix in sorted(set(have) - set(want), key=_net_key):
@@ -531,7 +539,8 @@ class BGPSpeaker:
         if not line.startswith("{"):
             return   # "reload in progress" and similar chatter
         try:
-            msg = json.loads(line)
+            # ExaBGP writes the Python None of a "peer-as auto" neighbour as-is: make it JSON
+            msg = json.loads(line.replace('"peer": None', '"peer": null'))
         except ValueError:
             return
         typ = msg.get("type")
@@ -540,9 +549,16 @@ class BGPSpeaker:
         name = self._peer_name(addr)
         if name is None:
             return
+        if typ == "open" and neigh.get("direction") == "receive":
+            self._check_dynamic_asn(name, neigh.get("open") or {})
+            return
         if typ == "state":
             state = neigh.get("state")
-            if state == "up":
+            if state == "up" and name in self._refused_asn:
+                # dynamicASN external and the router is in our own AS: FRR's "remote-as
+                # external" refuses such a peer; ExaBGP's "peer-as auto" cannot, so we close it
+                self._send_raw(f"neighbor {addr} teardown {CEASE_CONNECTION_REJECTED}", name, "teardown")
+            elif state == "up":
                 self._session_up(name)
             elif state == "down":
                 reason = neigh.get("reason") or "down"
@@ -553,6 +569,23 @@ class BGPSpeaker:
                                      event="peerNotification", peer=name,
                                      code=int(m.group(1)), subcode=int(m.group(2)))
                 self._session_lost(name, reason)
+
+    def _check_dynamic_asn(self, name: str, open_msg: dict) -> None:
+        """dynamicASN external: a router presenting the AS we present is refused (logged once)."""
+        peer = self._loaded_peers.get(name)
+        if peer is None or peer.dynamic_asn != "external":
+            return
+        asn = open_asn(open_msg)
+        if asn == peer.local_as:
+            self._open_checked.discard(name)
+            if name not in self._refused_asn:
+                self.log.warning(f"peer presents AS {asn}, our own, but dynamicASN is external: "
+                                 f"session refused; set dynamicASN internal or fix the router's AS",
+                                 event="peerASNRefused", peer=name, asn=asn)
+            self._refused_asn.add(name)
+        else:
+            self._refused_asn.discard(name)
+            self._open_checked.add(name)   # _session_up then announces
 
     def _peer_name(self, addr: Optional[str]) -> Optional[str]:
         if not addr:
@@ -584,6 +617,9 @@ class BGPSpeaker:
         if name in self._states:
             self._states[name] = False
         self._up_since.pop(name, None)
+        if name in self._open_checked:
+            self._open_checked.discard(name)
+            self._sync()    # withdraw from ExaBGP's RIB: the next OPEN is checked again
         peer = self._loaded_peers.get(name)
         if peer is not None:
             self.metrics.set_session(str(peer.peer_address), False)
@@ -637,11 +673,24 @@ class BGPSpeaker:
                                         for n in self._loaded_peers}
             self._sessions_snapshot = [
                 {"peer": n, "address": str(p.peer_address), "myASN": p.my_asn, "peerASN": p.peer_asn,
+                 **({"localASN": p.local_asn} if p.local_asn else {}),
+                 **({"dynamicASN": p.dynamic_asn} if p.dynamic_asn else {}),
                  "state": "Established" if self._states.get(n)
                  else "Idle (Admin)" if n in self._admin_down else "Active",
                  "upSince": self._up_since.get(n) if self._states.get(n) else None,
                  "prefixesSent": len(self._announced.get(n, {}))}
                 for n, p in sorted(self._want_peers.items())]
+
+
+def open_asn(open_msg: dict) -> Optional[int]:
+    """The AS number in an OPEN as ExaBGP reports it: the 4-octet AS capability (RFC 6793)
+    when the 2-octet field holds AS_TRANS, else that field."""
+    asn = open_msg.get("asn")
+    if asn == AS_TRANS:
+        for cap in (open_msg.get("capabilities") or {}).values():
+            if isinstance(cap, dict) and "asn4" in cap:
+                return int(cap["asn4"])
+    return int(asn) if isinstance(asn, int) else None
 
 
 def _net_key(n: IPNetwork) -> tuple:

@@ -256,8 +256,11 @@ def _bgppeer_v1beta2() -> dict:
     return s_obj({
         "myASN": s_int("Local AS number (the same for every BGPPeer).", 0, UINT32_MAX),
         "peerASN": s_int("The peer's AS number.", 0, UINT32_MAX),
-        "dynamicASN": s_str("Not supported by metalxdp (rejected by the webhook).", enum=["internal", "external"]),
-        "localASN": s_int("Not supported by metalxdp (rejected by the webhook).", 0, UINT32_MAX),
+        "dynamicASN": s_str("Instead of peerASN: internal (the peer is in the AS this node presents) or "
+                            "external (any other AS). Exactly one of peerASN and dynamicASN.",
+                            enum=["internal", "external"]),
+        "localASN": s_int("The AS number this node presents to this peer instead of myASN "
+                          "(FRR's local-as ... no-prepend replace-as). 0 or unset: myASN.", 0, UINT32_MAX),
         "peerAddress": s_str("Address to dial."),
         "interface": s_str("BGP unnumbered: not supported by metalxdp (rejected by the webhook)."),
         "sourceAddress": s_str("Source address of the session."),

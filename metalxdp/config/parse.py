@@ -14,9 +14,9 @@ The "backend gate" is metalxdp's, not MetalLB-native's nor FRR's: BGP sessions a
 ExaBGP (one speaker per node) and BFD by metalxdp's own implementation, so
 
 * accepted: bfdProfile, keepaliveTime, IPv6 pools with BGP, large communities,
-  enableGracefulRestart, passwordSecret, ebgpMultiHop, sourceAddress, routerID, connectTime;
-* rejected with the reason: vrf, interface (unnumbered), dynamicASN, localASN,
-  dualStackAddressFamily, and BFDProfile ``echoMode: true`` - metalxdp's BFD does not
+  enableGracefulRestart, passwordSecret, ebgpMultiHop, sourceAddress, routerID, connectTime,
+  localASN, dynamicASN (internal/external, exactly one of peerASN and dynamicASN);
+* rejected with the reason: vrf, interface (unnumbered), dualStackAddressFamily, and BFDProfile ``echoMode: true`` - metalxdp's BFD does not
   implement echo mode (RFC 5880 section 6.4), so a profile asking for it is refused rather
   than silently run without echo;
 * ``disableMP``: accepted with a warning that it has no effect (in ``Config.warnings``);
@@ -67,9 +67,6 @@ UNSUPPORTED_PEER_FIELDS = {
            "remove spec.vrf and peer from the default VRF",
     "interface": "interface (BGP unnumbered) is not supported: ExaBGP needs a peer IP address; "
                  "set spec.peerAddress instead",
-    "dynamicASN": "dynamicASN is not supported: ExaBGP needs the peer's AS number; set spec.peerASN instead",
-    "localASN": "localASN is not supported: metalxdp's ExaBGP speaker has one local AS per node; "
-                "remove spec.localASN and use spec.myASN",
     "dualStackAddressFamily": "dualStackAddressFamily is not supported: metalxdp announces IPv4 "
                               "prefixes over IPv4 sessions and IPv6 over IPv6; add one BGPPeer per "
                               "address family instead",
@@ -424,8 +421,15 @@ def _peer(run: _Run, o: _Obj, bfd_profiles: Mapping[str, BFDProfile]) -> BGPPeer
     if my_asn == 0:
         raise s.error("myASN", "missing local ASN: myASN must be 1-4294967295")
     peer_asn = s.int("peerASN", 0, UINT32_MAX, default=0)
-    if peer_asn == 0:
-        raise s.error("peerASN", "missing peer ASN: set peerASN to the router's AS number (1-4294967295)")
+    dynamic_asn = s.str("dynamicASN")
+    if peer_asn == 0 and not dynamic_asn:
+        raise s.error("peerASN", "missing peer ASN and dynamicASN: set peerASN to the router's AS number "
+                                 "(1-4294967295), or dynamicASN to internal or external")
+    if peer_asn != 0 and dynamic_asn:
+        raise s.error("dynamicASN", "both peerASN and dynamicASN specified: keep one of the two")
+    if dynamic_asn and dynamic_asn not in ("internal", "external"):
+        raise s.error("dynamicASN", f"invalid dynamicASN {dynamic_asn!r}: must be internal or external")
+    local_asn = s.int("localASN", 0, UINT32_MAX, default=0)
     ebgp_multihop = s.bool("ebgpMultiHop")
     if ebgp_multihop and peer_asn == my_asn:
         raise s.error("ebgpMultiHop", "invalid ebgpMultiHop for an iBGP peer (peerASN == myASN): "
@@ -482,6 +486,7 @@ def _peer(run: _Run, o: _Obj, bfd_profiles: Mapping[str, BFDProfile]) -> BGPPeer
         router_id=router_id, password=password, password_secret=password_secret,
         ebgp_multihop=ebgp_multihop, node_selectors=node_selectors,
         enable_graceful_restart=s.bool("enableGracefulRestart"), bfd_profile=bfd_profile,
+        local_asn=local_asn, dynamic_asn=dynamic_asn,
     )
 
 

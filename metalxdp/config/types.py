@@ -170,10 +170,20 @@ class BGPPeer:
     node_selectors: tuple[LabelSelector, ...] = ()
     enable_graceful_restart: bool = False
     bfd_profile: str = ""
+    local_asn: int = 0             # localASN: the AS presented to this peer instead of myASN (0: unset)
+    dynamic_asn: str = ""          # dynamicASN: "internal" / "external" instead of peerASN ("": unset)
+
+    @property
+    def local_as(self) -> int:
+        """The AS this node presents to the peer in its OPEN: localASN when set, else myASN."""
+        return self.local_asn or self.my_asn
 
     @property
     def ibgp(self) -> bool:
-        return self.my_asn == self.peer_asn
+        """An iBGP session: the peer is in the AS we present (dynamicASN says so directly)."""
+        if self.dynamic_asn:
+            return self.dynamic_asn == "internal"
+        return self.local_as == self.peer_asn
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,11 @@ CONFS = {
                                  enable_graceful_restart=True)],
     "ebgp_multihop": [BGPPeer("far", 64513, 65000, ip("198.51.100.1"), source_address=ip("192.0.2.11"),
                               ebgp_multihop=True)],
+    # localASN: the router sees 64600, never myASN; dynamicASN internal/external
+    "local_and_dynamic_asn": [
+        BGPPeer("local-asn", 64513, 64512, ip("192.0.2.1"), local_asn=64600),
+        BGPPeer("dyn-internal", 64513, 0, ip("192.0.2.2"), dynamic_asn="internal"),
+        BGPPeer("dyn-external", 64513, 0, ip("192.0.2.3"), dynamic_asn="external")],
 }
 
 
@@ -71,6 +76,21 @@ def test_commands_golden():
     check_golden("commands.golden", "\n".join(lines) + "\n")
 
 
+def test_local_and_dynamic_asn_sessions():
+    """What the session is, seen from the wire: the AS we present and whether it is iBGP."""
+    lab = {p.name: p for p in CONFS["local_and_dynamic_asn"]}
+    assert (lab["local-asn"].local_as, lab["local-asn"].ibgp) == (64600, False)
+    assert BGPPeer("x", 64513, 64600, ip("192.0.2.1"), local_asn=64600).ibgp      # localASN == peerASN
+    assert (lab["dyn-internal"].local_as, lab["dyn-internal"].ibgp) == (64513, True)
+    assert lab["dyn-external"].ibgp is False
+    conf = render_exabgp_conf(CONFS["local_and_dynamic_asn"], NODE, RELAY)
+    blocks = {b.split("\n")[0]: b for b in conf.split("neighbor ")[1:]}
+    assert "local-as 64600;" in blocks["192.0.2.1 {"] and "local-as 64513" not in blocks["192.0.2.1 {"]
+    assert "peer-as 64513;" in blocks["192.0.2.2 {"]
+    assert "peer-as auto;" in blocks["192.0.2.3 {"] and "open;" in blocks["192.0.2.3 {"]
+    assert "open;" not in blocks["192.0.2.2 {"]
+
+
 def test_router_id_defaults():
     p = BGPPeer("x", 1, 2, ip("2001:db8::1"))
     assert router_id(p, NODE) == ip("192.0.2.11")
@@ -89,3 +109,15 @@ def test_env_binds_node_addresses_and_runs_as_root():
     env = exabgp_env([ip("2001:db8:0:1::11"), ip("192.0.2.11"), ip("192.0.2.11")])
     assert env["exabgp_tcp_bind"] == "192.0.2.11 2001:db8:0:1::11"
     assert env["exabgp_daemon_user"] == "root"
+
+
+@pytest.mark.parametrize("open_msg, asn", [
+    ({"asn": 64512}, 64512),
+    ({"asn": 23456, "capabilities": {"65": {"name": "asn4", "asn4": 4200000001}}}, 4200000001),
+    ({"asn": 23456, "capabilities": {}}, 23456),        # AS_TRANS without the capability: as sent
+    ({}, None),
+    ({"asn": "64512"}, None),                            # not a number: never matched
+])
+def test_open_asn(open_msg, asn):
+    from agent.bgp.exabgp import open_asn
+    assert open_asn(open_msg) == asn

@@ -1,0 +1,143 @@
+"""BGPPeer localASN and dynamicASN, and the origin of our routes, on the wire against real FRR.
+
+Each test parses real metallb.io resources, renders ExaBGP's configuration the agent's way
+(BGPSpeaker) and checks what FRR itself reports: the AS it sees in our OPEN, the AS path and
+origin of the routes it installed, whether the session is iBGP. Lab as test_bgp_frr.py: router
+192.0.2.1, nodes 192.0.2.1x, one segment.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agent.bgp.advertise import active_peers, plan_for_node
+from metalxdp.config.parse import parse
+from metalxdp.rig.frr import Neighbor, RouterSpec, render_frr_conf
+from metalxdp.rig.procs import wait_for
+
+from .test_bgp_frr import (NODE_ASN, ROUTER_ASN, V4, LogCapture, add_nodes, cr, service,
+                           wait_nexthops)
+
+pytestmark = pytest.mark.integration
+
+
+def resources(*peers: dict) -> list[dict]:
+    return [cr("IPAddressPool", "bgp", {"addresses": ["203.0.113.0/24"]}),
+            cr("BGPAdvertisement", "bgp", {"ipAddressPools": ["bgp"], "localPref": 150}),
+            *peers]
+
+
+def peer(name: str, node: str, **spec) -> dict:
+    spec = {"myASN": NODE_ASN, "peerAddress": "192.0.2.1", "holdTime": "9s",
+            "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": node}}], **spec}
+    return cr("BGPPeer", name, spec, "v1beta2")
+
+
+@pytest.fixture
+def nodes(topology, frr_router, tmp_path):
+    made = []
+
+    def make(count: int):
+        made.extend(add_nodes(topology, count, tmp_path))
+        return made
+
+    yield make
+    for n in made:
+        n.speaker.close()
+
+
+@pytest.fixture
+def logs():
+    import logging
+
+    from metalxdp.log import get_logger
+    get_logger("agent")
+    cap = LogCapture()
+    lg = logging.getLogger("metalxdp.agent")
+    lg.addHandler(cap)
+    yield cap
+    lg.removeHandler(cap)
+
+
+def apply(node, config) -> None:
+    node.speaker.set_peers(active_peers(config, node.view).values())
+    plan = plan_for_node(config, node.view, [service(ips=(V4,))])
+    node.speaker.set(plan.advertisements, plan.prefix_owners)
+
+
+def router(frr_router, neighbors: list[tuple[str, int]], asn: int = ROUTER_ASN) -> None:
+    frr_router.start(render_frr_conf(RouterSpec(asn=asn, router_id="192.0.2.1", neighbors=tuple(
+        Neighbor(addr, a) for addr, a in neighbors))))
+
+
+def paths(frr_router) -> dict[str, dict]:
+    """Next hop -> the path FRR holds for our VIP."""
+    out = frr_router.json(f"show bgp ipv4 unicast {V4}/32").get("paths", [])
+    return {p["nexthops"][0]["ip"]: p for p in out}
+
+
+def test_local_asn_per_node_is_the_as_the_router_sees(nodes, frr_router):
+    """One myASN, a different localASN per node (MetalLB's way to give each node its own AS):
+    FRR peers with each node as that AS, the AS path is that AS alone (no myASN), origin '?'."""
+    n1, n2 = nodes(2)
+    router(frr_router, [(n1.host.ip4, 64601), (n2.host.ip4, 64602)])
+    config = parse(resources(peer("n1", "node1", peerASN=ROUTER_ASN, localASN=64601),
+                             peer("n2", "node2", peerASN=ROUTER_ASN, localASN=64602)),
+                   nodes={"node1": n1.labels, "node2": n2.labels})
+    for n in (n1, n2):
+        apply(n, config)
+    wait_nexthops(frr_router, f"{V4}/32", {n1.host.ip4, n2.host.ip4})
+    got = paths(frr_router)
+    assert got[n1.host.ip4]["aspath"]["string"] == "64601"
+    assert got[n2.host.ip4]["aspath"]["string"] == "64602"
+    for p in got.values():
+        assert p["origin"] == "incomplete"            # MetalLB's origin: '?' in `show bgp`
+        assert p.get("locPrf", 100) == 100            # eBGP: no local preference sent
+    neigh = frr_router.json(f"show bgp neighbors {n1.host.ip4} json")[n1.host.ip4]
+    assert neigh["remoteAs"] == 64601 and neigh["localAs"] == ROUTER_ASN
+
+
+def test_dynamic_asn_internal_and_external(nodes, frr_router):
+    """dynamicASN internal: an iBGP session (local preference sent); external: any other AS,
+    the router's real AS learnt from its OPEN."""
+    n1, n2 = nodes(2)
+    # node1 peers iBGP (router AS == our AS on that session), node2 eBGP
+    frr_conf = render_frr_conf(RouterSpec(asn=NODE_ASN, router_id="192.0.2.1", neighbors=(
+        Neighbor(n1.host.ip4, NODE_ASN), Neighbor(n2.host.ip4, 64700))))
+    frr_router.start(frr_conf)
+    config = parse(resources(peer("internal", "node1", dynamicASN="internal"),
+                             peer("external", "node2", dynamicASN="external", localASN=64700)),
+                   nodes={"node1": n1.labels, "node2": n2.labels})
+    for n in (n1, n2):
+        apply(n, config)
+    # an eBGP and an iBGP path: FRR holds both, installs the eBGP one (no ECMP across the two)
+    wait_for("both paths in FRR", lambda: set(paths(frr_router)) == {n1.host.ip4, n2.host.ip4}, 30)
+    got = paths(frr_router)
+    assert got[n1.host.ip4]["peer"]["type"] == "internal" and got[n1.host.ip4]["locPrf"] == 150
+    assert got[n2.host.ip4]["peer"]["type"] == "external"
+    assert got[n2.host.ip4]["aspath"]["string"] == "64700"
+    sessions = {s["peer"]: s for s in n2.speaker.sessions()}
+    assert sessions["external"]["state"] == "Established"
+    assert sessions["external"]["dynamicASN"] == "external"
+
+
+def test_dynamic_asn_external_refuses_a_router_in_our_own_as(nodes, frr_router, logs):
+    """FRR's `remote-as external` refuses an iBGP peer; ExaBGP's `peer-as auto` would accept
+    it, so the driver reads the router's OPEN and closes the session (Cease, connection
+    rejected): the route never reaches the router, the log says why."""
+    (n1,) = nodes(1)
+    router(frr_router, [(n1.host.ip4, NODE_ASN)], asn=NODE_ASN)       # the router is in our AS
+    config = parse(resources(peer("ext", "node1", dynamicASN="external")), nodes={"node1": n1.labels})
+    apply(n1, config)
+    wait_for("peerASNRefused logged", lambda: logs.events("peerASNRefused", peer="ext"), 60)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:      # whatever the router tries, it never holds our route
+        assert not frr_router.json(f"show bgp ipv4 unicast {V4}/32").get("paths")
+        assert not n1.speaker.session_states().get("ext")
+        time.sleep(0.5)
+    assert logs.events("peerASNRefused", peer="ext")[0]["asn"] == NODE_ASN
+    # the same peer towards a router in another AS comes up: the refusal is about the AS only
+    frr_router.stop()
+    router(frr_router, [(n1.host.ip4, NODE_ASN)], asn=ROUTER_ASN)
+    wait_nexthops(frr_router, f"{V4}/32", {n1.host.ip4}, timeout=60)
