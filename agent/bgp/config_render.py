@@ -13,7 +13,9 @@ One ``neighbor`` block per active BGPPeer, keyed by the peer address. Mapping fr
 |                      | auto``, and the driver tears down a session whose OPEN carries our |
 |                      | own AS (FRR's ``remote-as external`` refuses it the same way)      |
 | routerID             | ``router-id`` (else the node's IPv4, else crc32(node name))        |
-| holdTime             | ``hold-time`` (ExaBGP sends keepalives every hold/3)               |
+| holdTime             | ``hold-time``                                                      |
+| keepaliveTime        | timers.json, applied by ``exabgp_timers.py`` (ExaBGP alone: hold/3)|
+| connectTime          | timers.json: a fixed wait between attempts (ExaBGP alone: back-off)|
 | peerPort             | ``connect <port>``                                                 |
 | password(Secret)     | ``md5-password`` base64-encoded (no quoting problems) + md5-base64 |
 | ebgpMultiHop         | ``outgoing-ttl 255``; single-hop eBGP gets ``outgoing-ttl 1``      |
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import shlex
 import zlib
 from dataclasses import dataclass
@@ -118,6 +121,18 @@ def _neighbor(peer: BGPPeer, node: NodeAddresses) -> list[str]:
             "\t}",
             "}", ""]
     return out
+
+
+def render_timers(peers: Sequence[BGPPeer]) -> str:
+    """timers.json for ``exabgp_timers.py``: peer address -> keepalive (s) and connect (s)."""
+    out = {}
+    for p in sorted(peers, key=lambda p: p.name):
+        t = {"keepalive": int(round(p.keepalive_time))} if p.hold_time else {}
+        if p.connect_time is not None:
+            t["connect"] = int(p.connect_time)
+        if t:
+            out[str(p.peer_address)] = t
+    return json.dumps(out, indent=1, sort_keys=True) + "\n"
 
 
 def peer_as(peer: BGPPeer) -> str:

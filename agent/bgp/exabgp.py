@@ -32,6 +32,7 @@ stays down until ``peer_up``.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import ipaddress
 import json
 import os
@@ -51,10 +52,12 @@ from metalxdp.log import get_logger
 
 from .advertise import Route
 from .config_render import (NodeAddresses, RenderError, announce_command, exabgp_env,
-                            local_address, render_exabgp_conf, withdraw_command)
+                            local_address, render_exabgp_conf, render_timers, withdraw_command)
 from .metrics import BGPMetrics
 
 RELAY = Path(__file__).resolve().parent / "api_relay.py"
+TIMERS_WRAPPER = Path(__file__).resolve().parent / "exabgp_timers.py"
+TIMERS_ENV = "METALXDP_EXABGP_TIMERS"    # exabgp_timers.ENV (that file imports nothing of ours)
 TICK = 0.2                  # seconds between health checks of the process when idle
 RESYNC_AFTER_RELOAD = 1.0   # seconds: ExaBGP applies a reload on its next loop turn
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n
@@ -76,11 +79,13 @@ MD5_COUNTERS = ("TCPMD5Failure", "TCPMD5NotFound", "TCPMD5Unexpected")
 
 def default_exabgp() -> list[str]:
     """$METALXDP_EXABGP (a command, split on spaces: a custom build, or a test's stand-in), else
-    the ``exabgp`` next to the running Python (the venv's ExaBGP 5), else from PATH."""
+    ExaBGP 5 of the running Python through ``exabgp_timers.py`` (which applies keepaliveTime
+    and connectTime), else ``exabgp`` from PATH (those two timers then are ExaBGP's own)."""
     if os.environ.get("METALXDP_EXABGP"):
         return os.environ["METALXDP_EXABGP"].split()
-    cand = Path(sys.executable).parent / "exabgp"
-    return [str(cand)] if cand.exists() else ["exabgp"]
+    if importlib.util.find_spec("exabgp") is not None:
+        return [sys.executable, str(TIMERS_WRAPPER)]
+    return ["exabgp"]
 
 
 class BGPSpeaker:
@@ -106,6 +111,7 @@ class BGPSpeaker:
         self.log = get_logger(log_component)
         self.not_established_after = not_established_after
         self.conf_path = self.workdir / "exabgp.conf"
+        self.timers_path = self.workdir / "timers.json"
         self.log_path = self.workdir / "exabgp.log"
         self.sock_path = self.workdir / "api.sock"
 
@@ -328,6 +334,13 @@ class BGPSpeaker:
             self._stop_process()
             self._rendered = None
             return
+        # the timers ExaBGP's configuration cannot hold: read by exabgp_timers.py when used,
+        # so they are written whether or not exabgp.conf changes
+        timers = render_timers(list(usable.values()))
+        if not self.timers_path.exists() or self.timers_path.read_text() != timers:
+            tmp = self.timers_path.with_suffix(".tmp")
+            tmp.write_text(timers)
+            os.replace(tmp, self.timers_path)
         conf = render_exabgp_conf(list(usable.values()), self.node,
                                   [sys.executable, str(RELAY), str(self.sock_path)])
         if conf == self._rendered:
@@ -362,6 +375,7 @@ class BGPSpeaker:
         env = dict(os.environ)
         binds = {local_address(p, self.node) for p in self._loaded_peers.values()}
         env.update(exabgp_env(binds))
+        env[TIMERS_ENV] = str(self.timers_path)
         argv = [*self.exabgp, "server", str(self.conf_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]

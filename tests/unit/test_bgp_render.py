@@ -121,3 +121,25 @@ def test_env_binds_node_addresses_and_runs_as_root():
 def test_open_asn(open_msg, asn):
     from agent.bgp.exabgp import open_asn
     assert open_asn(open_msg) == asn
+
+
+def test_render_timers():
+    import json as _json
+    from agent.bgp.config_render import render_timers
+    peers = [BGPPeer("a", 1, 2, ip("192.0.2.1"), hold_time=90, keepalive_time=10, connect_time=5),
+             BGPPeer("b", 1, 2, ip("192.0.2.2"), hold_time=0, keepalive_time=0),     # no keepalives
+             BGPPeer("c", 1, 2, ip("2001:db8::1"), hold_time=9, keepalive_time=3)]
+    assert _json.loads(render_timers(peers)) == {
+        "192.0.2.1": {"keepalive": 10, "connect": 5}, "2001:db8::1": {"keepalive": 3}}
+
+
+@pytest.mark.parametrize("negotiated, configured, want", [
+    (30, 10, 10),     # keepaliveTime shorter than hold/3: ours
+    (3, 10, 3),       # the router negotiated a shorter hold: never beyond hold/3
+    (0, 10, 0),       # hold time 0: no keepalives at all
+    (30, None, 30),   # not configured: ExaBGP's own
+    (30, 0.4, 1),     # at most one per second
+])
+def test_keepalive_interval(negotiated, configured, want):
+    from agent.bgp.exabgp_timers import keepalive_interval
+    assert keepalive_interval(negotiated, configured) == want

@@ -1,4 +1,5 @@
-"""BGPPeer localASN and dynamicASN, and the origin of our routes, on the wire against real FRR.
+"""BGPPeer localASN, dynamicASN, keepaliveTime and connectTime, and the origin of our routes,
+on the wire against real FRR.
 
 Each test parses real metallb.io resources, renders ExaBGP's configuration the agent's way
 (BGPSpeaker) and checks what FRR itself reports: the AS it sees in our OPEN, the AS path and
@@ -7,6 +8,8 @@ origin of the routes it installed, whether the session is iBGP. Lab as test_bgp_
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -141,3 +144,62 @@ def test_dynamic_asn_external_refuses_a_router_in_our_own_as(nodes, frr_router, 
     frr_router.stop()
     router(frr_router, [(n1.host.ip4, NODE_ASN)], asn=ROUTER_ASN)
     wait_nexthops(frr_router, f"{V4}/32", {n1.host.ip4}, timeout=60)
+
+
+def keepalives_received(frr_router, addr: str) -> int:
+    n = frr_router.json(f"show bgp neighbors {addr} json")[addr]
+    return n["messageStats"]["keepalivesRecv"]
+
+
+def test_keepalive_time_is_the_interval_on_the_wire(nodes, frr_router):
+    """keepaliveTime 1s with holdTime 30s: keepalives every second (ExaBGP alone would send one
+    every 10 s, hold/3); the negotiated hold time stays 30 s. Counted by FRR."""
+    n1, n2 = nodes(2)
+    frr_router.start(render_frr_conf(RouterSpec(asn=ROUTER_ASN, router_id="192.0.2.1", keepalive=10,
+                                                hold=30, neighbors=(Neighbor(n1.host.ip4, NODE_ASN),
+                                                                    Neighbor(n2.host.ip4, NODE_ASN)))))
+    config = parse(resources(peer("fast", "node1", peerASN=ROUTER_ASN, holdTime="30s", keepaliveTime="1s"),
+                             peer("plain", "node2", peerASN=ROUTER_ASN, holdTime="30s")),
+                   nodes={"node1": n1.labels, "node2": n2.labels})
+    for n in (n1, n2):
+        apply(n, config)
+    wait_for("both sessions up", lambda: {n1.host.ip4, n2.host.ip4} <= frr_router.established(), 60)
+    time.sleep(1)
+    before = {a: keepalives_received(frr_router, a) for a in (n1.host.ip4, n2.host.ip4)}
+    time.sleep(8)
+    got = {a: keepalives_received(frr_router, a) - before[a] for a in before}
+    assert got[n1.host.ip4] >= 6, got          # about 8 in 8 s
+    assert got[n2.host.ip4] <= 2, got          # about 1 in 8 s (every 10 s)
+    neigh = frr_router.json(f"show bgp neighbors {n1.host.ip4} json")[n1.host.ip4]
+    assert neigh["bgpTimerHoldTimeMsecs"] == 30000
+
+
+LISTENER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("192.0.2.1", 179)); s.listen(8)
+while True:
+    c, _ = s.accept(); print(time.monotonic(), flush=True); c.close()
+"""
+
+
+def test_connect_time_is_the_wait_between_attempts(nodes, frr_router):
+    """connectTime 2s: a router that accepts and drops every connection sees one attempt every
+    2 s (ExaBGP alone backs off 1, 2, 3, 4 ... s)."""
+    (n1,) = nodes(1)
+    lis = subprocess.Popen(["ip", "netns", "exec", frr_router.host.netns, sys.executable, "-c", LISTENER],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        config = parse(resources(peer("slow", "node1", peerASN=ROUTER_ASN, connectTime="2s")),
+                       nodes={"node1": n1.labels})
+        apply(n1, config)
+        stamps = []
+        deadline = time.monotonic() + 30
+        while len(stamps) < 6 and time.monotonic() < deadline:
+            stamps.append(float(lis.stdout.readline()))
+    finally:
+        lis.kill()
+        lis.wait()
+    gaps = [round(b - a, 2) for a, b in zip(stamps, stamps[1:])]
+    assert len(gaps) == 5, stamps
+    assert all(1.5 <= g <= 3.0 for g in gaps), gaps
