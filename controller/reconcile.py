@@ -33,6 +33,11 @@ from .writer import ServiceWriter, ingress_current
 log = get_logger("controller")
 
 CONFIG_KEY = "\0config"
+LEGACY_CONFIGMAP = "config"   # MetalLB < 0.13 read its configuration from metallb-system/config
+LEGACY_MESSAGE = ("the ConfigMap metallb-system/config holds MetalLB's legacy configuration format, "
+                  "which metalxdp (like MetalLB since 0.13) does not read; convert it: kubectl get configmap "
+                  "-n metallb-system config -o yaml > old.yaml; metalxdp config convert -f old.yaml | "
+                  "kubectl apply -f -; then delete the ConfigMap")
 
 
 class WorkQueue:
@@ -86,7 +91,12 @@ class Controller:
         self.namespaces = Informer(api, "/api/v1/namespaces", self._namespace_changed)
         self.secrets = Informer(api, f"/api/v1/namespaces/{namespace}/secrets", enqueue_cfg)
         self.config_informers = config_informers(api, namespace, enqueue_cfg)
-        self.informers = [self.services, self.namespaces, self.secrets, *self.config_informers]
+        # MetalLB's legacy ConfigMap: never read as configuration, but never silently ignored
+        self.legacy_configmap = Informer(api, f"/api/v1/namespaces/{namespace}/configmaps", enqueue_cfg,
+                                         field_selector=f"metadata.name={LEGACY_CONFIGMAP}")
+        self._legacy_warned: Optional[str] = None   # resourceVersion already warned about
+        self.informers = [self.services, self.namespaces, self.secrets, *self.config_informers,
+                          self.legacy_configmap]
 
     # ---- inputs --------------------------------------------------------------------------
     def _namespace_changed(self, typ: str, obj: dict) -> None:
@@ -241,8 +251,24 @@ class Controller:
             log.info("IP address assigned by controller", event="ipAllocated", service=key, ip=ips,
                      pool=alloc.pool_name)
 
+    def _legacy_config(self) -> Optional[dict]:
+        """The metallb-system/config ConfigMap when it holds MetalLB's legacy format."""
+        cm = self.legacy_configmap.get(f"{self.namespace}/{LEGACY_CONFIGMAP}")
+        return cm if cm is not None and "config" in (cm.get("data") or {}) else None
+
+    def _warn_legacy_config(self) -> None:
+        cm = self._legacy_config()
+        rv = (cm or {}).get("metadata", {}).get("resourceVersion")
+        if cm is None or rv == self._legacy_warned:
+            return
+        self._legacy_warned = rv
+        log.warning(LEGACY_MESSAGE, event="legacyConfigMapIgnored", configmap=f"{self.namespace}/{LEGACY_CONFIGMAP}")
+        self.writer.event({"kind": "ConfigMap", "apiVersion": "v1", **cm}, "Warning", "LegacyConfigMapIgnored",
+                          LEGACY_MESSAGE)
+
     # ---- status objects -----------------------------------------------------------------
     def _write_configuration_state(self) -> None:
+        self._warn_legacy_config()
         err = self.config_error
         body = {"status": {
             "result": "Invalid" if err else "Valid",
@@ -253,7 +279,11 @@ class Controller:
                             "reason": "ConfigurationError" if err else "Reconciled",
                             "message": (str(err) + ("; the last valid configuration stays in force"
                                                     if self.config else "")) if err else "configuration is valid",
-                            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]}}
+                            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                           *([{"type": "legacyConfigMapIgnored", "status": "True", "reason": "LegacyConfigMap",
+                               "message": LEGACY_MESSAGE,
+                               "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
+                             if self._legacy_config() is not None else [])]}}
         self.writer.keyed("\0configurationstate", lambda: self._put_configuration_state(body))
 
     def _put_configuration_state(self, body: dict) -> None:

@@ -133,12 +133,14 @@ def get_json(api: client.ApiClient, path: str) -> Optional[dict]:
 
 def service_event(svc: dict, type_: str, reason: str, message: str, component: str,
                   host: Optional[str] = None) -> dict:
-    """A core/v1 Event about Service ``svc`` (as MetalLB's controller and speaker emit them)."""
+    """A core/v1 Event about Service ``svc`` (as MetalLB's controller and speaker emit them), or
+    about another object when ``svc`` carries its ``kind`` and ``apiVersion``."""
     m = svc.get("metadata") or {}
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     source = {"component": component, **({"host": host} if host else {})}
     return {"metadata": {"generateName": f"{m.get('name', 'svc')}.", "namespace": m.get("namespace")},
-            "involvedObject": {"kind": "Service", "apiVersion": "v1", "name": m.get("name"),
+            "involvedObject": {"kind": svc.get("kind") or "Service", "apiVersion": svc.get("apiVersion") or "v1",
+                               "name": m.get("name"),
                                "namespace": m.get("namespace"), "uid": m.get("uid"),
                                "resourceVersion": m.get("resourceVersion")},
             "reason": reason, "message": message, "type": type_, "count": 1,

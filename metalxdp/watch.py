@@ -49,9 +49,11 @@ class Informer:
     """
 
     def __init__(self, api: client.ApiClient, path: str, handler: Optional[EventHandler] = None,
-                 label_selector: str = "", watch_timeout: int = 240, optional: bool = False):
+                 label_selector: str = "", watch_timeout: int = 240, optional: bool = False,
+                 field_selector: str = ""):
         self.api, self.path, self.handler = api, path, handler
         self.label_selector, self.watch_timeout, self.optional = label_selector, watch_timeout, optional
+        self.field_selector = field_selector
         self.cache: dict[str, dict] = {}
         self.synced = threading.Event()
         self.lock = threading.Lock()
@@ -67,8 +69,12 @@ class Informer:
                                  _preload_content=False, _return_http_data_only=True,
                                  _request_timeout=None if stream else 60)
 
+    def _selectors(self) -> list:
+        return ([("labelSelector", self.label_selector)] if self.label_selector else []) + \
+               ([("fieldSelector", self.field_selector)] if self.field_selector else [])
+
     def _list(self) -> str:
-        params = [("labelSelector", self.label_selector)] if self.label_selector else []
+        params = self._selectors()
         try:
             data = json.loads(self._request(params, stream=False).data)
         except ApiException as e:
@@ -102,8 +108,7 @@ class Informer:
             return ""
         params = [("watch", "true"), ("resourceVersion", rv), ("allowWatchBookmarks", "true"),
                   ("timeoutSeconds", str(self.watch_timeout))]
-        if self.label_selector:
-            params.append(("labelSelector", self.label_selector))
+        params += self._selectors()
         resp = self._resp = self._request(params, stream=True)
         buf = b""
         try:

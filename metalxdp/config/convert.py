@@ -18,6 +18,7 @@ the output replaces the input as a whole.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Iterable, Optional
 
 import yaml
@@ -98,15 +99,40 @@ def config_from_configmap(cm: Any) -> dict:
     if isinstance(cm, dict) and cm.get("kind") == "ConfigMap":
         data = _mapping(cm.get("data"), "ConfigMap data")
         text = data.get("config")
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
             raise ConvertError("ConfigMap has no data.config: not a MetalLB configuration")
         try:
             cm = yamlio.load(text)
         except yaml.YAMLError as e:
             raise ConvertError(f"data.config is not valid YAML: {e}") from None
+        if cm is None:
+            return {}    # `config: ""` (or only comments): MetalLB reads an empty configuration
     config = _mapping(cm, "data.config")
     _no_unknown_keys(config, _SECTIONS, "data.config")
     return config
+
+
+def k8s_name(name: str) -> str:
+    """A legacy pool or BFD profile name as an object name the API server accepts, the way
+    MetalLB's converter makes it: lower case, ``_`` -> ``-``; then any other character outside
+    ``[a-z0-9.-]`` -> ``-``, no leading or trailing ``-``/``.``, at most 63 characters."""
+    out = re.sub(r"[^a-z0-9.-]", "-", name.lower().replace("_", "-"))
+    out = out.strip("-.")[:63].strip("-.")
+    if not out:
+        raise ConvertError(f"name {name!r} has nothing left that Kubernetes accepts in a name")
+    return out
+
+
+def _names(kind: str, names: list[str]) -> dict[str, str]:
+    """Legacy name -> object name; two legacy names that would become one are an error."""
+    out: dict[str, str] = {}
+    for n in names:
+        new = k8s_name(n)
+        clash = [old for old, v in out.items() if v == new and old != n]
+        if clash:
+            raise ConvertError(f"{kind} names {clash[0]!r} and {n!r} both become {new!r}; rename one")
+        out[n] = new
+    return out
 
 
 def convert_configmap(cm: Any, namespace: Optional[str] = None) -> list[dict]:
@@ -116,6 +142,10 @@ def convert_configmap(cm: Any, namespace: Optional[str] = None) -> list[dict]:
         namespace = (meta or {}).get("namespace") or DEFAULT_NAMESPACE
     config = config_from_configmap(cm)
     peers, pools, l2ads, bgpads, bfds, communities = [], [], [], [], [], []
+    pool_names = _names("address pool", [ap["name"] for ap in _list(config.get("address-pools"), "address-pools")
+                                         if isinstance(ap, dict) and isinstance(ap.get("name"), str) and ap["name"]])
+    bfd_names = _names("BFD profile", [b["name"] for b in _list(config.get("bfd-profiles"), "bfd-profiles")
+                                       if isinstance(b, dict) and isinstance(b.get("name"), str) and b["name"]])
 
     for i, p in enumerate(_list(config.get("peers"), "peers")):
         where = f"peers[{i}]"
@@ -126,6 +156,8 @@ def convert_configmap(cm: Any, namespace: Optional[str] = None) -> list[dict]:
                      for j, s in enumerate(_list(p.get("node-selectors"), f"{where}.node-selectors"))]
         if selectors:
             spec["nodeSelectors"] = selectors
+        if isinstance(spec.get("bfdProfile"), str) and spec["bfdProfile"] in bfd_names:
+            spec["bfdProfile"] = bfd_names[spec["bfdProfile"]]
         peers.append(_obj("BGPPeer", f"peer{i + 1}", namespace, spec, "v1beta2"))
 
     l2_index = bgp_index = 1
@@ -136,6 +168,7 @@ def convert_configmap(cm: Any, namespace: Optional[str] = None) -> list[dict]:
         name = ap.get("name")
         if not isinstance(name, str) or not name:
             raise ConvertError(f"{where}: every address pool needs a name")
+        name = pool_names[name]
         protocol = ap.get("protocol")
         if protocol not in ("layer2", "bgp"):
             raise ConvertError(f"{where} ({name}): protocol must be layer2 or bgp, got {protocol!r}")
@@ -166,7 +199,7 @@ def convert_configmap(cm: Any, namespace: Optional[str] = None) -> list[dict]:
         _no_unknown_keys(b, set(_BFD_KEYS) | {"name"}, where)
         if not isinstance(b.get("name"), str) or not b.get("name"):
             raise ConvertError(f"{where}: every BFD profile needs a name")
-        bfds.append(_obj("BFDProfile", b["name"], namespace,
+        bfds.append(_obj("BFDProfile", bfd_names[b["name"]], namespace,
                          {_BFD_KEYS[k]: v for k, v in b.items() if k in _BFD_KEYS and v is not None}))
 
     aliases = _mapping(config.get("bgp-communities"), "bgp-communities")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
@@ -74,6 +75,15 @@ UNSUPPORTED_PEER_FIELDS = {
 ECHO_MODE_UNSUPPORTED = ("echoMode is not supported by metalxdp's BFD; remove it or set false")
 
 DEFAULT_HOLD_TIME = 90.0
+
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_OBJECT_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+
+
+def is_object_name(name: str) -> bool:
+    """A name the API server accepts for these kinds (RFC 1123 subdomain, at most 253)."""
+    return len(name) <= 253 and _OBJECT_NAME.fullmatch(name) is not None
 
 
 def obj_label(kind: str, name: str) -> str:
@@ -262,6 +272,11 @@ def _envelope(index: int, raw: Any) -> Optional[_Obj]:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{kind} {where}", "metadata.name", "is required and must be a non-empty string")
     label = obj_label(kind, name)
+    if not is_object_name(name):
+        raise ConfigError(label, "metadata.name",
+                          f"invalid name {name!r}: Kubernetes accepts lower-case letters, digits, '-' and "
+                          f"'.', starting and ending with a letter or digit, at most 253 characters "
+                          f"(`metalxdp config convert` turns legacy names into such names)")
     if version not in SERVED_VERSIONS[kind]:
         raise ConfigError(label, "apiVersion", f"{api_version} is not served for {kind}; use "
                           + " or ".join(f"{GROUP}/{v}" for v in SERVED_VERSIONS[kind]))
@@ -879,12 +894,14 @@ def _metallb_cr(run: _Run, o: _Obj) -> None:
         level = s.str("logLevel")
         if level and level not in LOG_LEVELS:
             raise s.error("logLevel", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
-        backend = s.str("bgpBackend")
-        if backend and backend not in BGP_BACKENDS:
-            raise s.error("bgpBackend", f"must be one of {', '.join(BGP_BACKENDS)}, got {backend!r}")
-        if backend:
-            run.warnings.append(f"{o.label}: spec.bgpBackend {backend!r} is ignored: metalxdp always speaks "
-                                f"BGP through ExaBGP")
+        # bgpType: the deprecated name of bgpBackend; both are accepted and both ignored
+        for key in ("bgpBackend", "bgpType"):
+            backend = s.str(key)
+            if backend and backend not in BGP_BACKENDS:
+                raise s.error(key, f"must be one of {', '.join(BGP_BACKENDS)}, got {backend!r}")
+            if backend:
+                run.warnings.append(f"{o.label}: spec.{key} {backend!r} is ignored: metalxdp always speaks "
+                                    f"BGP through ExaBGP")
         s.str_map("nodeSelector")
         s.str_map("controllerNodeSelector")
         s.str("loadBalancerClass")

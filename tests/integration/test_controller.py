@@ -14,7 +14,7 @@ import pytest
 from metalxdp.kube import ApiException, client
 from metalxdp.rig.procs import wait_for
 
-from .ctlhelpers import (create_cr, delete_cr, lb_service, pool, service_ips,
+from .ctlhelpers import (create_cr, delete_cr, events_for, lb_service, pool, service_ips,
                          start_controller, wait_event, wait_ips)
 
 pytestmark = pytest.mark.integration
@@ -272,3 +272,32 @@ def test_controller_creates_the_memberlist_key_once(kube_api, cfg_ns, controller
     wait_for("second controller leading", lambda: "leaderElected" in p2.log_path.read_text(), 30, proc=p2)
     assert "memberlistSecretCreated" not in p2.log_path.read_text()
     assert created().data["secretkey"] == first
+
+
+def test_legacy_configmap_is_reported_not_silently_ignored(kube_api, k8s_namespace, cfg_ns, controller):
+    """MetalLB's old `config` ConfigMap in the configuration namespace is not read (its pool
+    gives no IP) but said out loud: a warning log line, a Warning Event on the ConfigMap and a
+    ConfigurationState condition, each pointing at `metalxdp config convert`. Deleting it
+    clears the condition; the CR configuration stays Valid throughout."""
+    core, co = client.CoreV1Api(kube_api), client.CustomObjectsApi(kube_api)
+    legacy = "address-pools:\n- name: old\n  protocol: layer2\n  addresses: [198.51.100.240/30]\n"
+    core.create_namespaced_config_map(cfg_ns, {"metadata": {"name": "config"}, "data": {"config": legacy}})
+    core.create_namespaced_config_map(cfg_ns, {"metadata": {"name": "other"}, "data": {"config": legacy}})
+    create_cr(kube_api, pool("new", cfg_ns, ["192.0.2.100/30"]))
+    p = controller()
+
+    def conditions():
+        st = co.get_namespaced_custom_object("metallb.io", "v1beta1", cfg_ns, "configurationstates", "controller")
+        return {c["type"]: c for c in (st.get("status") or {}).get("conditions", [])}, st["status"]["result"]
+    wait_for("legacyConfigMapIgnored condition", lambda: "legacyConfigMapIgnored" in conditions()[0], 30, proc=p)
+    conds, result = conditions()
+    assert result == "Valid" and "metalxdp config convert" in conds["legacyConfigMapIgnored"]["message"]
+    assert "metalxdp config convert" in wait_event(kube_api, cfg_ns, "config", "LegacyConfigMapIgnored", proc=p)
+    assert not [r for r, _ in events_for(kube_api, cfg_ns, "other")]        # only the name MetalLB read
+    log = p.log_path.read_text()
+    assert log.count('"event":"legacyConfigMapIgnored"') == 1, log[-2000:]
+    mk(kube_api, k8s_namespace, lb_service("x"))
+    assert wait_ips(kube_api, k8s_namespace, "x", proc=p) == ["192.0.2.100"]   # not from the ConfigMap
+    core.delete_namespaced_config_map("config", cfg_ns)
+    wait_for("condition cleared", lambda: "legacyConfigMapIgnored" not in conditions()[0], 30, proc=p)
+    assert conditions()[1] == "Valid"

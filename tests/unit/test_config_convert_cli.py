@@ -120,6 +120,57 @@ def test_convert_errors_are_actionable(bad, message):
         convert_configmap(bad)
 
 
+@pytest.mark.parametrize("bad,message", [
+    ({"address-pools": [{"name": "Blue_Pool", "protocol": "layer2", "addresses": ["10.0.0.0/24"]},
+                        {"name": "blue-pool", "protocol": "layer2", "addresses": ["10.0.1.0/24"]}]},
+     "both become 'blue-pool'"),
+    ({"address-pools": [{"name": "___", "protocol": "layer2", "addresses": ["10.0.0.0/24"]}]}, "nothing left"),
+])
+def test_convert_errors_are_actionable_names(bad, message):
+    with pytest.raises(ConvertError, match=message):
+        convert_configmap(bad)
+
+
+@pytest.mark.parametrize("text", ["", "   \n", "# nothing configured yet\n"])
+def test_empty_legacy_configmap_is_an_empty_valid_config(text):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": "metallb-system"},
+          "data": {"config": text}}
+    assert convert_resources([cm]) == []
+    assert parse(convert_resources([cm])).pools == {}
+
+
+@pytest.mark.parametrize("legacy, name", [
+    ("Production_Pool", "production-pool"),
+    ("pool.v4", "pool.v4"),
+    ("x" * 70, "x" * 63),
+    ("-Edge pool-", "edge-pool"),
+    ("a" * 62 + "_b", "a" * 62),       # cut at 63, then no trailing '-'
+])
+def test_converter_makes_names_kubernetes_accepts(legacy, name):
+    from metalxdp.config.convert import k8s_name
+    from metalxdp.config.parse import is_object_name
+    assert k8s_name(legacy) == name and is_object_name(name)
+
+
+def test_converter_renames_pools_and_bfd_profiles_with_their_references():
+    objs = convert_configmap({
+        "peers": [{"peer-address": "10.0.0.1", "peer-asn": 64512, "my-asn": 64513, "bfd-profile": "Fast_BFD"}],
+        "bfd-profiles": [{"name": "Fast_BFD", "receive-interval": 100}],
+        "address-pools": [{"name": "Web_VIPs", "protocol": "bgp", "addresses": ["10.0.0.0/24"]}]})
+    names = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    assert {("IPAddressPool", "web-vips"), ("BFDProfile", "fast-bfd")} <= names
+    config = parse(objs)
+    assert config.peers["peer1"].bfd_profile == "fast-bfd" and "web-vips" in config.pools
+
+
+def test_validate_reports_names_kubernetes_rejects(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(to_yaml([pool("Bad_Name", "10.0.0.0/24")]))
+    result = run("validate", "-f", str(tmp_path))
+    assert result.exit_code == 1
+    assert "IPAddressPool/Bad_Name: metadata.name" in result.stdout and "lower-case" in result.stdout
+
+
 def test_converted_yaml_keeps_communities_as_strings():
     text = to_yaml(convert_resources(load_file("config/legacy-configmap-full.yaml")))
     docs = list(load_all(text))

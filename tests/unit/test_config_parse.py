@@ -244,6 +244,10 @@ def test_disable_mp_warning_and_metallb_backend_warning():
     cfg = parse([peer("p", disableMP=True), obj("MetalLB", "m", {"bgpBackend": "frr-k8s"})])
     assert any("disableMP has no effect" in w for w in cfg.warnings)
     assert any("bgpBackend" in w for w in cfg.warnings)
+    legacy = parse([obj("MetalLB", "m", {"bgpType": "frr"})])      # the deprecated name: same warning
+    assert any("spec.bgpType 'frr' is ignored" in w for w in legacy.warnings)
+    with pytest.raises(ConfigError, match="spec.bgpType"):
+        parse([obj("MetalLB", "m", {"bgpType": "bird"})])
 
 
 def test_secret_namespace_defaults_to_the_peers():
