@@ -19,7 +19,8 @@ One ``neighbor`` block per active BGPPeer, keyed by the peer address. Mapping fr
 | peerPort             | ``connect <port>``                                                 |
 | password(Secret)     | ``md5-password`` base64-encoded (no quoting problems) + md5-base64 |
 | ebgpMultiHop         | ``outgoing-ttl 255``; single-hop eBGP gets ``outgoing-ttl 1``      |
-| enableGracefulRestart| ``capability { graceful-restart <hold>; }``                        |
+| enableGracefulRestart| ``capability { graceful-restart 120; }``, ``manual-eor true``: the  |
+|                      | driver sends End-of-RIB after its routes on every new session      |
 
 The family is the peer address's own (ipv4 unicast or ipv6 unicast): metalxdp announces IPv4
 prefixes over IPv4 sessions and IPv6 over IPv6.
@@ -114,7 +115,9 @@ def _neighbor(peer: BGPPeer, node: NodeAddresses) -> list[str]:
         # FRR's default: single-hop eBGP sends TTL 1; ebgpMultiHop lifts it to 255
         out.append(f"\toutgoing-ttl {255 if peer.ebgp_multihop else 1};")
     if peer.enable_graceful_restart:
-        out += ["\tcapability {", f"\t\tgraceful-restart {GRACEFUL_RESTART_TIME};", "\t}"]
+        # End-of-RIB is sent by the driver once it has announced (see BGPSpeaker._session_up)
+        out += ["\tmanual-eor true;",
+                "\tcapability {", f"\t\tgraceful-restart {GRACEFUL_RESTART_TIME};", "\t}"]
     out += ["\tfamily {", f"\t\t{fam} unicast;", "\t}",
             "\tapi {", f"\t\tprocesses [ {API_PROCESS} ];", "\t\tneighbor-changes;",
             *(["\t\treceive {", "\t\t\tparsed;", "\t\t\topen;", "\t\t}"] if peer.dynamic_asn == "external" else []),

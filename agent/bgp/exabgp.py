@@ -614,7 +614,8 @@ class BGPSpeaker:
         return None
 
     def _session_up(self, name: str) -> None:
-        if not self._states.get(name):
+        first = not self._states.get(name)
+        if first:
             self._states[name] = True
             self._up_since[name] = time.time()
             self._reported.discard(name)
@@ -623,6 +624,12 @@ class BGPSpeaker:
             self.log.info("BGP session established", event="sessionUp", peer=name,
                           address=str(peer.peer_address))
         self._sync()   # retries anything ExaBGP refused before it knew the neighbor
+        peer = self._loaded_peers.get(name)
+        if first and peer is not None and peer.enable_graceful_restart:
+            # manual-eor (config_render): End-of-RIB only after our routes, so a restarting
+            # node's stale routes are never flushed before the fresh ones reach the router
+            fam = "ipv4" if peer.peer_address.version == 4 else "ipv6"
+            self._send_raw(f"neighbor {peer.peer_address} announce eor {fam} unicast", name, "eor")
 
     def _session_lost(self, name: str, reason: str) -> None:
         if self._states.get(name):

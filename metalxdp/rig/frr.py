@@ -127,6 +127,7 @@ class FRRRouter:
     workdir: Path
     daemons: tuple[str, ...] = ("zebra", "bgpd", "bfdd")
     pids: dict[str, int] = field(default_factory=dict)
+    bgp_port: int = 179          # the port bgpd listens on (bgpd -p)
 
     def _common(self, d: str) -> list[str]:
         w = self.workdir
@@ -151,6 +152,8 @@ class FRRRouter:
             argv = [str(FRR_DIR / d), *self._common(d)]
             if d == "bfdd":
                 argv += ["--bfdctl", str(self.workdir / "bfdd.sock")]
+            if d == "bgpd" and self.bgp_port != 179:
+                argv += ["-p", str(self.bgp_port)]
             r = subprocess.run(["ip", "netns", "exec", self.host.netns, *argv],
                                capture_output=True, text=True, timeout=30)
             if r.returncode != 0:

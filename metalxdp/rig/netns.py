@@ -137,6 +137,27 @@ class Topology:
         self.hosts[name] = h
         return h
 
+    def add_behind(self, name: str, via: str, via_addr: str, addr: str) -> Host:
+        """A namespace reachable only through host ``via`` (a router, ``forwarding=True``): a
+        point-to-point veth with ``via_addr`` on via's end and ``addr`` on the new host's
+        ``eth0``, whose default route points at via (a peer some hops away)."""
+        for a in (via_addr, addr):
+            check_lab_address(a)
+        gw = self.hosts[via]
+        ns = f"{self.id}-{name}"
+        self._add_netns(ns)
+        run(["ip", "link", "add", f"to-{name}"[:15], "type", "veth", "peer", "name", "eth0", "netns", ns],
+            netns=gw.netns)
+        run(["ip", "addr", "add", via_addr, "dev", f"to-{name}"[:15]], netns=gw.netns)
+        run(["ip", "link", "set", f"to-{name}"[:15], "up"], netns=gw.netns)
+        run(["ip", "addr", "add", addr, "dev", "eth0"], netns=ns)
+        run(["ip", "link", "set", "eth0", "up"], netns=ns)
+        run(["ip", "route", "add", "default", "via", via_addr.split("/")[0]], netns=ns)
+        link = json.loads(run(["ip", "-j", "link", "show", "eth0"], netns=ns).stdout)[0]
+        h = Host(name, ns, "eth0", f"to-{name}"[:15], [addr], [], link["address"])
+        self.hosts[name] = h
+        return h
+
     def set_link(self, host: str, up: bool) -> None:
         """Cut (or restore) a host's cable: its port on the bridge goes down."""
         run(["ip", "link", "set", "dev", self.hosts[host].peer_ifname, "up" if up else "down"],

@@ -8,6 +8,7 @@ origin of the routes it installed, whether the session is iBGP. Lab as test_bgp_
 """
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from .test_bgp_frr import (NODE_ASN, ROUTER_ASN, V4, LogCapture, add_nodes, cr, 
                            wait_nexthops)
 
 pytestmark = pytest.mark.integration
+ip = ipaddress.ip_address
 
 
 def resources(*peers: dict) -> list[dict]:
@@ -203,3 +205,147 @@ def test_connect_time_is_the_wait_between_attempts(nodes, frr_router):
     gaps = [round(b - a, 2) for a, b in zip(stamps, stamps[1:])]
     assert len(gaps) == 5, stamps
     assert all(1.5 <= g <= 3.0 for g in gaps), gaps
+
+
+def test_peer_port_router_id_and_source_address_on_the_wire(topology, frr_router, tmp_path):
+    """peerPort: the router's bgpd listens on 1179 only. routerID: what FRR reports as the
+    peer's router ID. sourceAddress: the node's second address is the session's (and the
+    route's next hop), not its first."""
+    from prometheus_client import CollectorRegistry
+
+    from agent.bgp.config_render import NodeAddresses
+    from agent.bgp.exabgp import BGPSpeaker
+    from agent.nodeview import NodeView
+
+    h = topology.add_host("node1", ipv4=["192.0.2.11/24", "192.0.2.51/24"])
+    sp = BGPSpeaker(NodeAddresses("node1", ip("192.0.2.11"), None), tmp_path / "node1", netns=h.netns,
+                    registry=CollectorRegistry())
+    try:
+        frr_router.bgp_port = 1179
+        conf = render_frr_conf(RouterSpec(asn=ROUTER_ASN, router_id="192.0.2.1",
+                                          neighbors=(Neighbor("192.0.2.51", NODE_ASN),)))
+        # passive: the session can only be the one the node opens, to port 1179
+        remote_as = f" neighbor 192.0.2.51 remote-as {NODE_ASN}\n"
+        frr_router.start(conf.replace(remote_as, remote_as + " neighbor 192.0.2.51 passive\n"))
+        assert "neighbor 192.0.2.51 passive" in frr_router.vtysh("show running-config")
+        config = parse(resources(peer("p", "node1", peerASN=ROUTER_ASN, peerPort=1179, routerID="198.51.100.7",
+                                      sourceAddress="192.0.2.51")))
+        view = NodeView("node1", {"kubernetes.io/hostname": "node1"})
+        sp.set_peers(active_peers(config, view).values())
+        plan = plan_for_node(config, view, [service(ips=(V4,))])
+        sp.set(plan.advertisements, plan.prefix_owners)
+        wait_nexthops(frr_router, f"{V4}/32", {"192.0.2.51"}, timeout=60)
+        neigh = frr_router.json("show bgp neighbors 192.0.2.51 json")["192.0.2.51"]
+        assert neigh["bgpState"] == "Established"
+        assert neigh["remoteRouterId"] == "198.51.100.7"
+        assert neigh["hostLocal"] == "192.0.2.1" and neigh["portLocal"] == 1179   # the router's end
+        assert neigh["hostForeign"] == "192.0.2.51"
+    finally:
+        sp.close()
+
+
+def gr_router(frr_router, node_ip: str) -> None:
+    conf = render_frr_conf(RouterSpec(asn=ROUTER_ASN, router_id="192.0.2.1",
+                                      neighbors=(Neighbor(node_ip, NODE_ASN),)))
+    frr_router.start(conf.replace(" no bgp ebgp-requires-policy\n",
+                                  " no bgp ebgp-requires-policy\n bgp graceful-restart\n"))
+
+
+def watch_route(frr_router, until, timeout: float = 60.0, step: float = 0.02) -> tuple[float, float]:
+    """Poll the router's kernel for our /32 until ``until()``; (seconds it was missing in
+    total, seconds the wait took)."""
+    t0 = time.monotonic()
+    missing, last = 0.0, t0
+    while not until():
+        now = time.monotonic()
+        if not frr_router.kernel_nexthops(f"{V4}/32"):
+            missing += now - last
+        last = now
+        assert now - t0 < timeout, "timed out"
+        time.sleep(step)
+    return missing, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("graceful", [True, False])
+def test_graceful_restart_keeps_routes_while_exabgp_restarts(nodes, frr_router, graceful):
+    """enableGracefulRestart: ExaBGP killed (SIGKILL) and restarted by the agent; the router
+    keeps the route in its kernel the whole time. Without it the route goes away until the
+    new session (the control that shows the guard)."""
+    import os
+    import signal
+    (n1,) = nodes(1)
+    gr_router(frr_router, n1.host.ip4)
+    config = parse(resources(peer("p", "node1", peerASN=ROUTER_ASN, enableGracefulRestart=graceful)),
+                   nodes={"node1": n1.labels})
+    apply(n1, config)
+    wait_nexthops(frr_router, f"{V4}/32", {n1.host.ip4})
+    old = n1.speaker._proc.pid
+    os.kill(old, signal.SIGKILL)
+    back = lambda: (n1.speaker._proc is not None and n1.speaker._proc.pid != old  # noqa: E731
+                    and n1.speaker.session_states().get("p")
+                    and n1.host.ip4 in frr_router.established()
+                    and frr_router.kernel_nexthops(f"{V4}/32") == {n1.host.ip4})
+    missing, took = watch_route(frr_router, back)
+    print(f"graceful={graceful}: route missing {missing:.2f} s of {took:.2f} s until the new session")
+    if graceful:
+        assert missing == 0.0, f"the route left the router's kernel for {missing:.2f} s"
+        path = frr_router.json(f"show bgp ipv4 unicast {V4}/32")["paths"][0]
+        assert not path.get("stale"), path     # refreshed by the new session
+    else:
+        assert missing > 0.0
+
+
+def test_graceful_restart_routes_go_when_exabgp_does_not_come_back(nodes, frr_router, monkeypatch):
+    """The router keeps the routes for the restart time we advertise (shortened to 8 s here)
+    and then withdraws them: a node that does not come back stops attracting traffic."""
+    import os
+    import signal
+
+    import agent.bgp.config_render as render
+    monkeypatch.setattr(render, "GRACEFUL_RESTART_TIME", 8)
+    (n1,) = nodes(1)
+    gr_router(frr_router, n1.host.ip4)
+    apply(n1, parse(resources(peer("p", "node1", peerASN=ROUTER_ASN, enableGracefulRestart=True)),
+                    nodes={"node1": n1.labels}))
+    wait_nexthops(frr_router, f"{V4}/32", {n1.host.ip4})
+    monkeypatch.setattr(n1.speaker, "_start_process", lambda: None)   # the agent is gone for good
+    os.kill(n1.speaker._proc.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_for("stale route", lambda: (frr_router.json(f"show bgp ipv4 unicast {V4}/32").get("paths")
+                                     or [{}])[0].get("stale"), 10)
+    wait_for("route withdrawn", lambda: not frr_router.kernel_nexthops(f"{V4}/32"), 30)
+    stayed = time.monotonic() - t0
+    print(f"stale route kept {stayed:.1f} s (restart time 8 s)")
+    assert 6.0 <= stayed <= 14.0, stayed
+
+
+def test_ebgp_multihop_reaches_a_peer_behind_the_router(topology, frr_router, nodes, tmp_path):
+    """A router two hops away (node -> 192.0.2.1 -> 198.51.100.2): without ebgpMultiHop our
+    packets leave with TTL 1 and die at the first router, the session never comes up; with it
+    (TTL 255) the session is Established and the route is in the far router's kernel."""
+    from metalxdp.rig.frr import FRRRouter
+    (n1,) = nodes(1)
+    far = topology.add_behind("far", "router", "198.51.100.1/30", "198.51.100.2/30")
+    n1.host.run(["ip", "route", "add", "198.51.100.0/30", "via", "192.0.2.1"])
+    import tempfile
+    from pathlib import Path
+    far_frr = FRRRouter(far, Path(tempfile.mkdtemp(prefix="metalxdp-frr-")))
+    conf = render_frr_conf(RouterSpec(asn=65000, router_id="198.51.100.2",
+                                      neighbors=(Neighbor(n1.host.ip4, NODE_ASN),)))
+    remote_as = f" neighbor {n1.host.ip4} remote-as {NODE_ASN}\n"
+    conf = conf.replace(remote_as, remote_as + f" neighbor {n1.host.ip4} ebgp-multihop 255\n"
+                                             f" neighbor {n1.host.ip4} passive\n")
+    # our next hop (the node) is reached through the far router's default route
+    far_frr.start(conf.replace("ip forwarding\n", "ip forwarding\nip nht resolve-via-default\n"))
+    try:
+        far_peer = lambda **kw: peer("far", "node1", peerASN=65000, peerAddress="198.51.100.2", **kw)  # noqa: E731
+        apply(n1, parse(resources(far_peer()), nodes={"node1": n1.labels}))
+        time.sleep(12)          # ExaBGP retries every second or so meanwhile
+        assert n1.host.ip4 not in far_frr.established()
+        assert not far_frr.kernel_nexthops(f"{V4}/32")
+        apply(n1, parse(resources(far_peer(ebgpMultiHop=True)), nodes={"node1": n1.labels}))
+        wait_nexthops(far_frr, f"{V4}/32", {"198.51.100.1"}, timeout=60)   # via the first router
+        path = far_frr.json(f"show bgp ipv4 unicast {V4}/32")["paths"][0]
+        assert path["peer"]["peerId"] == n1.host.ip4 and path["nexthops"][0]["ip"] == n1.host.ip4
+    finally:
+        far_frr.stop()
