@@ -106,7 +106,10 @@ class Endpoint:
 # converted first (matchPolicy Equivalent), so one code path sees every peer.
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("BGPPeer", "v1beta2", "bgppeers", ("CREATE", "UPDATE"), "bgppeervalidationwebhook.metallb.io"),
-    Endpoint("BFDProfile", "v1beta1", "bfdprofiles", ("CREATE", "DELETE"), "bfdprofilevalidationwebhook.metallb.io"),
+    # MetalLB validates BFDProfile CREATE and DELETE only; UPDATE too, so that an edit the parser
+    # refuses (echoMode: true, say) is denied at once instead of making the configuration stale
+    Endpoint("BFDProfile", "v1beta1", "bfdprofiles", ("CREATE", "UPDATE", "DELETE"),
+             "bfdprofilevalidationwebhook.metallb.io"),
     Endpoint("BGPAdvertisement", "v1beta1", "bgpadvertisements", ("CREATE", "UPDATE"),
              "bgpadvertisementvalidationwebhook.metallb.io"),
     Endpoint("Community", "v1beta1", "communities", ("CREATE", "UPDATE"), "communityvalidationwebhook.metallb.io"),

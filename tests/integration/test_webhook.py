@@ -380,6 +380,23 @@ def test_bfd_profile_deletion_refused_while_a_peer_uses_it(clean):
     assert e.value.status == 404
 
 
+def test_bfd_profile_update_is_validated(clean):
+    """MetalLB registers BFDProfile CREATE and DELETE only; metalxdp also UPDATE, so an edit to
+    something the parser refuses is denied at once, not found later as a stale configuration."""
+    profile = {"apiVersion": "metallb.io/v1beta1", "kind": "BFDProfile",
+               "metadata": {"name": "slow", "namespace": NS}, "spec": {"receiveInterval": 300}}
+    clean.create(profile)
+    cur = clean.custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "bfdprofiles", "slow")
+    cur["spec"]["echoMode"] = True
+    with pytest.raises(ApiException) as e:
+        clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "bfdprofiles", "slow", cur)
+    assert "denied the request" in e.value.body and "echoMode" in e.value.body
+    cur["spec"]["echoMode"] = False
+    cur["spec"]["receiveInterval"] = 200
+    clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "bfdprofiles", "slow", cur)
+    clean.delete(profile)
+
+
 def test_updates_are_validated_too(clean):
     a = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "a", "namespace": NS},
          "spec": {"addresses": ["10.0.0.0/24"]}}

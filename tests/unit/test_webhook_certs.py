@@ -92,7 +92,7 @@ def test_webhook_configuration_as_metallb():
     for w in vwc["webhooks"]:
         assert w["failurePolicy"] == "Fail" and w["sideEffects"] == "None" and w["admissionReviewVersions"] == ["v1"]
     bfd = next(w for w in vwc["webhooks"] if w["name"].startswith("bfdprofile"))
-    assert bfd["rules"][0]["operations"] == ["CREATE", "DELETE"]
+    assert bfd["rules"][0]["operations"] == ["CREATE", "UPDATE", "DELETE"]
     url_form = validating_webhook_configuration(url="https://127.0.0.1:9443/", ca_bundle=b"PEM")
     assert url_form["webhooks"][0]["clientConfig"] == {"url": "https://127.0.0.1:9443/validate-metallb-io-v1beta2-bgppeer",
                                                        "caBundle": "UEVN"}
