@@ -32,6 +32,12 @@ bench: setup
 image:
 	@bash scripts/image.sh
 
+# MetalLB's controller and speaker (pinned in scripts/metallb/VERSION) built from Go modules,
+# for side-by-side runs; cached; not needed by `make test`
+.PHONY: metallb
+metallb:
+	@bash scripts/metallb/build.sh
+
 lab-down:
 	@$(VENV)/bin/metalxdp lab down || true
 
