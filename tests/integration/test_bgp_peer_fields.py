@@ -349,3 +349,21 @@ def test_ebgp_multihop_reaches_a_peer_behind_the_router(topology, frr_router, no
         assert path["peer"]["peerId"] == n1.host.ip4 and path["nexthops"][0]["ip"] == n1.host.ip4
     finally:
         far_frr.stop()
+
+
+def test_hold_time_is_the_one_negotiated(nodes, frr_router):
+    """holdTime 6s towards a router configured for 30s: the session runs on 6 s (the smaller,
+    RFC 4271 4.2), which FRR reports; the default (90s) would give the router's 30."""
+    n1, n2 = nodes(2)
+    frr_router.start(render_frr_conf(RouterSpec(asn=ROUTER_ASN, router_id="192.0.2.1", keepalive=10, hold=30,
+                                                neighbors=(Neighbor(n1.host.ip4, NODE_ASN),
+                                                           Neighbor(n2.host.ip4, NODE_ASN)))))
+    config = parse(resources(peer("short", "node1", peerASN=ROUTER_ASN, holdTime="6s"),
+                             peer("default", "node2", peerASN=ROUTER_ASN, holdTime="90s")),
+                   nodes={"node1": n1.labels, "node2": n2.labels})
+    for n in (n1, n2):
+        apply(n, config)
+    wait_for("both sessions up", lambda: {n1.host.ip4, n2.host.ip4} <= frr_router.established(), 60)
+    hold = {a: frr_router.json(f"show bgp neighbors {a} json")[a]["bgpTimerHoldTimeMsecs"]
+            for a in (n1.host.ip4, n2.host.ip4)}
+    assert hold == {n1.host.ip4: 6000, n2.host.ip4: 30000}, hold
