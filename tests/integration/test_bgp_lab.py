@@ -290,14 +290,14 @@ def test_exabgp_killed_is_restarted_and_routes_come_back(lab, made):
     made.service("bgp-k", pool="lab-bgp", selector={"app": "web-k"})
     vip = lt.wait_service_ips(lab, "bgp-k")[0]
     wait_hops(lab, vip, set(NODE4.values()))
-    old = node_pids(lab, "node2", "exabgp server")
+    old = node_pids(lab, "node2", "exabgp_timers.py server")
     assert len(old) == 1, old
     os.kill(old[0], signal.SIGKILL)
     # the router sees the TCP session close and drops node2's next hop ...
     wait_hops(lab, vip, {NODE4["node1"], NODE4["node3"]}, timeout=15)
     # ... the agent restarts ExaBGP, which re-announces
     wait_hops(lab, vip, set(NODE4.values()), timeout=60)
-    new = node_pids(lab, "node2", "exabgp server")
+    new = node_pids(lab, "node2", "exabgp_timers.py server")
     assert len(new) == 1 and new != old
     wait_established(lab, {NODE4["node2"], NODE6["node2"]})
     assert lt.wait_curl(lab, vip) == "web-k on node1"
