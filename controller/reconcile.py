@@ -200,7 +200,12 @@ class Controller:
                 log.info("not a LoadBalancer any more", event="clearAssignment", service=key,
                          reason="notLoadBalancer")
                 self._released(key)
-            if annotation(svc, POOL_ANNOTATION):   # only undo what we wrote
+            # Only a Service that stopped being a LoadBalancer has our annotation undone. One of
+            # another loadBalancerClass belongs to another implementation (MetalLB, during a
+            # migration or beside us), which writes the same annotation name: never touched, as
+            # MetalLB filters such Services out (found running MetalLB beside us: stripping it
+            # made MetalLB retry every status write on a conflict)
+            if (svc.get("spec") or {}).get("type") != "LoadBalancer" and annotation(svc, POOL_ANNOTATION):
                 self.writer.update(key, (), None)
             return
         if self.config is None:

@@ -154,6 +154,22 @@ def test_controller_with_lb_class_handles_only_its_class(apiserver, crds_install
             assert ingress(get_svc(kc, "other", ns)) == []
             events = json.loads(kubectl(kc, "get", "events", "-n", ns, "-o", "json").stdout)["items"]
             assert not [e for e in events if e["involvedObject"]["name"] == "other"], events
+            # the other implementation (MetalLB, say) allocates: it writes the same pool annotation
+            # name we write. Found running MetalLB beside us: we used to strip it (and MetalLB
+            # retried on conflicts, ~1 s per Service); now a foreign class is never written
+            kubectl(kc, "annotate", "svc", "other", "-n", ns, "metallb.io/ip-allocated-from-pool=theirs")
+            kubectl(kc, "patch", "svc", "other", "-n", ns, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.77"}]}}}))
+            mine2 = lb_service("mine2")
+            mine2["spec"]["loadBalancerClass"] = cls
+            mine2["metadata"]["namespace"] = ns
+            kubectl(kc, "apply", "-f", "-", input_=json.dumps(mine2))
+            wait_for("a second Service of our class gets an IP", lambda: ingress(get_svc(kc, "mine2", ns)), 30,
+                     proc=proc)
+            time.sleep(2)
+            theirs = get_svc(kc, "other", ns)
+            assert theirs["metadata"]["annotations"].get("metallb.io/ip-allocated-from-pool") == "theirs"
+            assert [i.get("ip") for i in ingress(theirs)] == ["203.0.113.77"]
         finally:
             proc.stop()
     finally:
