@@ -153,8 +153,10 @@ def validating_webhook_configuration(namespace: str = "metallb-system", url: Opt
             "failurePolicy": "Fail",
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
+            # scope spelled out: the API server defaults it, and a rule without it made every
+            # re-apply of deploy/ "configure" the webhook (the rules list is replaced whole)
             "rules": [{"apiGroups": [GROUP], "apiVersions": [e.version], "operations": list(e.operations),
-                       "resources": [e.plural]}],
+                       "resources": [e.plural], "scope": "*"}],
         })
     return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/name": "metalxdp"}},

@@ -31,16 +31,28 @@ FRR_ROOT = Path("/run/metalxdp/frr")
 CP_HOST = 5          # the control-plane host: 192.0.2.5 / 2001:db8:0:1::5
 
 
-def overlay(workdir: Path, image: ImageTar, deploy: Path = DEPLOY) -> Path:
-    """A kustomize overlay over ``deploy`` that sets the metalxdp image to the one built here,
-    as a user sets theirs (``images:``), without editing a manifest. Returns its directory."""
-    d = workdir / "install"
+def overlay(workdir: Path, ref: str, deploy: Path = DEPLOY, name: str = "install") -> Path:
+    """A kustomize overlay over ``deploy`` that sets the metalxdp image to ``ref``, as a user
+    sets theirs (``images:``), without editing a manifest. Returns its directory."""
+    d = workdir / name
     d.mkdir(parents=True, exist_ok=True)
-    name, _, tag = image.ref.rpartition(":")
+    image, _, tag = ref.rpartition(":")
     (d / "kustomization.yaml").write_text(json.dumps({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": [os.path.relpath(deploy, d)],
-        "images": [{"name": "localhost/metalxdp", "newName": name, "newTag": tag}]}, indent=1))
+        "images": [{"name": "localhost/metalxdp", "newName": image, "newTag": tag}]}, indent=1))
+    return d
+
+
+def operator_overlay(workdir: Path, ref: str, deploy: Path = DEPLOY / "operator") -> Path:
+    """The operator's overlay as docs/install.md tells a user to write one: ``images:`` for the
+    operator's own container and a patch of its ``--image=`` argument (what it renders)."""
+    d = overlay(workdir, ref, deploy, name="install-operator")
+    k = json.loads((d / "kustomization.yaml").read_text())
+    k["patches"] = [{"target": {"kind": "Deployment", "name": "metalxdp-operator"},
+                     "patch": json.dumps([{"op": "replace", "path": "/spec/template/spec/containers/0/args/2",
+                                           "value": f"--image={ref}"}])}]
+    (d / "kustomization.yaml").write_text(json.dumps(k, indent=1))
     return d
 
 
@@ -64,6 +76,7 @@ class ClusterLab:
     frr: Optional[FRRRouter] = None
     images: dict[str, ImageTar] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    image_ref: str = ""           # the metalxdp image the install runs (a rolling update changes it)
 
     @property
     def kubeconfig(self) -> str:
@@ -138,10 +151,47 @@ class ClusterLab:
             if r.returncode != 0:
                 raise RigError(f"XDP_PASS program on the bridge port of {n} failed: {r.stderr[-800:]}")
 
-    def install(self, timeout: float = 240) -> None:
-        d = overlay(self.workdir, self.images["metalxdp"])
-        self.kubectl("apply", "-k", str(d))
+    def install(self, timeout: float = 240, ref: Optional[str] = None) -> subprocess.CompletedProcess:
+        """``kubectl apply -k`` of the overlay (image ``ref``, default: the one built here), the
+        pods Ready, then the lab's pools, advertisements and peers. Returns the apply's output."""
+        self.image_ref = ref or self.image_ref or self.images["metalxdp"].ref
+        r = self.kubectl("apply", "-k", str(overlay(self.workdir, self.image_ref)))
         self.wait_installed(timeout)
+        self.apply_lab_resources()
+        return r
+
+    def tag_image(self, tag: str) -> str:
+        """The metalxdp image under a new tag on every node (what a registry push of a new
+        release would give the kubelets). Returns the new reference."""
+        src = self.images["metalxdp"].ref
+        ref = f"{src.rpartition(':')[0]}:{tag}"
+        for node in self.cluster.nodes.values():
+            node.ctr("images", "tag", "--force", src, ref)
+        return ref
+
+    def install_operator(self, cr: dict, timeout: float = 240) -> None:
+        """The operator path of docs/install.md: namespace and CRDs, ``kubectl apply -k`` of the
+        operator overlay, then the MetalLB CR; the operator's workloads Ready, lab resources."""
+        self.image_ref = self.image_ref or self.images["metalxdp"].ref
+        self.kubectl("apply", "-f", str(DEPLOY / "namespace.yaml"), "-f", str(DEPLOY / "crds"))
+        self.kubectl("apply", "-k", str(operator_overlay(self.workdir, self.image_ref)))
+        self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/metalxdp-operator",
+                     f"--timeout={int(timeout)}s", timeout=timeout + 10)
+        self.kubectl("apply", "-f", "-", input_=json.dumps(cr))
+        wait_for("the operator's controller Deployment and speaker DaemonSet", lambda: all(
+            self.kubectl("-n", NAMESPACE, "get", w, check=False).returncode == 0
+            for w in ("deployment/controller", "daemonset/speaker")), 60)
+        self.wait_installed(timeout)
+        self.apply_lab_resources()
+
+    def uninstall_operator(self) -> None:
+        self.kubectl("delete", "metallbs.metallb.io", "--all", "-n", NAMESPACE, "--wait=true", check=False)
+        wait_for("no metalxdp pods but the operator's", lambda: all(
+            p["metadata"]["labels"].get("app") == "metalxdp-operator" for p in self.pods()), 120)
+        self.kubectl("delete", "-k", str(operator_overlay(self.workdir, self.image_ref)),
+                     "--ignore-not-found", "--wait=true", timeout=300)
+
+    def apply_lab_resources(self) -> None:
         for obj in self.spec.metallb_resources():
             # the controller is Ready once its webhook serves, but kube-proxy programs the
             # webhook Service's new endpoint a moment later: until then the API server's call
@@ -165,7 +215,7 @@ class ClusterLab:
                          timeout=timeout + 10)
 
     def uninstall(self) -> None:
-        d = overlay(self.workdir, self.images["metalxdp"])
+        d = overlay(self.workdir, self.image_ref or self.images["metalxdp"].ref)
         self.kubectl("delete", "-k", str(d), "--ignore-not-found", "--wait=true", timeout=300)
 
     def pods(self, namespace: str = NAMESPACE) -> list[dict]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -16,34 +14,12 @@ import pytest
 from metalxdp.lab.spec import NAMESPACE
 from metalxdp.rig.procs import wait_for
 
-from .conftest import client_curl, parse_backend, router_nexthops, wait_curl
+from metalxdp.lab.kube_tools import (Stream, agent_pid, announcer, parse_backend, router_nexthops,
+                                     wait_curl, xdp_prog_id)
 
 pytestmark = pytest.mark.integration
 NODES = ("node1", "node2", "node3")
 PINNED = (Path(__file__).resolve().parents[2] / "scripts" / "kube" / "VERSION").read_text().strip()
-
-
-def client_neigh_mac(lab, ip: str):
-    fam = "-6" if ":" in ip else "-4"
-    out = lab.topo.hosts["client"].run(["ip", "-j", fam, "neigh", "show", ip], check=False).stdout
-    entries = json.loads(out or "[]")
-    return entries[0].get("lladdr") if entries else None
-
-
-def announcer(lab, ip: str):
-    """The node whose MAC the client resolved ``ip`` to (after a fresh request)."""
-    lab.topo.hosts["client"].run(["ip", "neigh", "flush", "to", ip], check=False)
-    client_curl(lab, ip, timeout=2)
-    mac = client_neigh_mac(lab, ip)
-    for n in NODES:
-        if lab.topo.hosts[n].mac == mac:
-            return n
-    return None
-
-
-def xdp_prog_id(lab, node: str):
-    out = lab.node_exec(node, "ip", "-j", "link", "show", "eth0").stdout
-    return (json.loads(out)[0].get("xdp") or {}).get("prog", {}).get("id")
 
 
 # ---- the cluster and the install ---------------------------------------------------------------
@@ -105,35 +81,6 @@ def test_bgp_service_routed_with_a_next_hop_per_node_ipv4_and_ipv6(cluster, work
 
 
 # ---- faults ---------------------------------------------------------------------------------
-class Stream:
-    """Requests from the client at ``rate`` per second; results as (time, ok)."""
-
-    def __init__(self, lab, ip: str, rate: float = 20):
-        self.lab, self.ip, self.gap = lab, ip, 1 / rate
-        self.results: list[tuple[float, bool]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            t = time.monotonic()
-            threading.Thread(target=lambda t=t: self.results.append(
-                (t, client_curl(self.lab, self.ip, timeout=1) is not None)), daemon=True).start()
-            self._stop.wait(max(0.0, self.gap - (time.monotonic() - t)))
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        time.sleep(1.5)           # the last requests finish (1 s timeout)
-
-    def failed(self) -> int:
-        return sum(1 for _, ok in self.results if not ok)
-
-
 def test_l2_failover_after_a_node_cable_cut_and_bgp_next_hop_removed(cluster, workload):
     workload.backends("fo", 3)
     (ip,) = workload.service("fo-l2", "fo")
@@ -166,18 +113,6 @@ def test_l2_failover_after_a_node_cable_cut_and_bgp_next_hop_removed(cluster, wo
     wait_for("the node's next hop back", lambda: len(router_nexthops(cluster, bip)) == 3, 90)
 
 
-def agent_pid(lab, node: str) -> int:
-    """The host pid of the agent process of ``node``'s speaker pod (it runs in the node's netns)."""
-    want = os.stat(f"/run/netns/{lab.topo.hosts[node].netns}").st_ino
-    for pid in subprocess.run(["pgrep", "-f", "metalxdp agent"], capture_output=True, text=True).stdout.split():
-        try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino == want:
-                return int(pid)
-        except OSError:
-            continue
-    raise AssertionError(f"no agent process in {node}'s namespace")
-
-
 def test_speaker_killed_with_sigkill_comes_back_and_adopts_its_pinned_program(cluster, workload):
     """SIGKILL the agent of the announcing node: the kubelet restarts the container with the
     DaemonSet's capabilities (no CAP_SYS_ADMIN), it adopts the same pinned program, and the
@@ -207,6 +142,109 @@ def test_speaker_killed_with_sigkill_comes_back_and_adopts_its_pinned_program(cl
     assert xdp_prog_id(cluster, node) == prog, "the restarted agent did not keep the pinned program"
     assert wait_curl(cluster, ip)
 
+# ---- operations: controller restart, re-apply, rolling update ------------------------------------
+def pods_by(lab, component: str) -> list[dict]:
+    return [p for p in lab.pods() if p["metadata"]["labels"].get("component") == component]
+
+
+def lease_holder(lab) -> str:
+    lease = json.loads(lab.kubectl("-n", NAMESPACE, "get", "lease", "metalxdp-controller", "-o", "json").stdout)
+    return lease["spec"].get("holderIdentity", "")
+
+
+def running_state(lab) -> dict:
+    """What a no-op must leave alone: every metalxdp pod (uid, image, restarts), the XDP
+    program on each node, the webhook's and the CRD conversion's CA."""
+    pods = {p["metadata"]["name"]: (p["metadata"]["uid"], p["spec"]["containers"][0]["image"],
+                                    p["status"]["containerStatuses"][0]["restartCount"]) for p in lab.pods()}
+    vwc = json.loads(lab.kubectl("get", "validatingwebhookconfiguration", "-o", "json").stdout)["items"]
+    cas = {w["name"]: w["clientConfig"].get("caBundle") for c in vwc for w in c.get("webhooks") or []
+           if c["metadata"]["name"].startswith("metallb")}
+    crd = json.loads(lab.kubectl("get", "crd", "bgppeers.metallb.io", "-o", "json").stdout)
+    conv = ((crd["spec"].get("conversion") or {}).get("webhook") or {}).get("clientConfig") or {}
+    return {"pods": pods, "xdp": {n: xdp_prog_id(lab, n) for n in NODES}, "webhook_ca": cas,
+            "conversion_ca": conv.get("caBundle")}
+
+
+def test_controller_pod_deleted_new_leader_changes_no_ip_and_duplicates_none(cluster, workload):
+    before = workload.many_services("keep", 30, "lab-bgp")
+    (old,) = pods_by(cluster, "controller")
+    name = old["metadata"]["name"]
+    assert lease_holder(cluster) == name
+    cluster.kubectl("-n", NAMESPACE, "delete", "pod", name, "--wait=false")
+
+    def new_leader():
+        pods = [p for p in pods_by(cluster, "controller") if p["metadata"]["name"] != name
+                and (p["status"].get("containerStatuses") or [{}])[0].get("ready")]
+        return bool(pods) and lease_holder(cluster) == pods[0]["metadata"]["name"]
+    wait_for("a new controller pod Ready and holding the lease", new_leader, 120)
+    after = workload.many_services("late", 5, "lab-bgp")     # the new leader allocates
+    now = workload.ips()
+    assert {k: now[k] for k in before} == before, "the new leader changed an IP"
+    ips = [ip for v in now.values() for ip in v]
+    assert len(ips) == len(set(ips)) == 35, sorted(ips)
+    assert not set(ip for v in after.values() for ip in v) & set(ip for v in before.values() for ip in v)
+
+
+def test_reapplying_deploy_over_a_running_install_changes_nothing(cluster, workload):
+    """Upgrade in place with the same release: `kubectl apply -k` again over the running
+    install. The CA the controller injected into the webhook and the CRD conversion stays (the
+    manifests carry none, so apply's three-way merge leaves it), no pod is replaced, the XDP
+    program stays, the webhook still refuses bad input and the Service keeps its IP."""
+    workload.backends("same", 2)
+    (ip,) = workload.service("same-l2", "same", families=["IPv4"])
+    wait_curl(cluster, ip)
+    state = running_state(cluster)
+    assert all(state["webhook_ca"].values()) and state["conversion_ca"], state
+    out = cluster.install().stdout
+    # every object "unchanged": before, the CRDs' empty status `properties: {}` (dropped by the
+    # API server) and the webhook rules without `scope` (defaulted by it) were sent again each time
+    changed = [line for line in out.splitlines() if line.strip() and not line.endswith(" unchanged")]
+    assert not changed, out
+    assert running_state(cluster) == state
+    assert workload.ips()["same-l2"] == [ip]
+    assert wait_curl(cluster, ip)
+    bad = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+           "metadata": {"name": "e2e-bad", "namespace": NAMESPACE}, "spec": {"addresses": ["192.0.2.300/32"]}}
+    r = cluster.kubectl("apply", "-f", "-", input_=json.dumps(bad), check=False)
+    assert r.returncode != 0 and "denied the request" in r.stderr, r.stderr
+
+
+def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_request(cluster, workload):
+    """A new release rolled out as users roll one: the image tag changed by kustomize and
+    re-applied. The DaemonSet replaces one agent pod at a time (maxUnavailable 1), each new agent
+    adopts the pinned program; the controller Deployment rolls too. 20 requests per second to
+    an L2 and to a BGP Service all succeed."""
+    workload.backends("roll", 3)
+    (ip,) = workload.service("roll-l2", "roll", families=["IPv4"])
+    (bip,) = workload.service("roll-bgp", "roll", pool="lab-bgp", families=["IPv4"])
+    wait_curl(cluster, ip)
+    wait_for("three BGP next hops", lambda: len(router_nexthops(cluster, bip)) == 3, 60)
+    wait_curl(cluster, bip)
+    progs = {n: xdp_prog_id(cluster, n) for n in NODES}
+    old_pods = {p["metadata"]["name"] for p in pods_by(cluster, "speaker")}
+    ref = cluster.tag_image("rolled-" + os.urandom(3).hex())
+    with Stream(cluster, ip, rate=20) as l2, Stream(cluster, bip, rate=20) as bgp:
+        t0 = time.monotonic()
+        cluster.install(ref=ref)
+        print(f"rollout of {ref} took {time.monotonic() - t0:.1f} s")
+        time.sleep(3)
+    speakers = pods_by(cluster, "speaker")
+    assert not old_pods & {p["metadata"]["name"] for p in speakers}, "not every agent pod was replaced"
+    for p in speakers + pods_by(cluster, "controller"):
+        assert p["spec"]["containers"][0]["image"] == ref
+        assert p["status"]["containerStatuses"][0]["ready"]
+    print(f"requests during the rollout: L2 {len(l2.results)} ({l2.failed()} failed), "
+          f"BGP {len(bgp.results)} ({bgp.failed()} failed)")
+    assert len(l2.results) > 100 and len(bgp.results) > 100
+    assert l2.failed() == 0 and bgp.failed() == 0
+    # a node that had a program keeps it (adopted); one that announced nothing before may have
+    # attached one since (a VIP moved to it while its neighbour's pod was replaced)
+    assert any(progs.values()), progs
+    now = {n: xdp_prog_id(cluster, n) for n in NODES}
+    assert {n: now[n] for n in NODES if progs[n]} == {n: p for n, p in progs.items() if p}, (progs, now)
+
+
 # ---- uninstall (last: the session's cluster has no metalxdp afterwards) -------------------------
 def test_uninstall_with_delete_k_detaches_xdp_and_removes_the_pins(cluster):
     """`kubectl delete -k` ends the DaemonSet: each agent sees its DaemonSet gone at SIGTERM
@@ -220,3 +258,46 @@ def test_uninstall_with_delete_k_detaches_xdp_and_removes_the_pins(cluster):
         assert xdp_prog_id(cluster, n) is None, f"XDP still attached on {n}"
         left = cluster.node_exec(n, "sh", "-c", "ls /sys/fs/bpf/metalxdp 2>/dev/null; true").stdout.split()
         assert not left, f"pins left on {n}: {left}"
+
+
+# ---- the operator path (after the uninstall: a cluster without metalxdp) ------------------------
+SEED_001_CR = {"apiVersion": "metallb.io/v1beta1", "kind": "MetalLB",
+               "metadata": {"name": "metallb", "namespace": NAMESPACE}}
+WORKER = "node-role.kubernetes.io/worker"
+
+
+def speaker_nodes(lab) -> list[str]:
+    return sorted(p["spec"].get("nodeName") or "-" for p in pods_by(lab, "speaker"))
+
+
+def test_operator_from_the_metallb_cr_and_the_scheduler_honours_taints_tolerations_and_node_selector(cluster):
+    """The second install path (docs/install.md): the operator's overlay, then seed 001's MetalLB
+    CR with its speakerTolerations (key Example, NoExecute). node2 carries that taint (tolerated:
+    it gets an agent), node3 another one (not tolerated: no agent). Then seed 001's nodeSelector
+    (worker role, on node1 only) narrows the DaemonSet to node1."""
+    cr = json.loads(json.dumps(SEED_001_CR))
+    cr["spec"] = {"speakerTolerations": [{"key": "Example", "operator": "Exists", "effect": "NoExecute"}]}
+    try:
+        cluster.kubectl("taint", "node", "node2", "Example=lab:NoExecute", "--overwrite")
+        cluster.kubectl("taint", "node", "node3", "Other=lab:NoSchedule", "--overwrite")
+        cluster.install_operator(cr)
+        assert speaker_nodes(cluster) == ["node1", "node2"]
+        (ctl,) = pods_by(cluster, "controller")
+        assert ctl["spec"]["nodeName"] == "node1"     # tolerates neither lab taint
+        ref = cluster.image_ref
+        for p in pods_by(cluster, "speaker") + pods_by(cluster, "controller"):
+            assert p["spec"]["containers"][0]["image"] == ref
+            assert p["metadata"]["ownerReferences"][0]["kind"] in ("DaemonSet", "ReplicaSet")
+
+        cluster.kubectl("label", "node", "node1", f"{WORKER}=", "--overwrite")
+        cr["spec"]["nodeSelector"] = {WORKER: ""}
+        cluster.kubectl("apply", "-f", "-", input_=json.dumps(cr))
+        wait_for("speakers on node1 only", lambda: speaker_nodes(cluster) == ["node1"], 120)
+        ds = json.loads(cluster.kubectl("-n", NAMESPACE, "get", "daemonset", "speaker", "-o", "json").stdout)
+        assert ds["spec"]["template"]["spec"]["nodeSelector"].get(WORKER) == ""
+        cluster.uninstall_operator()
+        wait_for("no metalxdp pods", lambda: not cluster.pods(), 120)
+    finally:
+        cluster.kubectl("taint", "node", "node2", "Example-", check=False)
+        cluster.kubectl("taint", "node", "node3", "Other-", check=False)
+        cluster.kubectl("label", "node", "node1", f"{WORKER}-", check=False)

@@ -1,0 +1,210 @@
+"""What the cluster demo and the e2e suite do on the cluster lab: backends and Services through
+kubectl, requests from the client, who answers ARP, the router's next hops, a request stream,
+the agent process of a node and the memory a node spends. Everything looks at what the client,
+the router or the node itself sees."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import threading
+import time
+from typing import Optional
+
+from .kube_cluster import ClusterLab
+from ..rig.frr import route_gateways
+from ..rig.kubenode import _rss_kb
+from ..rig.procs import wait_for
+
+
+def client_curl(lab: ClusterLab, ip: str, port: int = 80, timeout: float = 2.0) -> Optional[str]:
+    url = f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
+    r = subprocess.run(["ip", "netns", "exec", lab.topo.hosts["client"].netns, "curl", "-s", "-g",
+                        "--max-time", str(timeout), url], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def wait_curl(lab: ClusterLab, ip: str, timeout: float = 60, **kw) -> str:
+    got: list = [None]
+
+    def check():
+        got[0] = client_curl(lab, ip, **kw)
+        return got[0] is not None
+    wait_for(f"HTTP answer from {ip} at the client", check, timeout)
+    return got[0]
+
+
+def parse_backend(line: str) -> dict:
+    """`pod=web-x node=node2 client=192.0.2.100 port=8080` -> dict."""
+    return dict(kv.split("=", 1) for kv in line.split())
+
+
+def router_nexthops(lab: ClusterLab, prefix: str) -> set[str]:
+    fam = "-6" if ":" in prefix else "-4"
+    r = lab.topo.hosts["router"].run(["ip", "-j", fam, "route", "show", prefix], check=False)
+    return route_gateways(r.stdout)
+
+
+def client_neigh_mac(lab: ClusterLab, ip: str) -> Optional[str]:
+    fam = "-6" if ":" in ip else "-4"
+    out = lab.topo.hosts["client"].run(["ip", "-j", fam, "neigh", "show", ip], check=False).stdout
+    entries = json.loads(out or "[]")
+    return entries[0].get("lladdr") if entries else None
+
+
+def announcer(lab: ClusterLab, ip: str) -> Optional[str]:
+    """The node whose MAC the client resolved ``ip`` to (after a fresh request)."""
+    lab.topo.hosts["client"].run(["ip", "neigh", "flush", "to", ip], check=False)
+    client_curl(lab, ip, timeout=2)
+    mac = client_neigh_mac(lab, ip)
+    for n in lab.spec.node_names():
+        if lab.topo.hosts[n].mac == mac:
+            return n
+    return None
+
+
+def xdp_prog_id(lab: ClusterLab, node: str) -> Optional[int]:
+    out = lab.node_exec(node, "ip", "-j", "link", "show", "eth0").stdout
+    return (json.loads(out)[0].get("xdp") or {}).get("prog", {}).get("id")
+
+
+def agent_pid(lab: ClusterLab, node: str) -> int:
+    """The host pid of the agent process of ``node``'s speaker pod (it runs in the node's netns)."""
+    want = os.stat(f"/run/netns/{lab.topo.hosts[node].netns}").st_ino
+    for pid in subprocess.run(["pgrep", "-f", "metalxdp agent"], capture_output=True, text=True).stdout.split():
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == want:
+                return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no agent process in {node}'s namespace")
+
+
+def node_memory_mb(lab: ClusterLab) -> dict[str, dict[str, float]]:
+    """Per node, RSS in MB of kubelet, containerd (with its shims), kube-proxy and the agent
+    pod's processes (agent + ExaBGP + relay)."""
+    out = {}
+    for node, parts in lab.memory_kb().items():
+        row = {k: round(v / 1024, 1) for k, v in parts.items()}
+        try:
+            row["agent pod"] = round(_rss_kb(agent_pid(lab, node)) / 1024, 1)
+        except (AssertionError, OSError):
+            row["agent pod"] = 0.0
+        row["total"] = round(sum(row.values()), 1)
+        out[node] = row
+    return out
+
+
+class Stream:
+    """Requests from the client at ``rate`` per second; results as (time, ok)."""
+
+    def __init__(self, lab: ClusterLab, ip: str, rate: float = 20, timeout: float = 1):
+        self.lab, self.ip, self.gap, self.timeout = lab, ip, 1 / rate, timeout
+        self.results: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            t = time.monotonic()
+            threading.Thread(target=lambda t=t: self.results.append(
+                (t, client_curl(self.lab, self.ip, timeout=self.timeout) is not None)), daemon=True).start()
+            self._stop.wait(max(0.0, self.gap - (time.monotonic() - t)))
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        time.sleep(self.timeout + 0.5)           # the last requests finish
+
+    def failed(self) -> int:
+        return sum(1 for _, ok in self.results if not ok)
+
+    def first_success_after(self, t0: float) -> Optional[float]:
+        ok = [t for t, good in self.results if good and t > t0]
+        return min(ok) - t0 if ok else None
+
+
+class Workload:
+    """Backends (a Deployment of the backend image) and LoadBalancer Services in a namespace of
+    their own, removed by ``close()``."""
+
+    def __init__(self, lab: ClusterLab, ns: Optional[str] = None):
+        self.lab, self.objs = lab, []
+        self.ns = ns or "e2e-" + secrets.token_hex(3)
+        lab.kubectl("create", "namespace", self.ns)
+
+    def apply(self, obj: dict) -> dict:
+        obj.setdefault("metadata", {})["namespace"] = self.ns
+        self.lab.kubectl("apply", "-f", "-", input_=json.dumps(obj))
+        return obj
+
+    def backends(self, app: str, replicas: int = 2, node_selector: Optional[dict] = None) -> None:
+        image = self.lab.images["backend"].ref
+        env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+               {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+        spec = {"containers": [{"name": "web", "image": image, "imagePullPolicy": "Never", "env": env,
+                                "ports": [{"containerPort": 8080}],
+                                "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 2}}],
+                "terminationGracePeriodSeconds": 1}
+        if node_selector:
+            spec["nodeSelector"] = node_selector
+        self.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": app},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}},
+                             "template": {"metadata": {"labels": {"app": app}}, "spec": spec}}})
+        self.lab.kubectl("-n", self.ns, "rollout", "status", f"deployment/{app}", "--timeout=120s", timeout=130)
+
+    def service(self, name: str, app: str, pool: Optional[str] = None, etp: str = "Cluster",
+                families: Optional[list] = None, policy: Optional[str] = None) -> list[str]:
+        ann = {"metallb.io/address-pool": pool} if pool else {}
+        spec = {"type": "LoadBalancer", "selector": {"app": app}, "externalTrafficPolicy": etp,
+                "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP", "name": "http"}]}
+        if families:
+            spec["ipFamilies"] = families
+        if policy:
+            spec["ipFamilyPolicy"] = policy
+        self.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "annotations": ann},
+                    "spec": spec})
+        want = len(families) if families else 1
+        ips: list[str] = []
+
+        def check():
+            nonlocal ips
+            ips = self.ips().get(name) or []
+            return len(ips) == want
+        wait_for(f"service {name} IPs", check, 60)
+        return ips
+
+    def ips(self) -> dict[str, list[str]]:
+        """Every LoadBalancer Service of the namespace -> its status IPs."""
+        items = json.loads(self.lab.kubectl("-n", self.ns, "get", "svc", "-o", "json").stdout)["items"]
+        return {s["metadata"]["name"]: [i["ip"] for i in ((s.get("status") or {}).get("loadBalancer") or {})
+                                        .get("ingress") or []]
+                for s in items if s["spec"]["type"] == "LoadBalancer"}
+
+    def many_services(self, prefix: str, count: int, pool: str) -> dict[str, list[str]]:
+        """``count`` IPv4 Services (no backends needed for an IP) in one apply; waits for all IPs."""
+        items = [{"apiVersion": "v1", "kind": "Service",
+                  "metadata": {"name": f"{prefix}-{i}", "namespace": self.ns,
+                               "annotations": {"metallb.io/address-pool": pool}},
+                  "spec": {"type": "LoadBalancer", "selector": {"app": prefix}, "ipFamilies": ["IPv4"],
+                           "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
+                 for i in range(count)]
+        self.lab.kubectl("apply", "-f", "-", input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        names = {f"{prefix}-{i}" for i in range(count)}
+        got: dict = {}
+
+        def check():
+            nonlocal got
+            got = {k: v for k, v in self.ips().items() if k in names}
+            return len(got) == count and all(got.values())
+        wait_for(f"{count} Services {prefix}-* with IPs", check, 120)
+        return got
+
+    def close(self) -> None:
+        self.lab.kubectl("delete", "namespace", self.ns, "--wait=true", "--timeout=120s", check=False, timeout=130)
+
