@@ -107,15 +107,19 @@ def agent(ctx, node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, 
     node.start()
     log.info("agent started", node=node_name, xdp_mode=xdp_mode, bpffs_dir=bpffs_dir)
     stop.wait()
+    mode = "leave"
     if dp is not None and not detach_on_exit:
-        from .uninstall import check as uninstall_check
-        gone, why = uninstall_check(node.api, namespace, pod_name)
-        if gone:   # nobody will adopt the program and maps: take them with us
+        from .uninstall import RESTART, UNINSTALL, check as stop_check
+        mode, why = stop_check(node.api, namespace, pod_name, node_name=node_name)
+        if mode == UNINSTALL:   # nobody will adopt the program and maps: take them with us
             log.info("metalxdp is being uninstalled: detaching XDP and removing the pins",
                      event="uninstallCleanup", node=node_name, reason=why)
             dp.detach_on_exit = detach_on_exit = True
-    log.info("agent stopping", node=node_name, detach=detach_on_exit)
-    node.stop(planned=not detach_on_exit)
+        elif mode == RESTART:
+            log.info("pod replaced on this node: leaving as restarting, VIPs stay",
+                     event="restartLeave", node=node_name, reason=why)
+    log.info("agent stopping", node=node_name, detach=detach_on_exit, mode=mode)
+    node.stop(planned=not detach_on_exit, restarting=mode == "restart")
     garp.close()
     if dp is not None:
         dp.close()

@@ -24,6 +24,11 @@ Protocol (SWIM, Das et al. 2002, as hashicorp/memberlist does it):
   heard from others only makes the member suspect here (a node back from a partition gossips
   its stale view; the live members refute it instead of flapping), except from the member
   itself (graceful leave);
+- a planned restart (the agent's pod replaced by a rollout, its node staying) leaves with
+  RESTARTING instead of DEAD: members keep counting it, without probing it, for
+  ``restart_hold`` (its pinned XDP program answers meanwhile), so no VIP moves away and back;
+  its next process refutes the claim at once (it hears it in the seeds' SYNC); not back within
+  the hold, it is dead. MetalLB's speaker always leaves, and its VIPs move twice per rollout;
 - state changes (alive/suspect/dead + incarnation) ride piggybacked on every packet, fewest
   transmissions first, each ``retransmit_mult * ceil(log10(n+1))`` times, plus GOSSIP packets to
   ``gossip_fanout`` random members every ``gossip_interval`` while there is something to tell;
@@ -58,8 +63,8 @@ Addr = tuple[str, int]             # (ip, port)
 Outgoing = tuple[Addr, bytes]
 
 DEFAULT_PORT = 7946                # memberlist's port
-ALIVE, SUSPECT, DEAD = 0, 1, 2
-STATE_NAMES = {ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead"}
+ALIVE, SUSPECT, DEAD, RESTARTING = 0, 1, 2, 3
+STATE_NAMES = {ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead", RESTARTING: "restarting"}
 
 MAGIC = b"MX"
 VERSION = 1
@@ -102,6 +107,7 @@ class MembershipConfig:
     sync_interval: float = 10.0    # full-state exchange with one random member (scaled up
     #                                beyond 32 members, see sync_interval_for)
     dead_retention: float = 300.0  # forget dead members after this (seeds are kept)
+    restart_hold: float = 15.0     # a member restarting (planned) counts this long, unprobed
 
     def __post_init__(self):
         if not 0 < self.probe_timeout < self.probe_interval:
@@ -125,7 +131,7 @@ class Member:
     state: int
     incarnation: int
     since: float                   # when this state began (local time)
-    suspect_deadline: float = 0.0
+    suspect_deadline: float = 0.0  # SUSPECT -> DEAD at this time; RESTARTING too (restart_hold)
 
 
 @dataclass
@@ -303,7 +309,7 @@ class Membership:
         # whole table (1,000 members): live (alive+suspect) names with O(1) removal, suspects, dead
         self._live: list[str] = []
         self._live_pos: dict[str, int] = {}
-        self._suspects: set[str] = set()
+        self._suspects: set[str] = set()      # SUSPECT and RESTARTING: both expire at suspect_deadline
         self._dead: set[str] = set()
         self._seq = 0
         self._probe_id = self.rng.randrange(1 << 32)
@@ -323,7 +329,7 @@ class Membership:
         self.version = 0
         self.stats: dict[str, int] = {k: 0 for k in (
             "tx", "rx", "rx_bad_auth", "rx_malformed", "rx_replayed", "rx_self", "suspected",
-            "declared_dead", "refuted", "stream_probes")}
+            "declared_dead", "refuted", "stream_probes", "restart_expired")}
 
     # ---- queries --------------------------------------------------------------------------
     def members(self, now: Optional[float] = None) -> frozenset[str]:
@@ -449,6 +455,9 @@ class Membership:
         if state == SUSPECT:
             m.suspect_deadline = now + self.cfg.suspicion_timeout(self._n())
             self._suspects.add(m.name)
+        elif state == RESTARTING:
+            m.suspect_deadline = now + self.cfg.restart_hold
+            self._suspects.add(m.name)
         else:
             self._suspects.discard(m.name)
         is_member = state != DEAD
@@ -516,9 +525,17 @@ class Membership:
                     self._set_state(now, m, ALIVE, inc)
                 self._broadcast(name, ALIVE, inc, addr)
         elif state == SUSPECT:
+            if m.state == RESTARTING and inc <= m.incarnation:
+                return          # nobody probes a restarting member: a stale suspicion
             if (m.state == ALIVE and inc >= m.incarnation) or inc > m.incarnation:
                 self._set_state(now, m, SUSPECT, inc)
                 self._broadcast(name, SUSPECT, inc, m.addr)
+        elif state == RESTARTING:
+            # the member said so itself (leave(restarting=True)) or others relay it: it is
+            # authenticated either way. Its next process refutes with a newer incarnation.
+            if (m.state in (ALIVE, SUSPECT) and inc >= m.incarnation) or inc > m.incarnation:
+                self._set_state(now, m, RESTARTING, inc)
+                self._broadcast(name, RESTARTING, inc, m.addr)
         else:  # DEAD
             if origin is None or origin == name:
                 # our own suspicion expired, or the member said goodbye itself
@@ -527,6 +544,8 @@ class Membership:
                     self._broadcast(name, DEAD, inc, m.addr)
             elif m.state == DEAD:
                 m.incarnation = max(m.incarnation, inc)
+            elif m.state == RESTARTING and inc <= m.incarnation:
+                pass            # hearsay about the life before the restart: the hold decides
             elif inc > m.incarnation or (m.state == ALIVE and inc == m.incarnation):
                 # Hearsay of a death: suspect it, and let OUR suspicion timer decide. A node back
                 # from a partition gossips its stale "everybody died" view; the live members
@@ -652,7 +671,7 @@ class Membership:
 
         for name in [n for n in self._suspects if now >= self._members[n].suspect_deadline]:
             m = self._members[name]
-            self.stats["declared_dead"] += 1
+            self.stats["declared_dead" if m.state == SUSPECT else "restart_expired"] += 1
             self._apply(now, DEAD, m.incarnation, m.addr, m.name)
 
         if now >= self._next_gossip:
@@ -691,19 +710,21 @@ class Membership:
             while self._order:
                 name = self._order.pop()
                 m = self._members.get(name)
-                if m is not None and m.state != DEAD:
+                if m is not None and m.state not in (DEAD, RESTARTING):
                     return name
-            candidates = sorted(n for n, m in self._members.items() if m.state != DEAD)
+            candidates = sorted(n for n, m in self._members.items() if m.state not in (DEAD, RESTARTING))
             if not candidates:
                 return None
             self.rng.shuffle(candidates)
             self._order = candidates
 
-    def leave(self, now: float) -> list[Outgoing]:
-        """Graceful shutdown: tell a few members we are dead, so nobody waits for a timeout."""
+    def leave(self, now: float, restarting: bool = False) -> list[Outgoing]:
+        """Graceful shutdown: tell a few members we are dead, so nobody waits for a timeout;
+        ``restarting``: that we come back (a planned restart), so they keep counting us for
+        ``restart_hold`` instead."""
         self.incarnation += 1
         self._queue.clear()
-        self._broadcast(self.name, DEAD, self.incarnation, self.addr)
+        self._broadcast(self.name, RESTARTING if restarting else DEAD, self.incarnation, self.addr)
         out = [(h.addr, self._encode(GOSSIP, b"", h.name))
                for h in self._sample_live(3 * self.cfg.gossip_fanout)]
         self._left = True

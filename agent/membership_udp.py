@@ -182,14 +182,15 @@ class MembershipRunner:
         self._thread.start()
         return self
 
-    def stop(self, leave: bool = True, timeout: float = 2.0) -> None:
-        """Stop the thread (graceful leave first unless ``leave=False``) and close the socket."""
+    def stop(self, leave: bool = True, timeout: float = 2.0, restarting: bool = False) -> None:
+        """Stop the thread (graceful leave first unless ``leave=False``; ``restarting``: as a
+        member that comes back, see Membership.leave) and close the socket."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout)
         if leave:
             with self._lock:
-                out = self.m.leave(self.clock())
+                out = self.m.leave(self.clock(), restarting=restarting)
             self._send(out)
         self.sock.close()
         if self.stream_sock is not None:

@@ -175,7 +175,8 @@ class Agent:
             if n["metadata"]["name"] != self.node:
                 seeds += [(a, self.s.ml_port) for a in node_internal_ips(n) if ":" not in a][:1]
         m = Membership(self.node, (mine[0], self.s.ml_port), derive_key(base64.b64decode(key)),
-                       seeds=seeds, config=MembershipConfig(), epoch=time.time_ns() // 1_000_000)
+                       seeds=seeds, config=MembershipConfig(restart_hold=self.s.stop_grace_ms / 1000),
+                       epoch=time.time_ns() // 1_000_000)
         try:
             stream = open_stream_socket(mine[0], self.s.ml_port)
         except OSError as e:          # e.g. the port taken by a MetalLB speaker over TCP
@@ -189,9 +190,10 @@ class Agent:
                                            stream_sock=stream).start()
         log.info("membership started", event="membershipStarted", bind=mine[0], seeds=len(seeds))
 
-    def stop(self, planned: bool = True) -> None:
+    def stop(self, planned: bool = True, restarting: bool = False) -> None:
         """Stop. ``planned``: keep XDP answering for ``stop_grace_ms`` so a restarted agent takes
-        over without a gap (it adopts the pinned program and maps)."""
+        over without a gap (it adopts the pinned program and maps). ``restarting``: a new agent
+        comes on this node; the peers keep this node's VIPs here meanwhile (membership)."""
         self._stop.set()
         self._wake.set()
         if self.dp is not None and planned:
@@ -200,8 +202,8 @@ class Agent:
         for inf in self.informers:
             inf.stop()
         if self.membership:
-            self.membership.stop(leave=True)
-        self.bgp.close()
+            self.membership.stop(leave=True, restarting=restarting and planned)
+        self.bgp.close(restarting=restarting and planned)
         self.events.close()
 
     def _heartbeat_loop(self) -> None:

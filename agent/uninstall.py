@@ -7,7 +7,13 @@ program would keep answering ARP for VIPs nobody manages and the pins would stay
 bpffs. So at SIGTERM the agent asks the API about its own pod's DaemonSet, and cleans up (detach,
 unpin) when it is gone or going.
 
-``decide`` is the pure rule over the two answers; ``check`` does the two GETs.
+Otherwise the agent tells its peers how it leaves (``stop_mode``): a pod deleted through the
+API (a DaemonSet rollout, ``kubectl delete pod``, an eviction) on a node that stays is replaced
+on the same node, so it leaves as *restarting* and its VIPs stay where they are
+(agent.membership); anything else (a node shutting down, a container killed in place) leaves
+as before and the VIPs move at once.
+
+``decide`` and ``stop_mode`` are the pure rules over the answers; ``check`` does the GETs.
 """
 from __future__ import annotations
 
@@ -55,10 +61,38 @@ def decide(pod: Answer, daemonset: Optional[Answer], namespace: Optional[Answer]
     return False, "the DaemonSet stays" if code == 200 else f"the DaemonSet not readable ({code or 'no answer'})"
 
 
-def check(api, namespace: str, pod_name: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """``decide`` over the API's answers for ``pod_name`` and its DaemonSet (``api``: an ApiClient)."""
+UNINSTALL, RESTART, LEAVE = "uninstall", "restart", "leave"
+
+
+def stop_mode(pod: Answer, daemonset: Optional[Answer], namespace: Optional[Answer] = None,
+              node: Optional[Answer] = None) -> tuple[str, str]:
+    """(UNINSTALL | RESTART | LEAVE, reason). RESTART only when the answers show a replacement
+    coming on this node: the pod has a deletionTimestamp (deleted through the API, so its
+    DaemonSet, which stays, creates the next one) and the node is readable and not being
+    deleted. No answer, or a pod not being deleted (a node shutting down kills its pods
+    without deleting them), is LEAVE: a wrong RESTART keeps a stopped node's VIPs for the
+    restart hold, a wrong LEAVE only moves them (as MetalLB always does)."""
+    gone, why = decide(pod, daemonset, namespace)
+    if gone:
+        return UNINSTALL, why
+    code, obj = pod
+    if code != 200 or obj is None or daemonset is None or daemonset[0] != 200:
+        return LEAVE, why
+    if not (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return LEAVE, "the pod is not being deleted (its container or node stops): no replacement known"
+    if node is None or node[0] != 200 or node[1] is None:
+        return LEAVE, f"own node not readable ({node[0] if node and node[0] else 'no answer'})"
+    if (node[1].get("metadata") or {}).get("deletionTimestamp"):
+        return LEAVE, "the node is being deleted"
+    return RESTART, "the pod is being replaced by its DaemonSet on a node that stays"
+
+
+def check(api, namespace: str, pod_name: str, timeout: float = 3.0,
+          node_name: str = "") -> tuple[str, str]:
+    """``stop_mode`` over the API's answers for ``pod_name``, its DaemonSet, the namespace and
+    ``node_name`` (``api``: an ApiClient)."""
     if not pod_name:
-        return False, "no --pod-name: cannot tell a restart from an uninstall"
+        return LEAVE, "no --pod-name: cannot tell a restart from an uninstall"
 
     from metalxdp.kube import call_json
 
@@ -72,4 +106,5 @@ def check(api, namespace: str, pod_name: str, timeout: float = 3.0) -> tuple[boo
     owner = daemonset_owner(pod[1]) if pod[1] else None
     ds = get(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{owner}") if owner else None
     ns = get(f"/api/v1/namespaces/{namespace}")
-    return decide(pod, ds, ns)
+    node = get(f"/api/v1/nodes/{node_name}") if node_name else None
+    return stop_mode(pod, ds, ns, node)

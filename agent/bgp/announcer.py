@@ -49,11 +49,12 @@ class BGPAnnouncer:
         self._sync_bfd(cfg, peers)
         return plan
 
-    def close(self) -> None:
+    def close(self, restarting: bool = False) -> None:
+        """``restarting``: a new agent follows on this node (BGPSpeaker.close)."""
         if self.bfd:
             self.bfd.close()
         if self.speaker:
-            self.speaker.close()
+            self.speaker.close(restarting=restarting)
 
     def _ensure_speaker(self, addresses: Sequence[str]):
         if self.speaker is None:

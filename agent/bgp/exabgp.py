@@ -204,11 +204,15 @@ class BGPSpeaker:
         with self._lock:
             return dict(self._announced_snapshot)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop ExaBGP (its sessions end with a Cease NOTIFICATION) and the worker."""
+    def close(self, timeout: float = 10.0, restarting: bool = False) -> None:
+        """Stop ExaBGP (its sessions end with a Cease NOTIFICATION) and the worker.
+        ``restarting`` (a new agent follows on this node): end it with SIGKILL instead, so the
+        TCP sessions drop without a NOTIFICATION; a router that negotiated graceful restart
+        (enableGracefulRestart) then keeps our routes as stale until the next agent's
+        End-of-RIB (RFC 4724 §4.2), and one that did not withdraws them as before."""
         if not self._worker.is_alive():
             return
-        self._q.put(("close",))
+        self._q.put(("close", restarting))
         self._worker.join(timeout)
         try:
             self._listener.close()
@@ -251,7 +255,7 @@ class BGPSpeaker:
             try:
                 if item is not None:
                     if item[0] == "close":
-                        self._shutdown()
+                        self._shutdown(restarting=item[1])
                         return
                     self._handle(item)
                 self._tick()
@@ -395,11 +399,11 @@ class BGPSpeaker:
         self.log.info("ExaBGP started", event="exabgpStarted", pid=self._proc.pid,
                       peers=sorted(self._loaded_peers), restarts=self._restarts)
 
-    def _stop_process(self) -> None:
+    def _stop_process(self, signals=None) -> None:
         if self._proc is None:
             return
         p, self._proc = self._proc, None
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        for sig, wait in signals or ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
             try:
                 os.killpg(p.pid, sig)
             except ProcessLookupError:
@@ -481,9 +485,9 @@ class BGPSpeaker:
         with self._lock:
             self._health_snapshot = h
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, restarting: bool = False) -> None:
         self._closing = True
-        self._stop_process()
+        self._stop_process(signals=((signal.SIGKILL, 2.0),) if restarting else None)
         if self._conn is not None:
             self._conn.close()
             self._conn = None

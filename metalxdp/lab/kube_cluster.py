@@ -69,7 +69,9 @@ def kubectl(kubeconfig: str, *args: str, check: bool = True, input_: Optional[st
 class ClusterLab:
     """``up()`` builds it, ``down()`` removes everything it made (also after a failed up)."""
     workdir: Path
-    spec: LabSpec = field(default_factory=LabSpec)
+    # graceful restart on the BGP sessions: the router keeps a node's routes while its agent
+    # pod is replaced (a rollout), as docs/bgp.md recommends for hitless upgrades
+    spec: LabSpec = field(default_factory=lambda: LabSpec(graceful_restart=True))
     topo: Optional[Topology] = None
     cp: Optional[ControlPlane] = None
     cluster: Optional[Cluster] = None

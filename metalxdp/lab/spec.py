@@ -26,6 +26,9 @@ class LabSpec:
     l2_pool: tuple[str, ...] = ("192.0.2.200-192.0.2.219", "2001:db8:0:1::200/124")
     bgp_pool: tuple[str, ...] = ("203.0.113.0/26", "2001:db8:0:2::/120")
     bgp_routes: tuple[str, ...] = ("203.0.113.0/24", "2001:db8:0:2::/64")  # client -> router
+    # enableGracefulRestart on the BGPPeers and `bgp graceful-restart` on the router: a node's
+    # routes stay while its agent is replaced (the cluster lab's rolling update)
+    graceful_restart: bool = False
     # BFD on every BGP session when set: the router gets a ``bfd profile`` of this name with
     # these timers (receive ms, transmit ms, detect multiplier) and ``neighbor X bfd profile``
     # for every node; the BGPPeers get ``bfdProfile`` and a BFDProfile of the same name/timers
@@ -67,12 +70,14 @@ class LabSpec:
         rx, tx, mult = self.bfd_timers
         profiles = (BFDTimers(bfd_profile, rx, tx, mult),) if bfd_profile else ()
         return RouterSpec(asn=self.router_asn, router_id=self.router_ip(4), neighbors=tuple(neigh),
-                          bfd_profiles=profiles)
+                          bfd_profiles=profiles, graceful_restart=self.graceful_restart)
 
     def metallb_resources(self) -> list[dict]:
         """The pools, advertisements and peers the demo applies (same as the Vagrant lab)."""
         meta = lambda name: {"name": name, "namespace": NAMESPACE}  # noqa: E731
         bfd = {"bfdProfile": self.bfd_profile} if self.bfd_profile else {}
+        if self.graceful_restart:
+            bfd["enableGracefulRestart"] = True
         rx, tx, mult = self.bfd_timers
         profiles = [{"apiVersion": "metallb.io/v1beta1", "kind": "BFDProfile", "metadata": meta(self.bfd_profile),
                      "spec": {"receiveInterval": rx, "transmitInterval": tx, "detectMultiplier": mult}}

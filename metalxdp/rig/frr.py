@@ -49,6 +49,7 @@ class RouterSpec:
     hold: int = 9
     max_paths: int = 8
     bfd_profiles: tuple[BFDTimers, ...] = ()
+    graceful_restart: bool = False     # `bgp graceful-restart`: keep a restarting peer's routes
 
 
 def render_frr_conf(spec: RouterSpec) -> str:
@@ -70,6 +71,8 @@ def render_frr_conf(spec: RouterSpec) -> str:
             " no bgp ebgp-requires-policy", " no bgp network import-check",
             " bgp bestpath as-path multipath-relax",
             f" timers bgp {spec.keepalive} {spec.hold}"]
+    if spec.graceful_restart:
+        out.append(" bgp graceful-restart")
     v4, v6 = [], []
     for n in spec.neighbors:
         (v6 if ipaddress.ip_address(n.address).version == 6 else v4).append(n)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from agent.membership import (
-    ACK, ALIVE, DEAD, PING, SUSPECT, Malformed, Membership, MembershipConfig, decode, derive_key)
+    ACK, ALIVE, DEAD, PING, RESTARTING, SUSPECT, Malformed, Membership, MembershipConfig, decode, derive_key)
 
 KEY = derive_key("s3cret-value")
 CFG = MembershipConfig()   # the lab profile
@@ -287,6 +287,71 @@ def test_graceful_leave_and_restart_with_new_epoch():
                                     seeds=[net.nodes["node1"].addr], config=CFG,
                                     rng=random.Random(3), epoch=2)
     net.until(lambda: all(net.view(n) == ALL3 for n in ALL3), limit=2.0)
+
+
+def _restart_node3(net: Net, epoch: int = 2) -> Membership:
+    """node3's next process: incarnation 0, a later epoch, node1 as its seed."""
+    net.nodes["node3"] = Membership("node3", net.nodes["node3"].addr, KEY,
+                                    seeds=[net.nodes["node1"].addr], config=CFG,
+                                    rng=random.Random(3), epoch=epoch)
+    return net.nodes["node3"]
+
+
+def test_leave_as_restarting_keeps_the_member_counted_without_a_single_left_event():
+    """A planned restart (the pod replaced on the same node): node3 leaves as RESTARTING; the
+    others keep it in their views, do not probe it, and its next process (incarnation 0)
+    refutes the claim. No observer ever logs "left" for node3, so no VIP moves away and back."""
+    net = three()
+    net.run(1.0)
+    net.log.clear()
+    net._send("node3", net.nodes["node3"].leave(net.now, restarting=True))
+    net.cut.add("node3")                               # the old process is gone
+    net.run(3.0)                                       # 10x the suspicion timeout
+    for n in ("node1", "node2"):
+        assert net.view(n) == ALL3
+        assert net.nodes[n].states()["node3"] == "restarting"
+    net.cut.discard("node3")
+    _restart_node3(net)
+    net.until(lambda: all(net.nodes[n].states().get("node3") == "alive" for n in ("node1", "node2"))
+              and net.view("node3") == ALL3, limit=2.0)
+    assert not [e for e in net.log if e[3] == "node3" and e[2] == "left"], net.log
+    assert all(net.view(n) == ALL3 for n in ALL3)
+
+
+def test_a_restarting_member_that_does_not_come_back_is_dead_after_the_hold():
+    cfg = MembershipConfig(restart_hold=2.0)
+    net = Net()
+    for n in ("node1", "node2", "node3"):
+        net.add(n, cfg=cfg)
+    net.run(1.0)
+    net._send("node3", net.nodes["node3"].leave(net.now, restarting=True))
+    net.cut.add("node3")
+    t0 = net.now
+    net.run(1.5)
+    assert net.view("node1") == ALL3
+    took = net.until(lambda: net.view("node1") == net.view("node2") == {"node1", "node2"}, limit=2.0)
+    assert 1.9 <= net.now - t0 <= 2.2, (took, net.now - t0)
+    assert net.nodes["node1"].stats["restart_expired"] == 1
+    assert net.nodes["node1"].states()["node3"] == "dead"
+
+
+def test_stale_suspicion_or_death_hearsay_does_not_end_a_restart_hold():
+    """Gossip of node3's previous life (SUSPECT / DEAD at the incarnation it restarted with,
+    from a peer) does not cut the hold short: only node3's own next process or the hold does."""
+    net = three()
+    net.run(1.0)
+    n1 = net.nodes["node1"]
+    net._send("node3", net.nodes["node3"].leave(net.now, restarting=True))
+    net.cut.add("node3")
+    net.run(0.1)
+    m = n1.member("node3")
+    assert m.state == RESTARTING
+    n1._apply(net.now, SUSPECT, m.incarnation, m.addr, "node3", origin="node2")
+    n1._apply(net.now, DEAD, m.incarnation, m.addr, "node3", origin="node2")
+    assert n1.member("node3").state == RESTARTING and "node3" in n1.members(net.now)
+    # a newer claim still counts (node3 came back and died again)
+    n1._apply(net.now, DEAD, m.incarnation + 1, m.addr, "node3", origin="node3")
+    assert n1.member("node3").state == DEAD
 
 
 # ---- hostile input -----------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.uninstall import daemonset_owner, decide
+from agent.uninstall import LEAVE, RESTART, UNINSTALL, daemonset_owner, decide, stop_mode
 
 POD = {"metadata": {"name": "speaker-x", "ownerReferences": [
     {"kind": "DaemonSet", "name": "speaker", "controller": True}]}}
@@ -46,3 +46,24 @@ def test_daemonset_owner():
     assert daemonset_owner(POD) == "speaker"
     assert daemonset_owner({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "r"}]}}) is None
     assert daemonset_owner({}) is None
+
+
+POD_DELETING = {"metadata": {**POD["metadata"], "deletionTimestamp": "2026-12-03T12:00:00Z"}}
+NODE = (200, {"metadata": {"name": "node1"}})
+
+
+@pytest.mark.parametrize("pod,ds,node,want", [
+    ((200, POD_DELETING), (200, DS), NODE, RESTART),          # a rollout / kubectl delete pod
+    ((200, POD), (200, DS), NODE, LEAVE),                     # not deleted: node shutdown, container kill
+    ((200, POD_DELETING), (200, DS), (0, None), LEAVE),       # node not readable: do not guess
+    ((200, POD_DELETING), (200, DS), None, LEAVE),            # no node name known
+    ((200, POD_DELETING), (200, DS), (200, {"metadata": {"name": "node1",
+                                             "deletionTimestamp": "2026-12-03T12:00:00Z"}}), LEAVE),
+    ((200, POD_DELETING), (0, None), NODE, LEAVE),            # DaemonSet not readable
+    ((200, POD_DELETING), (404, None), NODE, UNINSTALL),      # uninstall wins
+    ((0, None), None, NODE, LEAVE),
+])
+def test_stop_mode(pod, ds, node, want):
+    got, why = stop_mode(pod, ds, None, node)
+    assert got == want, why
+    assert why
