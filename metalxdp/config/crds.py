@@ -61,7 +61,9 @@ def s_arr(items: dict, description: str = "", **kw: Any) -> dict:
 
 
 def s_obj(properties: dict, description: str = "", required: Optional[list] = None) -> dict:
-    d: dict = {"type": "object", "properties": properties}
+    # no empty ``properties: {}``: the API server drops it, so `kubectl apply` would send it
+    # again at every re-apply and report the CRD "configured" although nothing changed
+    d: dict = {"type": "object", "properties": properties} if properties else {"type": "object"}
     if description:
         d["description"] = description
     if required:

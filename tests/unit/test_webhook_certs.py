@@ -91,6 +91,8 @@ def test_webhook_configuration_as_metallb():
             "/validate-metallb-io-v1beta1-community", "/validate-metallb-io-v1beta1-bfdprofile"} <= paths
     for w in vwc["webhooks"]:
         assert w["failurePolicy"] == "Fail" and w["sideEffects"] == "None" and w["admissionReviewVersions"] == ["v1"]
+        # the API server defaults scope; without it every re-apply rewrote the rules
+        assert all(r["scope"] == "*" for r in w["rules"]), w["rules"]
     bfd = next(w for w in vwc["webhooks"] if w["name"].startswith("bfdprofile"))
     assert bfd["rules"][0]["operations"] == ["CREATE", "UPDATE", "DELETE"]
     url_form = validating_webhook_configuration(url="https://127.0.0.1:9443/", ca_bundle=b"PEM")
