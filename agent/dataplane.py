@@ -209,7 +209,10 @@ class Dataplane:
         if self._bpf is None:
             return
         if self.detach_on_exit:
-            for ifindex in list(self.attached):
+            # also where an earlier agent attached the program this one adopted: an agent that
+            # never announced on an interface does not have it in ``attached`` (found by the e2e
+            # uninstall after a rollout: the program stayed on a node whose agent was replaced)
+            for ifindex in sorted(set(self.attached) | set(self._running_ours())):
                 try:
                     self.detach(ifindex)
                 except DataplaneError as e:
@@ -231,6 +234,17 @@ class Dataplane:
         self._bpf.cleanup()
         self._bpf = None
         self._hb_fd = -1
+
+    def _running_ours(self) -> list[int]:
+        """Interfaces of this network namespace that run our program now."""
+        out = []
+        for ifindex, _name in socket.if_nameindex():
+            try:
+                if self.prog_id and xdp_query(ifindex)[0] == self.prog_id:
+                    out.append(ifindex)
+            except DataplaneError:
+                continue
+        return out
 
     def _unpin_all(self) -> None:
         if not self.bpffs_dir or not os.path.isdir(self.bpffs_path):

@@ -196,6 +196,10 @@ class Agent:
         comes on this node; the peers keep this node's VIPs here meanwhile (membership)."""
         self._stop.set()
         self._wake.set()
+        if self.dp is not None and not planned and getattr(self.dp, "detach_on_exit", False):
+            # an uninstall: detach and unpin first, the pod's 2 s grace period may end before
+            # BGP and the rest are down (close is idempotent; main closes it again)
+            self.dp.close()
         if self.dp is not None and planned:
             self.dp.set_liveness_max_age(self.s.stop_grace_ms)
             self.dp.heartbeat()

@@ -106,5 +106,6 @@ def check(api, namespace: str, pod_name: str, timeout: float = 3.0,
     owner = daemonset_owner(pod[1]) if pod[1] else None
     ds = get(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{owner}") if owner else None
     ns = get(f"/api/v1/namespaces/{namespace}")
-    node = get(f"/api/v1/nodes/{node_name}") if node_name else None
+    deleting = bool(pod[1] and (pod[1].get("metadata") or {}).get("deletionTimestamp"))
+    node = get(f"/api/v1/nodes/{node_name}") if node_name and deleting and not decide(pod, ds, ns)[0] else None
     return stop_mode(pod, ds, ns, node)

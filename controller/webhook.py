@@ -95,6 +95,7 @@ class Endpoint:
     plural: str
     operations: tuple[str, ...]
     name: str  # MetalLB's webhook name, so `kubectl` errors read the same
+    failure_policy: str = "Fail"
 
     @property
     def path(self) -> str:
@@ -119,7 +120,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "l2advertisementvalidationwebhook.metallb.io"),
     Endpoint("AddressPool", "v1beta1", "addresspools", ("CREATE", "UPDATE"),
              "addresspoolvalidationwebhook.metallb.io"),
-    Endpoint("MetalLB", "v1beta1", "metallbs", ("CREATE", "UPDATE"), "metallbvalidationwebhook.metallb.io"),
+    # Ignore, not Fail: the controller serving this webhook is the one the operator creates FROM
+    # the MetalLB CR, so with Fail the CR could never be created while the webhook is installed
+    # and no controller runs (the operator path's first apply, or again after the CR was deleted:
+    # "connection refused", found by the e2e operator test). The operator still reports a CR it
+    # cannot render (condition Degraded, SyncFailed).
+    Endpoint("MetalLB", "v1beta1", "metallbs", ("CREATE", "UPDATE"), "metallbvalidationwebhook.metallb.io",
+             failure_policy="Ignore"),
 )
 BY_PATH = {e.path: e for e in ENDPOINTS}
 BY_KIND = {e.kind: e for e in ENDPOINTS}
@@ -149,8 +156,9 @@ def validating_webhook_configuration(namespace: str = "metallb-system", url: Opt
             "name": e.name,
             "admissionReviewVersions": ["v1"],
             "clientConfig": _client_config(namespace, e.path, url, ca_bundle),
-            # Fail: an object the controller would refuse must never be stored unchecked
-            "failurePolicy": "Fail",
+            # Fail: an object the controller would refuse must never be stored unchecked (but
+            # the MetalLB CR itself, see ENDPOINTS)
+            "failurePolicy": e.failure_policy,
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
             # scope spelled out: the API server defaults it, and a rule without it made every

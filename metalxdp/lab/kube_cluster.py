@@ -177,6 +177,7 @@ class ClusterLab:
         self.image_ref = self.image_ref or self.images["metalxdp"].ref
         self.kubectl("apply", "-f", str(DEPLOY / "namespace.yaml"), "-f", str(DEPLOY / "crds"))
         self.kubectl("apply", "-k", str(operator_overlay(self.workdir, self.image_ref)))
+        self.kubectl("apply", "-f", str(DEPLOY / "webhook"))      # "optional but recommended"
         self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/metalxdp-operator",
                      f"--timeout={int(timeout)}s", timeout=timeout + 10)
         self.kubectl("apply", "-f", "-", input_=json.dumps(cr))
@@ -190,6 +191,7 @@ class ClusterLab:
         self.kubectl("delete", "metallbs.metallb.io", "--all", "-n", NAMESPACE, "--wait=true", check=False)
         wait_for("no metalxdp pods but the operator's", lambda: all(
             p["metadata"]["labels"].get("app") == "metalxdp-operator" for p in self.pods()), 120)
+        self.kubectl("delete", "-f", str(DEPLOY / "webhook"), "--ignore-not-found")
         self.kubectl("delete", "-k", str(operator_overlay(self.workdir, self.image_ref)),
                      "--ignore-not-found", "--wait=true", timeout=300)
 
@@ -213,8 +215,26 @@ class ClusterLab:
 
     def wait_installed(self, timeout: float = 240) -> None:
         for workload in ("deployment/controller", "daemonset/speaker"):
-            self.kubectl("-n", NAMESPACE, "rollout", "status", workload, f"--timeout={int(timeout)}s",
-                         timeout=timeout + 10)
+            r = self.kubectl("-n", NAMESPACE, "rollout", "status", workload, f"--timeout={int(timeout)}s",
+                             timeout=timeout + 10, check=False)
+            if r.returncode != 0:
+                raise RigError(f"{workload} not rolled out: {r.stderr.strip()}\n{self.not_ready_report()}")
+
+    def not_ready_report(self, lines: int = 15) -> str:
+        """The metalxdp pods that are not Ready, each with its last log lines (the component's
+        own error, e.g. a capability the DaemonSet lacks) and the kubelet's last event."""
+        out = []
+        for p in self.pods():
+            st = (p.get("status") or {}).get("containerStatuses") or [{}]
+            if st[0].get("ready"):
+                continue
+            name = p["metadata"]["name"]
+            logs = self.kubectl("logs", "-n", NAMESPACE, name, f"--tail={lines}", check=False).stdout.strip()
+            prev = self.kubectl("logs", "-n", NAMESPACE, name, "--previous", f"--tail={lines}",
+                                check=False).stdout.strip()
+            state = json.dumps(st[0].get("state") or {}, sort_keys=True)[:300]
+            out.append(f"--- pod {name} on {p['spec'].get('nodeName')}: {state}\n{prev or logs or '(no log)'}")
+        return "\n".join(out) or "(every pod Ready)"
 
     def uninstall(self) -> None:
         d = overlay(self.workdir, self.image_ref or self.images["metalxdp"].ref)

@@ -18,11 +18,17 @@ from ..rig.kubenode import _rss_kb
 from ..rig.procs import wait_for
 
 
-def client_curl(lab: ClusterLab, ip: str, port: int = 80, timeout: float = 2.0) -> Optional[str]:
+def client_request(lab: ClusterLab, ip: str, port: int = 80, timeout: float = 2.0) -> tuple[int, str]:
+    """(curl's exit code, body): 0 = answered, 7 = refused, 28 = timed out, 56 = reset, ..."""
     url = f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
     r = subprocess.run(["ip", "netns", "exec", lab.topo.hosts["client"].netns, "curl", "-s", "-g",
                         "--max-time", str(timeout), url], capture_output=True, text=True)
-    return r.stdout.strip() if r.returncode == 0 else None
+    return r.returncode, r.stdout.strip()
+
+
+def client_curl(lab: ClusterLab, ip: str, port: int = 80, timeout: float = 2.0) -> Optional[str]:
+    rc, body = client_request(lab, ip, port, timeout)
+    return body if rc == 0 else None
 
 
 def wait_curl(lab: ClusterLab, ip: str, timeout: float = 60, **kw) -> str:
@@ -97,19 +103,26 @@ def node_memory_mb(lab: ClusterLab) -> dict[str, dict[str, float]]:
 
 
 class Stream:
-    """Requests from the client at ``rate`` per second; results as (time, ok)."""
+    """Requests from the client at ``rate`` per second; results as (time, ok); the failed ones
+    also in ``failures`` as (time, curl exit code)."""
 
     def __init__(self, lab: ClusterLab, ip: str, rate: float = 20, timeout: float = 1):
         self.lab, self.ip, self.gap, self.timeout = lab, ip, 1 / rate, timeout
         self.results: list[tuple[float, bool]] = []
+        self.failures: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _one(self, t: float) -> None:
+        rc, _ = client_request(self.lab, self.ip, timeout=self.timeout)
+        self.results.append((t, rc == 0))
+        if rc:
+            self.failures.append((t, rc))
 
     def _run(self):
         while not self._stop.is_set():
             t = time.monotonic()
-            threading.Thread(target=lambda t=t: self.results.append(
-                (t, client_curl(self.lab, self.ip, timeout=self.timeout) is not None)), daemon=True).start()
+            threading.Thread(target=self._one, args=(t,), daemon=True).start()
             self._stop.wait(max(0.0, self.gap - (time.monotonic() - t)))
 
     def __enter__(self):
@@ -208,3 +221,39 @@ class Workload:
     def close(self) -> None:
         self.lab.kubectl("delete", "namespace", self.ns, "--wait=true", "--timeout=120s", check=False, timeout=130)
 
+
+
+class PodLogs:
+    """``kubectl logs -f`` of every pod of ``selector`` while the block runs, kept per node: what
+    a pod said just before it went away (its log file goes with the pod)."""
+
+    def __init__(self, lab: ClusterLab, selector: str, namespace: str):
+        self.lab, self.selector, self.namespace = lab, selector, namespace
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def __enter__(self) -> "PodLogs":
+        from ..rig.apiserver import binary
+        items = json.loads(self.lab.kubectl("get", "pods", "-n", self.namespace, "-l", self.selector,
+                                            "-o", "json").stdout)["items"]
+        for p in items:
+            self.procs[p["spec"].get("nodeName") or p["metadata"]["name"]] = subprocess.Popen(
+                [binary("kubectl"), f"--kubeconfig={self.lab.kubeconfig}", "logs", "-f", "--tail=5",
+                 "-n", self.namespace, p["metadata"]["name"]],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+
+    def text(self, node: str, timeout: float = 5) -> str:
+        p = self.procs.get(node)
+        if p is None:
+            return "(no pod followed)"
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        return out or ""

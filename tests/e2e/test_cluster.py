@@ -15,7 +15,7 @@ import pytest
 from metalxdp.lab.spec import NAMESPACE
 from metalxdp.rig.procs import wait_for
 
-from metalxdp.lab.kube_tools import (Stream, agent_pid, announcer, client_neigh_mac, parse_backend,
+from metalxdp.lab.kube_tools import (PodLogs, Stream, agent_pid, announcer, client_neigh_mac, parse_backend,
                                      router_nexthops, wait_curl, xdp_prog_id)
 
 pytestmark = pytest.mark.integration
@@ -234,7 +234,7 @@ def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_reque
             hops.append(len(router_nexthops(cluster, bip)))
             done.wait(0.1)
     watcher = threading.Thread(target=watch, daemon=True)
-    with Stream(cluster, ip, rate=20) as l2, Stream(cluster, bip, rate=20) as bgp:
+    with Stream(cluster, ip, rate=20, timeout=2) as l2, Stream(cluster, bip, rate=20, timeout=2) as bgp:
         watcher.start()
         t0 = time.monotonic()
         cluster.install(ref=ref)
@@ -248,7 +248,8 @@ def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_reque
         assert p["spec"]["containers"][0]["image"] == ref
         assert p["status"]["containerStatuses"][0]["ready"]
     print(f"requests during the rollout: L2 {len(l2.results)} ({l2.failed()} failed), "
-          f"BGP {len(bgp.results)} ({bgp.failed()} failed)")
+          f"BGP {len(bgp.results)} ({bgp.failed()} failed); failures (s after start, curl exit code): "
+          f"L2 {[(round(t - t0, 2), rc) for t, rc in l2.failures]}, BGP {[(round(t - t0, 2), rc) for t, rc in bgp.failures]}")
     assert len(l2.results) > 100 and len(bgp.results) > 100
     assert l2.failed() == 0 and bgp.failed() == 0
     # each replaced agent left as "restarting" (its pod deleted, its node staying): the VIP
@@ -273,10 +274,11 @@ def test_uninstall_with_delete_k_detaches_xdp_and_removes_the_pins(cluster):
     attached and the pins stayed on every node's bpffs, with nothing left to adopt them."""
     for n in NODES:   # every agent pinned its program and maps at start
         assert cluster.node_exec(n, "ls", "/sys/fs/bpf/metalxdp").stdout.split(), f"no pins on {n}"
-    cluster.uninstall()
-    wait_for("no metalxdp pods", lambda: not cluster.pods(), 120)
+    with PodLogs(cluster, "component=speaker", NAMESPACE) as logs:
+        cluster.uninstall()
+        wait_for("no metalxdp pods", lambda: not cluster.pods(), 120)
     for n in NODES:
-        assert xdp_prog_id(cluster, n) is None, f"XDP still attached on {n}"
+        assert xdp_prog_id(cluster, n) is None, f"XDP still attached on {n}; its agent said:\n{logs.text(n)[-3000:]}"
         left = cluster.node_exec(n, "sh", "-c", "ls /sys/fs/bpf/metalxdp 2>/dev/null; true").stdout.split()
         assert not left, f"pins left on {n}: {left}"
 

@@ -1,0 +1,199 @@
+"""metalxdp vs MetalLB on the same real cluster, same run (issue 16): L2 failover after a node cable cut, and each one's per-node footprint.
+
+The cluster lab (real nodes: containerd, kubelet, kube-proxy), once. Each implementation is
+installed as its users install it, in turn, in blocks that alternate (metalxdp, MetalLB,
+metalxdp, MetalLB, ...): metalxdp with `kubectl apply -k` of deploy/ (its image), MetalLB with
+its own manifest (config/manifests/metallb-native.yaml of the pinned module) and images built
+from the Go modules (scripts/metallb/image.sh). Both get the same L2 IPAddressPool and
+L2Advertisement (the lab's), the same Deployment of 3 backends and one ETP Cluster Service.
+
+A trial: the client requests the VIP 20 times a second (1 s timeout each); the node that answers
+ARP for it has its cable cut; the figure is the time from the cut to the first request (sent
+after the cut) that succeeds. Then the cable comes back and the service is stable again before
+the next trial. Footprint: RSS of the speaker process (MetalLB) and of the agent pod's processes
+(metalxdp: agent + ExaBGP + relay) per node, idle with that one Service.
+
+Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--blocks 2]
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.benchstats import arg_parser, print_table, summary, write_json  # noqa: E402
+from metalxdp.lab import kube_tools as kt  # noqa: E402
+from metalxdp.lab.kube_cluster import ClusterLab, overlay  # noqa: E402
+from metalxdp.lab.spec import NAMESPACE, LabSpec  # noqa: E402
+from metalxdp.rig.kubenode import _rss_kb  # noqa: E402
+from metalxdp.rig.procs import RigError, wait_for  # noqa: E402
+
+VERSION = (ROOT / "scripts" / "metallb" / "VERSION").read_text().strip()
+
+
+def metallb_images() -> dict[str, tuple[str, Path]]:
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "metallb" / "image.sh")], check=True,
+                         capture_output=True, text=True).stdout.split("\n")
+    return {n: (ref, Path(tar)) for n, ref, tar in (line.split() for line in out if line.strip())}
+
+
+def metallb_manifest() -> Path:
+    cache = Path(os.environ.get("METALXDP_CACHE", "/var/cache/metalxdp"))
+    p = cache / "gomod" / "go.universe.tf" / f"metallb@{VERSION}" / "config" / "manifests" / "metallb-native.yaml"
+    if not p.exists():
+        raise SystemExit(f"{p} missing: run `make metallb` (it fetches the module)")
+    return p
+
+
+def l2_resources(lab: ClusterLab) -> list[dict]:
+    return [o for o in lab.spec.metallb_resources() if o["kind"] in ("IPAddressPool", "L2Advertisement")
+            and o["metadata"]["name"] == "lab-l2"]
+
+
+def apply_through_webhook(lab: ClusterLab, objs: list[dict]) -> None:
+    for obj in objs:
+        def applied(obj=obj):
+            r = lab.kubectl("apply", "-f", "-", input_=json.dumps(obj), check=False)
+            if r.returncode and "webhook" not in r.stderr:
+                raise RigError(r.stderr)
+            return r.returncode == 0
+        wait_for(f"{obj['kind']} {obj['metadata']['name']} admitted", applied, 120, interval=1)
+
+
+class MetalXDP:
+    name = "metalxdp"
+
+    def __init__(self, lab: ClusterLab):
+        self.lab = lab
+
+    def install(self) -> None:
+        self.lab.kubectl("apply", "-k", str(overlay(self.lab.workdir, self.lab.images["metalxdp"].ref)))
+        self.lab.wait_installed()
+        apply_through_webhook(self.lab, l2_resources(self.lab))
+
+    def uninstall(self) -> None:
+        self.lab.uninstall()
+        wait_for("metalxdp gone", lambda: not self.lab.kubectl("get", "ns", NAMESPACE, check=False).returncode == 0, 180)
+
+    def rss_mb(self, node: str) -> float:
+        return round(_rss_kb(kt.agent_pid(self.lab, node)) / 1024, 1)
+
+
+class MetalLB:
+    name = "metallb"
+
+    def __init__(self, lab: ClusterLab, manifest: Path):
+        self.lab, self.manifest = lab, manifest
+
+    def install(self) -> None:
+        self.lab.kubectl("apply", "-f", str(self.manifest))
+        self.lab.wait_installed()          # the same names: deployment/controller, daemonset/speaker
+        apply_through_webhook(self.lab, l2_resources(self.lab))
+
+    def uninstall(self) -> None:
+        self.lab.kubectl("delete", "-f", str(self.manifest), "--ignore-not-found", "--wait=true", timeout=300)
+        wait_for("MetalLB gone", lambda: not self.lab.kubectl("get", "ns", NAMESPACE, check=False).returncode == 0, 180)
+
+    def rss_mb(self, node: str) -> float:
+        want = os.stat(f"/run/netns/{self.lab.topo.hosts[node].netns}").st_ino
+        for pid in subprocess.run(["pgrep", "-x", "speaker"], capture_output=True, text=True).stdout.split():
+            try:
+                if os.stat(f"/proc/{pid}/ns/net").st_ino == want:
+                    return round(_rss_kb(int(pid)) / 1024, 1)
+            except OSError:
+                continue
+        raise RigError(f"no MetalLB speaker in {node}'s namespace")
+
+
+def one_cut(lab: ClusterLab, ip: str, timeout: float = 60) -> dict:
+    node = kt.announcer(lab, ip)
+    if node is None:
+        raise RigError(f"nobody answers ARP for {ip}")
+    back = None
+    with kt.Stream(lab, ip, rate=20, timeout=1) as s:
+        time.sleep(1)
+        cut = time.monotonic()
+        lab.topo.set_link(node, up=False)
+        try:
+            wait_for("a request succeeds after the cut", lambda: s.first_success_after(cut) is not None, timeout)
+            back = s.first_success_after(cut)
+        except RigError:
+            pass
+        finally:
+            time.sleep(0.5)
+    lab.topo.set_link(node, up=True)
+    # stable again: answered, and the same announcer twice 2 s apart (a VIP moving back settles)
+    kt.wait_curl(lab, ip, timeout=120)
+    prev = None
+    for _ in range(30):
+        time.sleep(2)
+        cur = kt.announcer(lab, ip)
+        if cur and cur == prev and kt.client_curl(lab, ip):
+            break
+        prev = cur
+    return {"node": node, "seconds": None if back is None else round(back, 3)}
+
+
+def main() -> None:
+    ap = arg_parser(__doc__, "peer_l2_failover")
+    ap.add_argument("--cuts", type=int, default=20, help="cuts per implementation in total")
+    ap.add_argument("--blocks", type=int, default=2, help="alternating blocks per implementation")
+    a = ap.parse_args()
+    manifest = metallb_manifest()
+    images = metallb_images()
+    lab = ClusterLab(Path(tempfile.mkdtemp(prefix="peer-l2-")), spec=LabSpec())
+    trials: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
+    footprint: dict[str, dict] = {}
+    t_all = time.monotonic()
+    try:
+        lab.up(progress=print, install=False)
+        for node in lab.cluster.nodes.values():
+            for _, tar in images.values():
+                node.import_image(tar)
+        impls = [MetalXDP(lab), MetalLB(lab, manifest)]
+        per_block = max(1, a.cuts // a.blocks)
+        for block in range(a.blocks):
+            for impl in impls:
+                t0 = time.monotonic()
+                impl.install()
+                print(f"[{impl.name} block {block + 1}] installed in {time.monotonic() - t0:.1f} s")
+                w = kt.Workload(lab, ns="peer-l2")
+                w.backends("web", 3)
+                (ip,) = w.service("web-l2", "web", families=["IPv4"])
+                kt.wait_curl(lab, ip, timeout=120)
+                if impl.name not in footprint:
+                    time.sleep(5)
+                    footprint[impl.name] = {n: impl.rss_mb(n) for n in lab.spec.node_names()}
+                for i in range(per_block):
+                    r = one_cut(lab, ip)
+                    r["block"] = block
+                    trials[impl.name].append(r)
+                    took = "no answer within 60 s" if r["seconds"] is None else f"{r['seconds']:.2f} s"
+                    print(f"  {impl.name} cut {len(trials[impl.name])}: {r['node']} -> {took}")
+                w.close()
+                impl.uninstall()
+    finally:
+        lab.down()
+    rows = {k: summary([t["seconds"] for t in v if t["seconds"] is not None], "s", 3) for k, v in trials.items()}
+    print_table("L2 failover (cut -> first success)", rows, "s", 2, 36, 7)
+    ratio = rows["metallb"]["p50_s"] / rows["metalxdp"]["p50_s"] if rows["metalxdp"]["p50_s"] else None
+    if ratio:
+        print(f"p50 ratio MetalLB / metalxdp: {ratio:.1f}x")
+    for k, v in footprint.items():
+        print(f"RSS per node, {k}: {v} MB")
+    write_json(Path(a.out), {
+        "metallb_version": VERSION, "cuts_per_impl": a.cuts, "blocks": a.blocks,
+        "summary": rows, "p50_ratio_metallb_over_metalxdp": round(ratio, 2) if ratio else None,
+        "failed_cuts": {k: sum(1 for t in v if t["seconds"] is None) for k, v in trials.items()},
+        "footprint_rss_mb": footprint, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
+
+
+if __name__ == "__main__":
+    main()
