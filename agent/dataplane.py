@@ -171,6 +171,11 @@ class Dataplane:
         try:
             self._bpf = bcc.BPF(src_file=str(BPF_MAIN).encode(), cflags=cflags)
         except Exception as e:
+            missing = missing_capabilities()
+            if missing:   # BCC's "Failed to compile" also covers a map it was not allowed to create
+                raise DataplaneError(f"BCC could not load {BPF_MAIN} ({e}): this process lacks the "
+                                     f"capabilities {', '.join('CAP_' + c for c in missing)} (the DaemonSet "
+                                     "adds BPF, PERFMON, NET_ADMIN, NET_RAW, NET_BIND_SERVICE: docs/install.md)") from e
             raise DataplaneError(f"BCC could not compile {BPF_MAIN} ({e}); its stderr above has "
                                  "clang's message. Kernel headers: "
                                  f"{kernel_headers_dir()}") from e
@@ -563,3 +568,21 @@ def attach_pass_program(ifname: str, mode: str = "native") -> int:
         return prog_info(fn.fd)[0]
     finally:
         b.cleanup()
+
+
+# capability numbers (linux/capability.h) the XDP program needs; CAP_SYS_ADMIN covers all of them
+_NEEDED_CAPS = {"NET_ADMIN": 12, "PERFMON": 38, "BPF": 39}
+_CAP_SYS_ADMIN = 21
+
+
+def missing_capabilities(status_text: Optional[str] = None) -> list[str]:
+    """The capabilities of ``_NEEDED_CAPS`` not in this process's effective set (from
+    /proc/self/status ``CapEff``); [] with CAP_SYS_ADMIN or when it cannot be read."""
+    try:
+        text = status_text if status_text is not None else Path("/proc/self/status").read_text()
+        eff = int(next(line.split()[1] for line in text.splitlines() if line.startswith("CapEff:")), 16)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return []
+    if eff >> _CAP_SYS_ADMIN & 1:
+        return []
+    return [name for name, bit in _NEEDED_CAPS.items() if not eff >> bit & 1]

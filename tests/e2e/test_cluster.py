@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from metalxdp.lab.kube_cluster import overlay
 from metalxdp.lab.spec import NAMESPACE
-from metalxdp.rig.procs import wait_for
+from metalxdp.rig.procs import RigError, wait_for
 
 from metalxdp.lab.kube_tools import (PodLogs, Stream, agent_pid, announcer, client_neigh_mac, parse_backend,
                                      router_nexthops, wait_curl, xdp_prog_id)
@@ -324,3 +325,22 @@ def test_operator_from_the_metallb_cr_and_the_scheduler_honours_taints_toleratio
         cluster.kubectl("taint", "node", "node2", "Example-", check=False)
         cluster.kubectl("taint", "node", "node3", "Other-", check=False)
         cluster.kubectl("label", "node", "node1", f"{WORKER}-", check=False)
+
+
+def test_a_daemonset_without_cap_bpf_fails_with_the_agents_own_reason(cluster):
+    """The DaemonSet's capabilities are what the agent needs: without CAP_BPF (a kustomize patch,
+    as a user might write one) the agent pods crash-loop and the install reports the agent's own
+    reason, naming the capability. Before, the agent said "BCC could not compile"."""
+    d = overlay(cluster.workdir, cluster.image_ref or cluster.images["metalxdp"].ref, name="install-no-bpf")
+    k = json.loads((d / "kustomization.yaml").read_text())
+    k["patches"] = [{"target": {"kind": "DaemonSet", "name": "speaker"}, "patch": json.dumps(
+        [{"op": "replace", "path": "/spec/template/spec/containers/0/securityContext/capabilities/add",
+          "value": ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW", "PERFMON"]}])}]
+    (d / "kustomization.yaml").write_text(json.dumps(k))
+    try:
+        cluster.kubectl("apply", "-k", str(d))
+        with pytest.raises(RigError) as e:
+            cluster.wait_installed(timeout=60)
+        assert "lacks the capabilities CAP_BPF" in str(e.value), str(e.value)[-3000:]
+    finally:
+        cluster.kubectl("delete", "-k", str(d), "--ignore-not-found", "--wait=true", timeout=300)

@@ -67,3 +67,4 @@ def test_stop_mode(pod, ds, node, want):
     got, why = stop_mode(pod, ds, None, node)
     assert got == want, why
     assert why
+
