@@ -38,6 +38,15 @@ image:
 metallb:
 	@bash scripts/metallb/build.sh
 
+# every side-by-side benchmark against MetalLB (scripts/metallb/VERSION, built from Go modules):
+# webhook verdicts, controller allocation, L2 failover + footprint + DaemonSet rollout on the
+# cluster lab; each prints both figures and the ratio and writes bench/results/peer_*.json
+.PHONY: bench-peer
+bench-peer: setup metallb
+	@for b in peer_validation peer_controller peer_l2_failover; do \
+		echo "== bench/$$b.py"; s=$$(date +%s); $(PY) bench/$$b.py || exit 1; \
+		echo "== bench/$$b.py took $$(( $$(date +%s) - s )) s"; done
+
 lab-down:
 	@$(VENV)/bin/metalxdp lab down || true
 

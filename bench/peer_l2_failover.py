@@ -13,12 +13,16 @@ after the cut) that succeeds. Then the cable comes back and the service is stabl
 the next trial. Footprint: RSS of the speaker process (MetalLB) and of the agent pod's processes
 (metalxdp: agent + ExaBGP + relay) per node, idle with that one Service.
 
+After each block's cuts, the DaemonSet is restarted (`kubectl rollout restart`) under 20
+requests/s: failed requests and VIP moves (changes of the client's ARP entry) are counted.
+
 Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--blocks 2]
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,16 +145,46 @@ def one_cut(lab: ClusterLab, ip: str, timeout: float = 60) -> dict:
     return {"node": node, "seconds": None if back is None else round(back, 3)}
 
 
+def one_rollout(lab: ClusterLab, ip: str) -> dict:
+    """`kubectl rollout restart daemonset/speaker` (every speaker/agent pod replaced, one node at
+    a time) under 20 requests/s: failed requests, and how often the client's ARP entry for the
+    VIP changed MAC (each change is a move of the VIP)."""
+    import threading
+    macs: list = []
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            m = kt.client_neigh_mac(lab, ip)
+            if m and (not macs or macs[-1] != m):
+                macs.append(m)
+            done.wait(0.05)
+    t = threading.Thread(target=watch, daemon=True)
+    with kt.Stream(lab, ip, rate=20, timeout=2) as s:
+        t.start()
+        t0 = time.monotonic()
+        lab.kubectl("-n", NAMESPACE, "rollout", "restart", "daemonset/speaker")
+        lab.kubectl("-n", NAMESPACE, "rollout", "status", "daemonset/speaker", "--timeout=300s", timeout=310)
+        took = time.monotonic() - t0
+        time.sleep(3)
+    done.set()
+    t.join()
+    return {"requests": len(s.results), "failed": s.failed(), "vip_moves": max(0, len(macs) - 1),
+            "rollout_s": round(took, 1)}
+
+
 def main() -> None:
     ap = arg_parser(__doc__, "peer_l2_failover")
     ap.add_argument("--cuts", type=int, default=20, help="cuts per implementation in total")
     ap.add_argument("--blocks", type=int, default=2, help="alternating blocks per implementation")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # the lab comes down (finally) on kill too
     manifest = metallb_manifest()
     images = metallb_images()
     lab = ClusterLab(Path(tempfile.mkdtemp(prefix="peer-l2-")), spec=LabSpec())
     trials: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     footprint: dict[str, dict] = {}
+    rollouts: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     t_all = time.monotonic()
     try:
         lab.up(progress=print, install=False)
@@ -177,6 +211,9 @@ def main() -> None:
                     trials[impl.name].append(r)
                     took = "no answer within 60 s" if r["seconds"] is None else f"{r['seconds']:.2f} s"
                     print(f"  {impl.name} cut {len(trials[impl.name])}: {r['node']} -> {took}")
+                r = one_rollout(lab, ip)
+                rollouts[impl.name].append(r)
+                print(f"  {impl.name} rollout restart of the DaemonSet: {r}")
                 w.close()
                 impl.uninstall()
     finally:
@@ -188,11 +225,15 @@ def main() -> None:
         print(f"p50 ratio MetalLB / metalxdp: {ratio:.1f}x")
     for k, v in footprint.items():
         print(f"RSS per node, {k}: {v} MB")
+    for k, v in rollouts.items():
+        print(f"DaemonSet rollout restart under 20 req/s, {k}: "
+              f"{sum(r['failed'] for r in v)} of {sum(r['requests'] for r in v)} requests failed, "
+              f"VIP moves {[r['vip_moves'] for r in v]}")
     write_json(Path(a.out), {
         "metallb_version": VERSION, "cuts_per_impl": a.cuts, "blocks": a.blocks,
         "summary": rows, "p50_ratio_metallb_over_metalxdp": round(ratio, 2) if ratio else None,
         "failed_cuts": {k: sum(1 for t in v if t["seconds"] is None) for k, v in trials.items()},
-        "footprint_rss_mb": footprint, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
+        "footprint_rss_mb": footprint, "rollouts": rollouts, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
 
 
 if __name__ == "__main__":
