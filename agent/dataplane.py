@@ -1,4 +1,5 @@
-"""The XDP dataplane of the agent: compiles ``bpf/xdp_vip.c`` with BCC, pins the program and
+"""The XDP dataplane of the agent: compiles ``bpf/xdp_vip.c`` with BCC (in a short-lived child,
+``agent.bpf_loader``: this process never keeps LLVM resident), pins the program and
 its maps under a bpffs directory, attaches it to interfaces and drives its maps (VIPs,
 interface MACs, liveness heartbeat) and reads its per-VIP counters.
 
@@ -41,6 +42,8 @@ from .libbpf import (ARPHRD_ETHER, MODE_FLAGS, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB
                      DataplaneError, EnvironmentProblem, IfRef, TestRunResult, check, check_environment, config_hz,
                      import_bcc, interface_driver, interface_index, interface_mac, jiffies_for_ms, kernel_headers_dir,
                      libbpf, pinned_fd, prog_info, prog_test_run, resolve_bpffs_dir, snap_hz, xdp_attach_fd, xdp_query)
+from . import bpf_loader
+from .bpfmap import Map
 from .metrics import Attachment, XDPState
 # re-exported: callers (tests, benchmarks) that take the whole dataplane API from here
 from .libbpf import XDP_PASS, XDP_TX, bpffs_mounted, hz_from_config  # noqa: F401
@@ -103,8 +106,9 @@ class Dataplane:
         self._hb_fd = -1
         self.prog_id = 0
         self.attached: dict[int, str] = {}   # ifindex -> "native" | "generic"
-        self._bpf = None
-        self._tables: dict[str, object] = {}  # adopted: name -> BCC table over the pinned map's fd
+        self._open = False
+        self._tables: dict[str, Map] = {}     # name -> map (agent.bpfmap, by fd: no BCC here)
+        self._progs: dict[str, int] = {}      # function name -> fd, from the loader
         self._macs: dict[int, bytes] = {}    # ifindex -> MAC answered with there
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -138,7 +142,6 @@ class Dataplane:
                 log.info("bpffs reached through another path (ip netns exec hides /sys/fs/bpf)",
                          event="bpffsAlias", dir=self.bpffs_dir, via=reached)
             self.bpffs_path = reached
-        bcc = import_bcc()
         cflags = [f"-I{BPF_SRC_DIR}", *self.cflags]
         prog_pin_fd = None
         if self.bpffs_dir:
@@ -163,38 +166,49 @@ class Dataplane:
                 # The attached old program keeps its own maps alive; new pins get new maps.
                 self._unpin_all()
         if self.adopted:
-            # Compiled for the maps' types only, without PIN_DIR: BCC would open pinned maps by
+            # Compiled for the maps' layouts only, without PIN_DIR: BCC would open pinned maps by
             # id (BPF_MAP_GET_FD_BY_ID), which needs CAP_SYS_ADMIN the DaemonSet does not grant
             # ("could not open bpf map: mx_global, error: Operation not permitted" after a
             # restart). The pins are opened by path below (BPF_OBJ_GET: CAP_BPF is enough).
             cflags = [c for c in cflags if not c.startswith("-DPIN_DIR=")]
+        # BCC (clang + LLVM, ~120 MB resident) runs in a short-lived child: agent.bpf_loader
         try:
-            self._bpf = bcc.BPF(src_file=str(BPF_MAIN).encode(), cflags=cflags)
-        except Exception as e:
+            loaded = bpf_loader.load(BPF_MAIN, cflags, layout_only=self.adopted)
+        except bpf_loader.LoadFailed as e:
+            for fd in (prog_pin_fd, self._hb_fd if self.adopted else None):
+                if fd is not None and fd >= 0:
+                    os.close(fd)
+            self._hb_fd = -1
             missing = missing_capabilities()
             if missing:   # BCC's "Failed to compile" also covers a map it was not allowed to create
                 raise DataplaneError(f"BCC could not load {BPF_MAIN} ({e}): this process lacks the "
                                      f"capabilities {', '.join('CAP_' + c for c in missing)} (the DaemonSet "
                                      "adds BPF, PERFMON, NET_ADMIN, NET_RAW, NET_BIND_SERVICE: docs/install.md)") from e
-            raise DataplaneError(f"BCC could not compile {BPF_MAIN} ({e}); its stderr above has "
-                                 "clang's message. Kernel headers: "
-                                 f"{kernel_headers_dir()}") from e
-        if self.adopted:
-            self.prog_fd = prog_pin_fd
-            self._tables = {name: self._pinned_table(name) for name in MAP_NAMES}
-        else:
-            try:
-                fn = self._bpf.load_func(PROG_FUNC.encode(), bcc.BPF.XDP)
-            except Exception as e:
+            if e.stage == "load":
                 raise EnvironmentProblem(f"the kernel refused the XDP program ({e}): the agent needs "
                                          "root or CAP_BPF+CAP_NET_ADMIN and a kernel with BPF syscall "
                                          "and XDP support") from e
-            self.prog_fd = os.dup(fn.fd)
-            if self.bpffs_dir:
-                check(libbpf().bpf_obj_pin(self.prog_fd, self._pin(PROG_PIN).encode()), "pin program")
-                self._hb_fd = os.dup(self.load_function(HEARTBEAT_FUNC))
-                check(libbpf().bpf_obj_pin(self._hb_fd, self._pin(HEARTBEAT_PIN).encode()), "pin heartbeat")
-                self.table("mx_meta")[0] = self.table("mx_meta").Leaf(self.version)
+            raise DataplaneError(f"BCC could not compile {BPF_MAIN} ({e}); its stderr above has "
+                                 "clang's message. Kernel headers: "
+                                 f"{kernel_headers_dir()}") from e
+        self._progs = dict(loaded.functions)
+        self._open = True
+        try:
+            if self.adopted:
+                self.prog_fd = prog_pin_fd
+                self._tables = {name: self._pinned_table(name, loaded.maps[name][1]) for name in MAP_NAMES}
+            else:
+                self._tables = {name: Map(name, fd, d["type"], d["key"], d["leaf"], d["max_entries"])
+                                for name, (fd, d) in loaded.maps.items()}
+                self.prog_fd = os.dup(self._progs[PROG_FUNC])
+                self._hb_fd = os.dup(self._progs[HEARTBEAT_FUNC])
+                if self.bpffs_dir:
+                    check(libbpf().bpf_obj_pin(self.prog_fd, self._pin(PROG_PIN).encode()), "pin program")
+                    check(libbpf().bpf_obj_pin(self._hb_fd, self._pin(HEARTBEAT_PIN).encode()), "pin heartbeat")
+                    self.table("mx_meta")[0] = self.table("mx_meta").Leaf(self.version)
+        except Exception:
+            self._release()
+            raise
         self.prog_id, _ = prog_info(self.prog_fd)
         self.heartbeat()   # before the window: a fresh map's heartbeat is 0, "long dead"
         self.set_liveness_max_age(self.liveness_max_age_ms)
@@ -204,14 +218,19 @@ class Dataplane:
 
     def load_function(self, name: str) -> int:
         """fd of another XDP function of the compiled object (sharing its maps): benchmarks build
-        with ``cflags=["-DMX_BENCH_HARNESS"]`` and load the wrappers of bpf/bench_harness.h.
-        Owned by the BCC object; closed with it."""
-        bcc = import_bcc()
-        return self._bpf.load_func(name.encode(), bcc.BPF.XDP).fd
+        with ``cflags=["-DMX_BENCH_HARNESS"]`` and use the wrappers of bpf/bench_harness.h. The
+        loader loads every function of a fresh build; owned by the dataplane, closed with it."""
+        if not self._open:
+            raise DataplaneError("dataplane not open")
+        try:
+            return self._progs[name]
+        except KeyError:
+            raise DataplaneError(f"no function {name!r} loaded (adopted pinned state loads only "
+                                 f"the pinned program; have: {sorted(self._progs)})") from None
 
     def close(self) -> None:
         """Keep the program attached and pinned (hitless restart) unless detach_on_exit."""
-        if self._bpf is None:
+        if not self._open:
             return
         if self.detach_on_exit:
             # also where an earlier agent attached the program this one adopted: an agent that
@@ -228,17 +247,22 @@ class Dataplane:
                     os.rmdir(self.bpffs_path)
                 except OSError:
                     pass
+        self._release()
+
+    def _release(self) -> None:
         if self.prog_fd >= 0:
             os.close(self.prog_fd)
             self.prog_fd = -1
-        if self._hb_fd >= 0 and self.bpffs_dir:
-            os.close(self._hb_fd)   # ours (a dup or the pin's); without pins BCC owns it
+        if self._hb_fd >= 0:
+            os.close(self._hb_fd)
+            self._hb_fd = -1
         for t in self._tables.values():
-            os.close(t.map_fd)
+            t.close()
         self._tables = {}
-        self._bpf.cleanup()
-        self._bpf = None
-        self._hb_fd = -1
+        for fd in self._progs.values():
+            os.close(fd)
+        self._progs = {}
+        self._open = False
 
     def _running_ours(self) -> list[int]:
         """Interfaces of this network namespace that run our program now."""
@@ -288,25 +312,20 @@ class Dataplane:
                 pass
 
     # ---- tables ---------------------------------------------------------------------------
-    def _pinned_table(self, name: str):
-        """A BCC table of the compiled object's type for ``name`` over the pinned map's fd."""
-        import json as _json
-        bcc = import_bcc()
-        from bcc import table as bcc_table
+    def _pinned_table(self, name: str, desc: dict) -> Map:
+        """The pinned map ``name``, typed by the loader's layout of the same sources."""
         fd = pinned_fd(self._pin(name))
         if fd is None:
             raise DataplaneError(f"pinned map {self._pin(name)} could not be opened")
-        mod, bname = self._bpf.module, name.encode()
-        map_id = bcc.lib.bpf_table_id(mod, bname)
-        key = bcc.BPF._decode_table_type(_json.loads(bcc.lib.bpf_table_key_desc(mod, bname).decode()))
-        leaf = bcc.BPF._decode_table_type(_json.loads(bcc.lib.bpf_table_leaf_desc(mod, bname).decode()))
-        return bcc_table.Table(self._bpf, map_id, fd, key, leaf, bname)
+        return Map(name, fd, desc["type"], desc["key"], desc["leaf"], desc["max_entries"])
 
-    def table(self, name: str):
-        if self._bpf is None:
+    def table(self, name: str) -> Map:
+        if not self._open:
             raise DataplaneError("dataplane not open")
-        t = self._tables.get(name)   # not `or`: a table with no entries is falsy (len 0)
-        return t if t is not None else self._bpf[name.encode()]
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise DataplaneError(f"no map {name!r}") from None
 
     @staticmethod
     def _addr_fields(ip: Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]) -> tuple[int, bytes]:
@@ -394,8 +413,6 @@ class Dataplane:
     def heartbeat(self) -> None:
         """Tell the liveness gate the agent is alive: runs xdp_heartbeat (BPF_PROG_TEST_RUN, a
         few µs), which stamps the kernel's jiffies and CLOCK_MONOTONIC into mx_liveness."""
-        if self._hb_fd < 0:
-            self._hb_fd = self.load_function(HEARTBEAT_FUNC)
         prog_test_run(self._hb_fd, _HEARTBEAT_FRAME)
 
     def kernel_hz(self) -> int:

@@ -105,6 +105,9 @@ def libbpf() -> ctypes.CDLL:
         lib.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
         lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
         lib.bpf_map_lookup_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        lib.bpf_map_update_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
+        lib.bpf_map_delete_elem.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        lib.bpf_map_get_next_key.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_TestRunOpts)]
         _libbpf = lib
     return _libbpf
@@ -281,9 +284,17 @@ def resolve_bpffs_dir(path: str) -> str:
         "(hostPath) so pinned maps survive agent restarts")
 
 
+def bcc_available() -> None:
+    """Raise EnvironmentProblem unless BCC's binding can be imported - without importing it
+    (the agent itself never loads BCC and LLVM: ``agent.bpf_loader`` compiles in a child)."""
+    import importlib.util
+    if importlib.util.find_spec("bcc") is None:
+        import_bcc()   # raises with what to install
+
+
 def check_environment(bpffs_dir: Optional[str]) -> None:
     """Fail early with what to install or mount (instead of a clang error 200 lines long)."""
-    import_bcc()
+    bcc_available()
     if kernel_headers_dir() is None:
         rel = os.uname().release
         raise EnvironmentProblem(
