@@ -3,7 +3,7 @@ BPF_PROG_TEST_RUN calls) and the checks of what the host must provide (BCC, kern
 bpffs, the kernel's HZ), plus the interface helpers (ifindex, driver, MAC).
 
 These mirror libbpf's and the kernel's ABI (stable, versioned by their ``sz`` fields), never our
-own structs: the map layouts come from BCC's generated ctypes, in ``agent.dataplane``, which
+own structs: the map layouts come from BCC's type descriptors (``agent.bpf_loader``, ``agent.bpfmap``), in ``agent.dataplane``, which
 drives the program and its maps on top of this module. Every check fails with what to install
 or mount instead of a clang error 200 lines long.
 """
@@ -51,7 +51,7 @@ class EnvironmentProblem(DataplaneError):
 
 # ---- libbpf through ctypes ---------------------------------------------------------------
 # These mirror libbpf's and the kernel's ABI structs (stable, versioned by their sz field),
-# not our own: our map layouts come from BCC's generated ctypes.
+# not our own: our map layouts come from BCC's type descriptors (agent.bpfmap).
 
 class _TestRunOpts(ctypes.Structure):
     _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
