@@ -110,11 +110,15 @@ class Stream:
         self.lab, self.ip, self.gap, self.timeout = lab, ip, 1 / rate, timeout
         self.results: list[tuple[float, bool]] = []
         self.failures: list[tuple[float, int]] = []
+        self.slow: list[tuple[float, float, int]] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _one(self, t: float) -> None:
         rc, _ = client_request(self.lab, self.ip, timeout=self.timeout)
+        took = time.monotonic() - t
+        if took > 0.5:   # slow ones, to tell a dropped SYN (~1 s) from a starved host
+            self.slow.append((t, round(took, 2), rc))
         self.results.append((t, rc == 0))
         if rc:
             self.failures.append((t, rc))

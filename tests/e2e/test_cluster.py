@@ -250,7 +250,9 @@ def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_reque
         assert p["status"]["containerStatuses"][0]["ready"]
     print(f"requests during the rollout: L2 {len(l2.results)} ({l2.failed()} failed), "
           f"BGP {len(bgp.results)} ({bgp.failed()} failed); failures (s after start, curl exit code): "
-          f"L2 {[(round(t - t0, 2), rc) for t, rc in l2.failures]}, BGP {[(round(t - t0, 2), rc) for t, rc in bgp.failures]}")
+          f"L2 {[(round(t - t0, 2), rc) for t, rc in l2.failures]}, BGP {[(round(t - t0, 2), rc) for t, rc in bgp.failures]}; "
+          f"slower than 0.5 s (s after start, took, rc): L2 {[(round(t - t0, 2), d, rc) for t, d, rc in l2.slow]}, "
+          f"BGP {[(round(t - t0, 2), d, rc) for t, d, rc in bgp.slow]}")
     assert len(l2.results) > 100 and len(bgp.results) > 100
     assert l2.failed() == 0 and bgp.failed() == 0
     # each replaced agent left as "restarting" (its pod deleted, its node staying): the VIP

@@ -452,5 +452,11 @@ def test_api_server_and_etcd_killed_nothing_is_withdrawn_and_everything_resumes(
     # everything resumes: the controller allocates again and an agent announces
     made.service("l2-api2", selector={"app": "web-api"})
     ip2 = lt.wait_service_ips(lab, "l2-api2", timeout=90)[0]
-    assert lt.wait_curl(lab, ip2, timeout=60) == "web-api on node1"
+    try:
+        assert lt.wait_curl(lab, ip2, timeout=60) == "web-api on node1"
+    except BaseException:   # flaky (~1 run in 4, cause unknown): keep what the logs said
+        for f in sorted((lab.dir / "logs").glob("*.log")):
+            print(f"--- {f.name} (last 40 lines)")
+            print("\n".join(f.read_text(errors="replace").splitlines()[-40:]))
+        raise
     assert lt.wait_curl(lab, l2ip) == "web-api on node1"
