@@ -52,6 +52,8 @@ NS = "metallb-system"
 NEWER_METALLB = {
     "frr-same-address-disjoint-nodes-ok": "the same peer address is allowed on disjoint nodeSelectors "
                                           "(DiscardNativeOnly after v0.15)",
+    "peer-my-asn-router-id-differ-disjoint-nodes-ok": "myASN and routerID may differ on disjoint "
+                                                      "nodeSelectors (v0.16 checkFRRPeersCompatible)",
 }
 PLURALS = {"IPAddressPool": "ipaddresspools", "AddressPool": "addresspools", "L2Advertisement": "l2advertisements",
            "BGPAdvertisement": "bgpadvertisements", "BGPPeer": "bgppeers", "BFDProfile": "bfdprofiles",

@@ -20,9 +20,9 @@ ExaBGP (one speaker per node) and BFD by metalxdp's own implementation, so
   implement echo mode (RFC 5880 section 6.4), so a profile asking for it is refused rather
   than silently run without echo;
 * ``disableMP``: accepted with a warning that it has no effect (in ``Config.warnings``);
-* FRR-mode rules, because there is one BGP speaker per node: every peer has the same myASN;
-  peers that can be active on the same node share one routerID and never share an address.
-  Without ``nodes`` every pair of peers is assumed to share a node.
+* FRR-mode rules (MetalLB v0.16's checkFRRPeersCompatible), because there is one BGP speaker
+  per node: peers that can be active on the same node share one myASN and one routerID and
+  never share an address. Without ``nodes`` (or with none) every pair is assumed to share a node.
 """
 from __future__ import annotations
 
@@ -398,17 +398,22 @@ def _peers(run: _Run, objs: list[_Obj], bfd_profiles: Mapping[str, BFDProfile]) 
 
 def _peer_conflict(run: _Run, o: _Obj, peer: BGPPeer, accepted: list[tuple[_Obj, BGPPeer]]) -> Optional[ConfigError]:
     """Rules between peers: one speaker per node means one AS, one router ID, one session per address."""
-    nodes = run.nodes_for(peer.node_selectors)
+    # MetalLB's peersShareNode (v0.16): with no nodes known, or a cluster without nodes, every
+    # two peers count as sharing one (the rules apply)
+    known = bool(run.nodes)
+    nodes = run.nodes_for(peer.node_selectors) if known else None
     for other_obj, other in accepted:
         if replace(other, name=peer.name) == peer:
             return ConfigError(o.label, "spec", f"peer {other.name} already exists with the same "
                                                 f"settings; delete one of the two BGPPeers")
+        if known and not run.share_a_node(nodes, run.nodes_for(other.node_selectors)):
+            continue
         if other.my_asn != peer.my_asn:
             return ConfigError(o.label, "spec.myASN",
                                f"myASN {peer.my_asn} differs from myASN {other.my_asn} of BGPPeer/{other.name}: "
-                               f"all BGPPeers must use the same myASN (metalxdp runs one BGP speaker per node)")
-        if not run.share_a_node(nodes, run.nodes_for(other.node_selectors)):
-            continue
+                               f"peers that can be active on the same node must use the same myASN "
+                               f"(one BGP speaker per node; give each node its own AS with localASN, or "
+                               f"nodeSelectors that do not overlap)")
         if other.router_id != peer.router_id:
             return ConfigError(o.label, "spec.routerID",
                                f"routerID {peer.router_id or '(unset)'} differs from routerID "

@@ -103,6 +103,32 @@ def test_local_asn_per_node_is_the_as_the_router_sees(nodes, frr_router):
     assert neigh["remoteAs"] == 64601 and neigh["localAs"] == ROUTER_ASN
 
 
+def test_a_different_my_asn_per_node_on_disjoint_node_selectors(nodes, frr_router):
+    """MetalLB v0.16's rule: peers whose nodeSelectors never select the same node may use
+    different myASN (and routerID). Accepted, and each node opens its session as its own AS
+    with its own router ID; a third peer that overlaps node1 with another myASN is refused."""
+    n1, n2 = nodes(2)
+    router(frr_router, [(n1.host.ip4, 64611), (n2.host.ip4, 64612)])
+    node_labels = {"node1": n1.labels, "node2": n2.labels}
+    config = parse(resources(peer("n1", "node1", myASN=64611, peerASN=ROUTER_ASN, routerID="198.18.0.11"),
+                             peer("n2", "node2", myASN=64612, peerASN=ROUTER_ASN, routerID="198.18.0.12")),
+                   nodes=node_labels)
+    for n in (n1, n2):
+        apply(n, config)
+    wait_nexthops(frr_router, f"{V4}/32", {n1.host.ip4, n2.host.ip4})
+    got = paths(frr_router)
+    assert got[n1.host.ip4]["aspath"]["string"] == "64611"
+    assert got[n2.host.ip4]["aspath"]["string"] == "64612"
+    for n, rid in ((n1, "198.18.0.11"), (n2, "198.18.0.12")):
+        neigh = frr_router.json(f"show bgp neighbors {n.host.ip4} json")[n.host.ip4]
+        assert neigh["remoteRouterId"] == rid
+    with pytest.raises(Exception, match="same myASN"):
+        parse(resources(peer("n1", "node1", myASN=64611, peerASN=ROUTER_ASN, routerID="198.18.0.11"),
+                        cr("BGPPeer", "all", {"myASN": 64613, "peerASN": ROUTER_ASN, "peerAddress": "192.0.2.2",
+                                              "routerID": "198.18.0.11"}, "v1beta2")),
+              nodes=node_labels)
+
+
 def test_dynamic_asn_internal_and_external(nodes, frr_router):
     """dynamicASN internal: an iBGP session (local preference sent); external: any other AS,
     the router's real AS learnt from its OPEN."""

@@ -181,10 +181,14 @@ def test_peers_on_overlapping_nodes_conflict_only_when_they_share_a_node():
     b_everywhere = peer("b", "10.0.0.2", peer_asn=65000, routerID="2.2.2.2")
     with pytest.raises(ConfigError, match="routerID"):
         parse([a, b_everywhere], nodes=disjoint)
-    # myASN must match whatever the nodes
-    c = peer("c", "10.0.0.3", my_asn=1, nodeSelectors=[{"matchLabels": {"zone": "b"}}])
+    # myASN too binds only peers that share a node (MetalLB v0.16's checkFRRPeersCompatible)
+    c = peer("c", "10.0.0.3", my_asn=1, routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
+    assert set(parse([a, c], nodes=disjoint).peers) == {"a", "c"}
+    c_on_a = peer("c", "10.0.0.3", my_asn=1, routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
     with pytest.raises(ConfigError, match="same myASN"):
-        parse([a, c], nodes=disjoint)
+        parse([a, c_on_a], nodes=disjoint)
+    with pytest.raises(ConfigError, match="same myASN"):
+        parse([a, c], nodes={})    # a cluster without nodes: assume they share one, as MetalLB does
 
 
 def test_validate_reports_every_problem():
