@@ -47,6 +47,12 @@ bench-peer: setup metallb
 		echo "== bench/$$b.py"; s=$$(date +%s); $(PY) bench/$$b.py || exit 1; \
 		echo "== bench/$$b.py took $$(( $$(date +%s) - s )) s"; done
 
+# what metalxdp costs per node (memory, CPU, cold start to first ARP; cluster lab) and per
+# packet (the XDP program in BPF_PROG_TEST_RUN); writes bench/results/{footprint,xdp_prog_ns}.json
+.PHONY: footprint
+footprint: setup
+	@for b in footprint xdp_prog_ns; do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
+
 lab-down:
 	@$(VENV)/bin/metalxdp lab down || true
 

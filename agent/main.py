@@ -16,7 +16,7 @@ import click
 from prometheus_client import CollectorRegistry
 
 from metalxdp import log as mlog
-from metalxdp.kube import api_client
+from metalxdp.kube import KubeconfigError, rest_client
 
 
 DEFAULT_STATUS_ENDPOINT = "http://127.0.0.1:7472"
@@ -25,7 +25,9 @@ DEFAULT_STATUS_ENDPOINT = "http://127.0.0.1:7472"
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--node-name", envvar="METALLB_NODE_NAME",
               help="This node's name (the Node object); in a DaemonSet from spec.nodeName. Required to run the agent.")
-@click.option("--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig; in a pod the service account is used.")
+@click.option("--kubeconfig", envvar="KUBECONFIG",
+              help="Kubeconfig (its current context; token, tokenFile or client certificate; exec and "
+                   "auth-provider plugins are not run). In a pod, leave it out: the service account is used.")
 @click.option("--namespace", default=lambda: os.environ.get("METALLB_NAMESPACE", "metallb-system"),
               show_default="metallb-system", help="Namespace of the metallb.io resources and the memberlist Secret.")
 @click.option("--lb-class", default=None, help="Only handle Services with this spec.loadBalancerClass.")
@@ -74,6 +76,11 @@ def agent(ctx, node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, 
         raise click.UsageError("Missing option '--node-name' (or $METALLB_NODE_NAME): the agent needs its node's name.")
     mlog.setup(log_level)
     log = mlog.get_logger("agent")
+    try:   # before XDP attaches: a kubeconfig that cannot work stops the agent with nothing changed
+        api = rest_client(kubeconfig)
+    except KubeconfigError as e:
+        log.error(f"no API server to talk to: {e}", event="kubeconfigInvalid")
+        raise SystemExit(2)
     from .garp import GratuitousSender
     from .metrics import AgentMetrics, XDPCollector, XDPStateCollector
     from .node import Agent, AgentSettings
@@ -93,7 +100,7 @@ def agent(ctx, node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, 
                              liveness_max_age_ms, handoff_quiet_s=handoff_quiet_s, handoff_max_s=handoff_max_s,
                              bgp_workdir=Path(workdir), enable_bgp=bgp, pod_name=pod_name)
     garp = GratuitousSender()
-    node = Agent(api_client(kubeconfig), settings, dp, garp, metrics, registry)
+    node = Agent(api, settings, dp, garp, metrics, registry)
     registry.register(XDPCollector(node.xdp_counters))
     if dp is not None:
         registry.register(XDPStateCollector(dp.xdp_state))

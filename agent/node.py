@@ -30,7 +30,7 @@ from typing import Optional
 from metalxdp.config.parse import parse
 from metalxdp.config.types import Config, ConfigError
 from metalxdp.health import loop_live
-from metalxdp.kube import EventPoster, client
+from metalxdp.kube import EventPoster, RestClient
 from metalxdp.log import get_logger
 from metalxdp.service import POOL_ANNOTATION, SHARED_IP_ANNOTATION, annotation, status_ips_from_k8s, wants_load_balancer
 from metalxdp.watch import Informer, config_informers, obj_key
@@ -67,7 +67,7 @@ class AgentSettings:
 
 
 class Agent:
-    def __init__(self, api: client.ApiClient, settings: AgentSettings, dataplane, garp, metrics: AgentMetrics,
+    def __init__(self, api: RestClient, settings: AgentSettings, dataplane, garp, metrics: AgentMetrics,
                  registry=None):
         self.api, self.s, self.dp, self.garp, self.metrics = api, settings, dataplane, garp, metrics
         self.registry = registry

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Optional
 
-from metalxdp.kube import ApiException, ConflictError, client, replace_custom_status
+from metalxdp.kube import ConflictError, api_errors, call_json, replace_custom_status
 from metalxdp.log import get_logger
 
 from .bgp.status import (API_VERSION, NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL,
@@ -45,7 +45,7 @@ class StatusObjects:
     ``pod_name``: the agent's pod in ``namespace``, owner of the objects (deleting the pod
     garbage-collects them, as MetalLB's speaker's)."""
 
-    def __init__(self, api: client.ApiClient, node: str, namespace: str, pod_name: Optional[str] = None):
+    def __init__(self, api, node: str, namespace: str, pod_name: Optional[str] = None):
         self.api, self.node, self.namespace, self.pod_name = api, node, namespace, pod_name
         self._owner_refs: Optional[list] = None     # ownerReferences for our objects (see owners)
         self._l2_want: Optional[dict] = None        # bodies last reconciled (None: reconcile again)
@@ -82,10 +82,10 @@ class StatusObjects:
             self._owner_refs = []
             if self.pod_name:
                 try:
-                    pod = client.CoreV1Api(self.api).read_namespaced_pod(self.pod_name, self.namespace)
+                    pod = call_json(self.api, "GET", f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}")
                     self._owner_refs = [{"apiVersion": "v1", "kind": "Pod", "name": self.pod_name,
-                                         "uid": pod.metadata.uid}]
-                except ApiException as e:
+                                         "uid": pod["metadata"]["uid"]}]
+                except api_errors() as e:
                     log.warning("cannot read the agent's pod: status objects get no owner", event="ownerUnknown",
                                 pod=f"{self.namespace}/{self.pod_name}", status=e.status)
         return self._owner_refs
@@ -100,11 +100,12 @@ class StatusObjects:
         """Make the API's ``plural`` objects of this node match ``want`` (status_key -> body with
         metadata.generateName/labels and status). With ``delete_others_for_wanted`` other nodes'
         objects for a wanted service go too. False when a call failed."""
-        co = client.CustomObjectsApi(self.api)
         args = (GROUP, VERSION, self.namespace, plural)
+        coll = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{plural}"
         try:
-            items = co.list_namespaced_custom_object(*args, label_selector=label_selector).get("items", [])
-        except ApiException as e:
+            query = [("labelSelector", label_selector)] if label_selector else None
+            items = call_json(self.api, "GET", coll, query=query).get("items") or []
+        except api_errors() as e:
             log.debug("status objects not listed", kind=plural, status=e.status)
             return False
         kept: dict = {}
@@ -121,8 +122,8 @@ class StatusObjects:
                 kept[key] = item
             elif mine or (delete_others_for_wanted and key in want):
                 try:
-                    co.delete_namespaced_custom_object(*args, meta["name"])
-                except ApiException as e:
+                    call_json(self.api, "DELETE", f"{coll}/{meta['name']}")
+                except api_errors() as e:
                     if e.status != 404:
                         ok = False
         for key, body in want.items():
@@ -133,9 +134,9 @@ class StatusObjects:
                 if obj is None:
                     new = {k: v for k, v in body.items() if k != "status"}
                     new["metadata"] = {**new["metadata"], "ownerReferences": self.owners()}
-                    obj = co.create_namespaced_custom_object(*args, new)
+                    obj = call_json(self.api, "POST", coll, new)
                 replace_custom_status(self.api, *args, obj["metadata"]["name"], body["status"], current=obj)
-            except (ApiException, ConflictError) as e:
+            except (*api_errors(), ConflictError) as e:
                 ok = False
                 log.debug("status object not written", kind=plural, service=key,
                           status=getattr(e, "status", None), error=str(e))

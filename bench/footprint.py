@@ -7,6 +7,11 @@ USS (private pages) from /proc/<pid>/smaps_rollup, and CPU (utime + stime) over 
 Measured twice: idle with one L2 Service, then with ``--services`` more LoadBalancer Services
 (half from an L2 pool, half from a BGP pool, both advertised; 198.18.0.0/15 addresses).
 
+Also the agent's cold start: the DaemonSet is deleted (the agents uninstall: XDP detached, pins
+removed, nobody answers ARP for the VIP), then created again; the client asks for the VIP's MAC
+every ~20 ms. Reported: DaemonSet created -> first ARP reply, and the answering agent's process
+start (/proc/<pid>/stat) -> its XDP program attached (first seen on eth0) -> first ARP reply.
+
 Usage (root): python bench/footprint.py [--services 1000] [--window 30]
 """
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +34,7 @@ from metalxdp.lab.kube_cluster import ClusterLab  # noqa: E402
 from metalxdp.lab.spec import NAMESPACE, LabSpec  # noqa: E402
 from metalxdp.rig.kubenode import _children  # noqa: E402
 from metalxdp.rig.procs import wait_for  # noqa: E402
+from metalxdp.lab.tools import arp_replies  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -93,6 +100,55 @@ def measure(lab: ClusterLab, window: float) -> dict:
     return out
 
 
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def proc_start_boottime(pid: int) -> float:
+    """A process's start, in seconds of CLOCK_BOOTTIME (field 22 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[19]) / CLK_TCK
+
+
+def cold_start(lab: ClusterLab, ip: str) -> dict:
+    """DaemonSet deleted and created again: the times to the first ARP reply for ``ip``."""
+    ds = json.loads(lab.kubectl("get", "ds", "speaker", "-n", NAMESPACE, "-o", "json").stdout)
+    meta = ds["metadata"]
+    ds["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
+    ds["metadata"].get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    ds.pop("status", None)
+    lab.kubectl("delete", "ds", "speaker", "-n", NAMESPACE, "--wait=true", "--timeout=120s")
+    wait_for("every agent gone", lambda: not lab.kubectl("get", "pods", "-n", NAMESPACE, "-l", "component=speaker",
+                                                          "-o", "name").stdout.strip(), 120, interval=0.5)
+    wait_for(f"nobody answers ARP for {ip}", lambda: not arp_replies(lab, ip, wait_s=1), 60, interval=0.5)
+    nodes = lab.spec.node_names()
+    attached: dict[str, float] = {}
+    # a request every 20 ms until the first reply (-C 1), which arping prints and exits on
+    arping = ["ip", "netns", "exec", lab.topo.hosts["client"].netns, "arping", "-r", "-C", "1", "-c", "10000",
+              "-W", "0.02", "-w", "180", "-i", "eth0", ip]
+    t_create = boottime()
+    lab.kubectl("create", "-f", "-", input_=json.dumps(ds))
+    probe = subprocess.Popen(arping, stdout=subprocess.PIPE, text=True)
+    while probe.poll() is None:
+        for n in nodes:
+            if n not in attached and kt.xdp_prog_id(lab, n):
+                attached[n] = boottime()
+        time.sleep(0.05)
+    t_arp = boottime()
+    macs = [line.strip().lower() for line in probe.stdout.read().splitlines() if line.strip()]
+    if not macs:
+        raise SystemExit(f"footprint: no ARP reply for {ip} within 180 s of creating the DaemonSet")
+    node = next(n for n in nodes if lab.topo.hosts[n].mac == macs[0])
+    started = proc_start_boottime(kt.agent_pid(lab, node))
+    out = {"node": node, "ds_created_to_first_arp_ms": round(1000 * (t_arp - t_create)),
+           "agent_start_to_first_arp_ms": round(1000 * (t_arp - started))}
+    if node in attached:
+        out["agent_start_to_xdp_attached_ms"] = round(1000 * (attached[node] - started))
+    wait_for("every agent Ready again", lambda: lab.kubectl(
+        "rollout", "status", "ds/speaker", "-n", NAMESPACE, "--timeout=5s", check=False).returncode == 0, 180, interval=1)
+    return out
+
+
 def extra_resources(services: int) -> list[dict]:
     half = max(1, services // 2)
     return [
@@ -136,6 +192,12 @@ def main() -> None:
         time.sleep(5)
         result["idle"] = measure(lab, a.window)
         print_rows("idle, one L2 Service", result["idle"])
+        result["cold_start"] = cold_start(lab, ip)
+        c = result["cold_start"]
+        print(f"\ncold start on {c['node']}: DaemonSet created -> first ARP {c['ds_created_to_first_arp_ms']} ms; "
+              f"agent process start -> XDP attached {c.get('agent_start_to_xdp_attached_ms', '?')} ms "
+              f"-> first ARP {c['agent_start_to_first_arp_ms']} ms")
+        kt.wait_curl(lab, ip, timeout=120)
         for obj in extra_resources(a.services):
             wait_for(f"{obj['kind']} {obj['metadata']['name']} applied",
                      lambda obj=obj: lab.kubectl("apply", "-f", "-", input_=json.dumps(obj), check=False).returncode == 0,

@@ -14,7 +14,7 @@ import urllib3
 import threading
 from typing import Callable, Optional
 
-from .kube import ApiException, client
+from .kube import api_errors, request
 from .log import get_logger
 
 log = get_logger("watch")
@@ -48,7 +48,7 @@ class Informer:
     optional: a collection that may not exist (CRD not installed): treated as empty, retried.
     """
 
-    def __init__(self, api: client.ApiClient, path: str, handler: Optional[EventHandler] = None,
+    def __init__(self, api, path: str, handler: Optional[EventHandler] = None,
                  label_selector: str = "", watch_timeout: int = 240, optional: bool = False,
                  field_selector: str = ""):
         self.api, self.path, self.handler = api, path, handler
@@ -63,11 +63,11 @@ class Informer:
 
     # ---- I/O -----------------------------------------------------------------------------
     def _request(self, params: list, stream: bool):
-        """GET with the client's auth; returns the urllib3 response (body not read yet)."""
-        return self.api.call_api(self.path, "GET", query_params=params, auth_settings=["BearerToken"],
-                                 header_params={"Accept": "application/json"},
-                                 _preload_content=False, _return_http_data_only=True,
-                                 _request_timeout=None if stream else 60)
+        """GET with the client's auth; returns the urllib3 response (a watch: body not read yet).
+        A watch's read timeout outlasts its timeoutSeconds and bookmarks, so a connection that
+        went silent (a peer that vanished without a reset) ends and the watch resumes."""
+        timeout = (10, self.watch_timeout + 60) if stream else 60
+        return request(self.api, "GET", self.path, query=params, timeout=timeout, stream=stream)
 
     def _selectors(self) -> list:
         return ([("labelSelector", self.label_selector)] if self.label_selector else []) + \
@@ -77,7 +77,7 @@ class Informer:
         params = self._selectors()
         try:
             data = json.loads(self._request(params, stream=False).data)
-        except ApiException as e:
+        except api_errors() as e:
             if e.status == 404 and self.optional:
                 data = {"items": [], "metadata": {"resourceVersion": ""}}
             else:
@@ -169,7 +169,7 @@ class Informer:
                     rv = self._list()
                 rv = self._watch(rv)
                 backoff = 0.2
-            except ApiException as e:
+            except api_errors() as e:
                 if e.status == 410:
                     rv = ""
                     continue

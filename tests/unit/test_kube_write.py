@@ -1,11 +1,24 @@
 """The retry logic of metalxdp.kube's write layer (get_or_create, update_with_retry), driven by
-callables that answer as the API server would (an object, 404, 409, 500). The real requests are
-exercised by the integration tests of the controller, webhook, operator and agent."""
+callables that answer as the API server would (an object, 404, 409, 500), with the error type of
+each client (metalxdp's RestClient raises ApiError, the kubernetes client ApiException). The
+real requests are exercised by the integration tests of the controller, webhook, operator and
+agent."""
 from __future__ import annotations
 
 import pytest
 
-from metalxdp.kube import ApiException, ConflictError, get_or_create, get_or_none, update_with_retry
+from metalxdp.kube import ApiError, ApiException, ConflictError, get_or_create, get_or_none, update_with_retry
+
+
+@pytest.fixture(params=[ApiError, ApiException], ids=["ApiError", "ApiException"])
+def error_type(request):
+    """Each client's error type in turn; ``answers`` raises it."""
+    global RAISED
+    RAISED = request.param
+    yield request.param
+
+
+RAISED = ApiError
 
 
 def answers(*seq):
@@ -17,7 +30,7 @@ def answers(*seq):
         call.calls += 1
         a = next(it)
         if isinstance(a, int):
-            raise ApiException(status=a)
+            raise RAISED(status=a)
         return a
     call.calls = 0
     return call
@@ -34,10 +47,10 @@ GET_OR_CREATE = [  # (description, read answers, create answers, result or statu
 
 @pytest.mark.parametrize("desc,reads,creates,want,n_reads,n_creates", GET_OR_CREATE,
                          ids=[r[0] for r in GET_OR_CREATE])
-def test_get_or_create(desc, reads, creates, want, n_reads, n_creates):
+def test_get_or_create(desc, reads, creates, want, n_reads, n_creates, error_type):
     read, create = answers(*reads), answers(*creates)
     if isinstance(want, int):
-        with pytest.raises(ApiException) as e:
+        with pytest.raises(error_type) as e:
             get_or_create(read, create)
         assert e.value.status == want
     else:
@@ -45,10 +58,10 @@ def test_get_or_create(desc, reads, creates, want, n_reads, n_creates):
     assert (read.calls, create.calls) == (n_reads, n_creates)
 
 
-def test_get_or_none():
+def test_get_or_none(error_type):
     assert get_or_none(answers("obj")) == "obj"
     assert get_or_none(answers(404)) is None
-    with pytest.raises(ApiException):
+    with pytest.raises(error_type):
         get_or_none(answers(500))
 
 
@@ -63,16 +76,24 @@ UPDATES = [  # (description, read answers, write answers, result or exception, r
 
 
 @pytest.mark.parametrize("desc,reads,writes,want,n_reads,n_writes", UPDATES, ids=[r[0] for r in UPDATES])
-def test_update_with_retry(desc, reads, writes, want, n_reads, n_writes):
+def test_update_with_retry(desc, reads, writes, want, n_reads, n_writes, error_type):
     read, write = answers(*reads), answers(*writes)
     change = lambda obj: None if obj["v"] == 2 else {**obj, "v": 2}  # noqa: E731
     if want is ConflictError:
         with pytest.raises(ConflictError, match="thing keeps changing"):
             update_with_retry(read, change, write, what="thing", attempts=3)
     elif isinstance(want, int):
-        with pytest.raises(ApiException) as e:
+        with pytest.raises(error_type) as e:
             update_with_retry(read, change, write, what="thing", attempts=3)
         assert e.value.status == want
     else:
         assert update_with_retry(read, change, write, what="thing", attempts=3) == want
     assert (read.calls, write.calls) == (n_reads, n_writes)
+
+
+def test_api_error_message_carries_the_servers_reason():
+    e = ApiError(422, "Unprocessable Entity", b'{"kind":"Status","message":"spec.x: Invalid value"}')
+    assert (e.status, e.reason) == (422, "Unprocessable Entity")
+    assert str(e) == "(422) Unprocessable Entity: spec.x: Invalid value"
+    assert str(ApiError(502, "Bad Gateway", b"<html>proxy</html>")) == "(502) Bad Gateway: <html>proxy</html>"
+    assert str(ApiError(404, "Not Found")) == "(404) Not Found"
