@@ -18,11 +18,14 @@ from ..rig.kubenode import _rss_kb
 from ..rig.procs import wait_for
 
 
-def client_request(lab: ClusterLab, ip: str, port: int = 80, timeout: float = 2.0) -> tuple[int, str]:
-    """(curl's exit code, body): 0 = answered, 7 = refused, 28 = timed out, 56 = reset, ..."""
+def client_request(lab: ClusterLab, ip: str, port: int = 80, timeout: float = 2.0,
+                   write_out: str = "") -> tuple[int, str]:
+    """(curl's exit code, body): 0 = answered, 7 = refused, 28 = timed out, 56 = reset, ...
+    ``write_out``: curl's -w text, appended to the body."""
     url = f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
     r = subprocess.run(["ip", "netns", "exec", lab.topo.hosts["client"].netns, "curl", "-s", "-g",
-                        "--max-time", str(timeout), url], capture_output=True, text=True)
+                        "--max-time", str(timeout), *(["-w", write_out] if write_out else []), url],
+                       capture_output=True, text=True)
     return r.returncode, r.stdout.strip()
 
 
@@ -114,11 +117,16 @@ class Stream:
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
+    # curl's own timings of a slow request: a connect that never completed (a lost SYN, or
+    # SYN-ACK) shows connect 0; a connection the backend did not answer shows connect > 0
+    TIMINGS = "\n%{time_connect} %{time_starttransfer} %{local_port} %{remote_ip}"
+
     def _one(self, t: float) -> None:
-        rc, _ = client_request(self.lab, self.ip, timeout=self.timeout)
+        rc, out = client_request(self.lab, self.ip, timeout=self.timeout, write_out=self.TIMINGS)
         took = time.monotonic() - t
         if took > 0.5:   # slow ones, to tell a dropped SYN (~1 s) from a starved host
-            self.slow.append((t, round(took, 2), rc))
+            timing = out.rsplit("\n", 1)[-1]
+            self.slow.append((t, round(took, 2), rc, f"connect/first byte/port/ip {timing}"))
         self.results.append((t, rc == 0))
         if rc:
             self.failures.append((t, rc))

@@ -237,7 +237,7 @@ def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_reque
     watcher = threading.Thread(target=watch, daemon=True)
     with Stream(cluster, ip, rate=20, timeout=2) as l2, Stream(cluster, bip, rate=20, timeout=2) as bgp:
         watcher.start()
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         cluster.install(ref=ref)
         print(f"rollout of {ref} took {time.monotonic() - t0:.1f} s")
         time.sleep(3)
@@ -251,9 +251,15 @@ def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_reque
     print(f"requests during the rollout: L2 {len(l2.results)} ({l2.failed()} failed), "
           f"BGP {len(bgp.results)} ({bgp.failed()} failed); failures (s after start, curl exit code): "
           f"L2 {[(round(t - t0, 2), rc) for t, rc in l2.failures]}, BGP {[(round(t - t0, 2), rc) for t, rc in bgp.failures]}; "
-          f"slower than 0.5 s (s after start, took, rc): L2 {[(round(t - t0, 2), d, rc) for t, d, rc in l2.slow]}, "
-          f"BGP {[(round(t - t0, 2), d, rc) for t, d, rc in bgp.slow]}")
+          f"slower than 0.5 s (s after start, took, rc, curl timings): L2 {[(round(t - t0, 2), *rest) for t, *rest in l2.slow]}, "
+          f"BGP {[(round(t - t0, 2), *rest) for t, *rest in bgp.slow]}")
     assert len(l2.results) > 100 and len(bgp.results) > 100
+    if l2.failed() or bgp.failed():   # what the cluster did around it (events: 1 s resolution)
+        print(f"rollout started at {time.strftime('%H:%M:%S', time.gmtime(wall0))}.{int(wall0 % 1 * 1000):03d} UTC; "
+              f"VIP owner {owner}; events:")
+        print(cluster.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", "-o",
+                              "custom-columns=TIME:.lastTimestamp,NS:.metadata.namespace,OBJ:.involvedObject.name,"
+                              "REASON:.reason,SOURCE:.source.host", check=False).stdout[-6000:])
     assert l2.failed() == 0 and bgp.failed() == 0
     # each replaced agent left as "restarting" (its pod deleted, its node staying): the VIP
     # never moved. Before, every agent left as dead and its VIPs moved away and back (2 of 877

@@ -22,7 +22,7 @@ import pytest
 from metalxdp.lab import tools as lt
 from metalxdp.lab.cluster import Lab, kubectl
 from metalxdp.lab.spec import NAMESPACE
-from metalxdp.rig.procs import wait_for
+from metalxdp.rig.procs import RigError, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -402,9 +402,15 @@ def test_link_cut_vip_moves_and_client_learns_new_mac_from_gratuitous_arp(lab):
                          lambda: lt.neighbour_mac(lab, ip) == new_mac, 10)
                 samples = lt.node_metrics(lab, new["node"])
                 assert (lt.metric(samples, "metallb_layer2_gratuitous_sent", ip=ip) or 0) >= 2
-                garp = [line for line in cap.lines if f"{new_mac} > ff:ff:ff:ff:ff:ff" in line and
-                        (f"who-has {ip} tell {ip}" in line or f"Reply {ip} is-at {new_mac}" in line)]
-                assert garp, f"no gratuitous ARP from {new_mac} captured:\n" + "\n".join(cap.lines[-20:])
+                def garp():
+                    return [line for line in list(cap.lines) if f"{new_mac} > ff:ff:ff:ff:ff:ff" in line and
+                            (f"who-has {ip} tell {ip}" in line or f"Reply {ip} is-at {new_mac}" in line)]
+                # tcpdump prints a frame a moment after the kernel took it (and its reader thread
+                # after that): seen once under load, the entry had changed but no line was read yet
+                try:
+                    wait_for("the gratuitous ARP in the capture", lambda: bool(garp()), 5)
+                except RigError:
+                    raise AssertionError(f"no gratuitous ARP from {new_mac} captured:\n" + "\n".join(cap.lines[-20:]))
                 asked = [line for line in cap.lines if f"who-has {ip} tell 192.0.2.100" in line]
                 assert not asked, f"the client asked for {ip} itself: {asked}"
                 assert lt.wait_curl(lab, ip, timeout=10)
