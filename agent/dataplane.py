@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import heapq
 import ipaddress
 import os
 import re
@@ -108,6 +109,7 @@ class Dataplane:
         self.attached: dict[int, str] = {}   # ifindex -> "native" | "generic"
         self._open = False
         self._tables: dict[str, Map] = {}     # name -> map (agent.bpfmap, by fd: no BCC here)
+        self._free_slots: Optional[list[int]] = None   # a heap; read from the map on first use
         self._progs: dict[str, int] = {}      # function name -> fd, from the loader
         self._macs: dict[int, bytes] = {}    # ifindex -> MAC answered with there
 
@@ -259,6 +261,7 @@ class Dataplane:
         for t in self._tables.values():
             t.close()
         self._tables = {}
+        self._free_slots = None
         for fd in self._progs.values():
             os.close(fd)
         self._progs = {}
@@ -368,11 +371,19 @@ class Dataplane:
         return ifindex
 
     def _free_slot(self) -> int:
-        used = {v.slot for v in self.table("mx_vips").values()}
-        for slot in range(self.table("mx_stats").max_entries):
-            if slot not in used:
-                return slot
-        raise DataplaneError("no free counter slot: more VIPs than MAX_VIPS")
+        """The lowest counter slot no VIP uses. The free slots are read from the map once (what
+        an adopted map holds), then kept here: this process is the map's only writer, and a scan
+        per announce made 10,000 announces take minutes (each one read the whole map)."""
+        if self._free_slots is None:
+            used = {v.slot for v in self.table("mx_vips").values()}
+            self._free_slots = [s for s in range(self.table("mx_stats").max_entries) if s not in used]
+        if not self._free_slots:
+            raise DataplaneError("no free counter slot: more VIPs than MAX_VIPS")
+        return heapq.heappop(self._free_slots)
+
+    def _release_slot(self, slot: int) -> None:
+        if self._free_slots is not None:
+            heapq.heappush(self._free_slots, slot)
 
     def _zero_slot(self, slot: int) -> None:
         stats = self.table("mx_stats")
@@ -386,14 +397,21 @@ class Dataplane:
             self.set_interface(ifname)
         vips = self.table("mx_vips")
         leaf = vips.get(key)
-        if leaf is None:
+        new = leaf is None
+        if new:
             leaf = vips.Leaf()
             leaf.slot = self._free_slot()
-            self._zero_slot(leaf.slot)
-        # handoff: the VIP moved to another node; answer only unicast probes (see vip_consts.h)
-        leaf.flags = (VIP_F_ETP_LOCAL_MISDIRECT if etp_local_misdirect else 0) | (VIP_F_HANDOFF if handoff else 0)
-        ctypes.memmove(leaf.mac, self._macs[key.ifindex], 6)
-        vips[key] = leaf
+        try:
+            if new:
+                self._zero_slot(leaf.slot)
+            # handoff: the VIP moved to another node; answer only unicast probes (see vip_consts.h)
+            leaf.flags = (VIP_F_ETP_LOCAL_MISDIRECT if etp_local_misdirect else 0) | (VIP_F_HANDOFF if handoff else 0)
+            ctypes.memmove(leaf.mac, self._macs[key.ifindex], 6)
+            vips[key] = leaf
+        except BaseException:
+            if new:   # the entry was not written: its slot is free again
+                self._release_slot(leaf.slot)
+            raise
 
     def withdraw(self, ip, ifname: IfRef) -> None:
         """Stop answering for ``ip`` on ``ifname``; its counters go too (the slot is zeroed
@@ -405,6 +423,12 @@ class Dataplane:
             return
         del vips[key]
         self._zero_slot(leaf.slot)
+        self._release_slot(leaf.slot)
+
+    def withdraw_all(self) -> None:
+        """No VIP answered any more (the tests' clean slate); slots are zeroed when reused."""
+        self.table("mx_vips").clear()
+        self._free_slots = None
 
     def announced(self) -> list[tuple[str, int, int]]:
         """[(ip, ifindex, flags)] currently in the VIP map (after a restart: what survived)."""

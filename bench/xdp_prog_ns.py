@@ -21,11 +21,16 @@ fresh copy of the request, minus the same measurement of xdp_pass.c. Between two
 executes the syscall and Python, so caches are partly cold and the kernel's figure includes
 the timer reads around a single run: an upper bound.
 
-Writes bench/results/xdp_prog_ns.json.
+Scale: ``--vips 10000`` puts that many more VIPs (198.18.0.0/15) in the map before measuring
+(built with -DMAX_VIPS of the next power of two, as `--bpf-cflag -DMAX_VIPS=...` does for the
+agent): the reply cost with a full table. Writes bench/results/xdp_prog_ns.json
+(``--vips``: xdp_prog_ns_<N>vips.json).
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
+import ipaddress
 import json
 import os
 import platform
@@ -107,10 +112,21 @@ def program_size(prog_fd: int) -> dict:
             "jited_bytes": info.jited_prog_len, "verified_insns": info.verified_insns}
 
 
-def measure_load() -> dict:
+def max_vips_for(extra: int) -> int:
+    n = 4096
+    while n < extra + 2:
+        n *= 2
+    return n
+
+
+def measure_load(extra_vips: int = 0) -> dict:
     import bcc
-    dp = Dataplane(None, cflags=["-DMX_BENCH_HARNESS"], liveness_max_age_ms=600_000).open()
+    cflags = ["-DMX_BENCH_HARNESS"] + ([f"-DMAX_VIPS={max_vips_for(extra_vips)}"] if extra_vips else [])
+    dp = Dataplane(None, cflags=cflags, liveness_max_age_ms=600_000).open()
     dp.set_interface(LO, OUR_MAC)
+    base = int(ipaddress.ip_address("198.18.0.1"))
+    for i in range(extra_vips):           # a full table: the VIPs under test among them
+        dp.announce(str(ipaddress.ip_address(base + i)), LO)
     dp.announce(VIP4, LO)
     dp.announce(VIP6, LO)
     wrap = {n: dp.load_function(n) for n in ("xdp_bench_arp", "xdp_bench_arp_base", "xdp_bench_ns",
@@ -128,7 +144,7 @@ def measure_load() -> dict:
         r = prog_test_run(wrap[name], frame, LO, 1)
         assert r.verdict == XDP_TX and r.frame == frame, (name, r.verdict_name)
 
-    res: dict = {"program": program_size(dp.prog_fd),
+    res: dict = {"program": program_size(dp.prog_fd), "vips_in_map": len(dp.announced()),
                  "kernel": platform.release(), "cpus": os.cpu_count(), "repeat": REPEAT, "rounds": ROUNDS,
                  "single_runs": SINGLE_RUNS, "liveness_gate": "on", "hot": {}, "cold": {}}
 
@@ -167,9 +183,10 @@ def measure_load() -> dict:
     return res
 
 
-def main() -> dict:
-    loads = [measure_load() for _ in range(LOADS)]
-    res = {k: loads[0][k] for k in ("kernel", "cpus", "repeat", "rounds", "single_runs", "liveness_gate")}
+def main(extra_vips: int = 0) -> dict:
+    loads = [measure_load(extra_vips) for _ in range(LOADS)]
+    res = {k: loads[0][k] for k in ("kernel", "cpus", "repeat", "rounds", "single_runs", "liveness_gate",
+                                    "vips_in_map")}
     res["loads"] = LOADS
     res["per_load"] = loads
     res["hot"] = {}
@@ -191,10 +208,13 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vips", type=int, default=0, help="more VIPs in the map while measuring (scale)")
+    a = ap.parse_args()
     t0 = time.monotonic()
-    out = main()
+    out = main(a.vips)
     out["elapsed_s"] = round(time.monotonic() - t0, 1)
-    print(f"kernel {out['kernel']}, {out['cpus']} CPUs, liveness gate on")
+    print(f"kernel {out['kernel']}, {out['cpus']} CPUs, liveness gate on, {out['vips_in_map']} VIPs in the map")
     print(f"hot loop (repeat={REPEAT}, {ROUNDS} rounds per load, {LOADS} program loads; median over loads):")
     for name, r in out["hot"].items():
         if "net_ns" in r:
@@ -208,7 +228,7 @@ if __name__ == "__main__":
     for name, t in TARGETS_NS.items():
         print(f"target {name} <= {t:.0f} ns: {'met' if out['targets_met'][name] else 'NOT met'}")
     print(f"program: {out['program']}; counter check: {out['counted_packets_check']}")
-    path = Path(__file__).resolve().parent / "results" / "xdp_prog_ns.json"
+    path = Path(__file__).resolve().parent / "results" / (f"xdp_prog_ns_{a.vips}vips.json" if a.vips else "xdp_prog_ns.json")
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")

@@ -265,7 +265,7 @@ def frames(cls: str, n: int, seed: int) -> Iterator[bytes]:
 
 def setup(dp) -> Model:
     """Announce VIPS on a Dataplane (test_run only), gate off; the matching model."""
-    dp.table("mx_vips").clear()
+    dp.withdraw_all()
     dp.set_interface(LO, OUR_MAC)
     dp.set_interface(OTHER_IFINDEX, OUR_MAC)
     for (addr, ifindex), v in VIPS.items():

@@ -50,7 +50,7 @@ def dp():
 @pytest.fixture
 def fresh(dp):
     """No VIPs (a slot is zeroed when a VIP gets it), lo's MAC set, liveness gate off."""
-    dp.table("mx_vips").clear()
+    dp.withdraw_all()
     for i in range(len(dp.table("mx_global"))):  # per-CPU zeroes
         t = dp.table("mx_global")
         t[t.Key(i)] = t.Leaf()
@@ -463,6 +463,22 @@ def test_counter_slots_are_reused_from_zero(fresh):
     fresh.withdraw(VIP4, LO)
     fresh.announce(OTHER4, LO)                        # gets the freed slot, zeroed
     assert fresh.vip_counters(OTHER4, LO)["rx_packets"] == 0
+
+
+def test_slots_stay_unique_and_lowest_over_announces_and_withdraws(fresh):
+    """The agent keeps the free slots itself (no map scan per announce): every VIP still gets
+    its own slot, the lowest free one, and a withdrawn VIP's slot is given out again."""
+    first = [f"198.18.1.{i}" for i in range(1, 101)]
+    for ip in first:
+        fresh.announce(ip, LO)
+    slots = sorted(v.slot for v in fresh.table("mx_vips").values())
+    assert slots == list(range(100))
+    for ip in first[::2]:
+        fresh.withdraw(ip, LO)
+    for i in range(1, 61):
+        fresh.announce(f"198.18.2.{i}", LO)
+    slots = sorted(v.slot for v in fresh.table("mx_vips").values())
+    assert slots == list(range(110))
 
 
 def test_counters_sum_over_many_packets_and_withdraw(fresh):
