@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, UnknownMetricFamily
 
 
@@ -40,6 +40,14 @@ class AgentMetrics:
                                             ["protocol", "ip", "change"], registry=registry)
         self.members = Gauge("metalxdp_membership_members", "Agents this node sees alive (itself included)",
                              registry=registry)
+        # one pass recomputes every Service (level-triggered): its cost grows with the cluster
+        self.reconcile_seconds = Histogram("metalxdp_agent_reconcile_seconds",
+                                           "Duration of one agent reconcile pass over every Service",
+                                           buckets=RECONCILE_BUCKETS, registry=registry)
+
+
+RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SLOW_RECONCILE_S = 1.0      # a pass this long is logged (event slowReconcile)
 
 
 def announcement_changes(before: "set[tuple[str, str]]", after: "set[tuple[str, str]]"

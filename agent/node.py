@@ -39,7 +39,7 @@ from . import election
 from .bgp import advertise as bgpadv
 from .bgp.announcer import BGPAnnouncer
 from .l2 import L2Announcer, local_interfaces
-from .metrics import AgentMetrics, announcement_changes, processed_updates
+from .metrics import SLOW_RECONCILE_S, AgentMetrics, announcement_changes, processed_updates
 from .nodeview import node_internal_ips, node_view_from_k8s
 from . import reasons
 from .status_objects import StatusObjects
@@ -238,12 +238,18 @@ class Agent:
         with self._pending_lock:
             pending, self._pending_updates = self._pending_updates, 0
         failed = False
+        t0 = time.monotonic()
         try:
             self.reconcile()
         except Exception:  # noqa: BLE001 - one bad object must not stop the agent
             failed = True
             log.error("reconcile failed", exc_info=True)
+        took = time.monotonic() - t0
+        if took >= SLOW_RECONCILE_S:
+            log.warning("slow reconcile pass", event="slowReconcile", seconds=round(took, 3),
+                        services=len(self._svc_info))
         if self.metrics:
+            self.metrics.reconcile_seconds.observe(took)
             updates, errors = processed_updates(pending, failed)
             if updates:
                 self.metrics.updates_total.inc(updates)

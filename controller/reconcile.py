@@ -154,6 +154,8 @@ class Controller:
                 self.writer.event(svc, "Normal", "ClearAssignment",
                                   "current IP not allowed by config, clearing")
         # MetalLB reprocesses every service on a config change
+        if self._resync_t0 is None:
+            self._resync_t0 = time.monotonic()
         for s in self.services.items():
             self.queue.add(obj_key(s))
 
@@ -334,6 +336,7 @@ class Controller:
     # ---- probes (metalxdp.health) ----------------------------------------------------------
     synced = False
     _last_pass: Optional[float] = None
+    _resync_t0: Optional[float] = None    # a full resync (every Service reprocessed) began then
 
     def live(self) -> tuple[bool, str]:
         return loop_live(self._last_pass is not None, self._last_pass, time.monotonic())
@@ -349,6 +352,8 @@ class Controller:
             key = self.queue.get(timeout=0.5)
             if key is not None and self.leading.is_set():
                 self.process(key)
+                if self._resync_t0 is not None and self._learned and len(self.queue) == 0:
+                    self._resync_finished()
             if self._pools_dirty and (len(self.queue) == 0 or time.monotonic() - last_pool_write > 1):
                 self._pools_dirty = False
                 last_pool_write = time.monotonic()
@@ -371,9 +376,21 @@ class Controller:
                 self.metrics.update_errors_total.inc()
             log.error("reconcile failed", exc_info=True, key=key)
 
+    def _resync_finished(self) -> None:
+        """Every Service has been reprocessed since the resync began (new leader, or a changed
+        configuration) and the queue is empty: log and export how long that took. Writes
+        still being sent are counted, not waited for."""
+        took = time.monotonic() - self._resync_t0
+        self._resync_t0 = None
+        if self.metrics:
+            self.metrics.allocation_seconds.set(took)
+        log.info("full resync finished", event="resyncFinished", services=len(self.services.items()),
+                 seconds=round(took, 3), writes_pending=self.writer.pending())
+
     def start_leading(self) -> None:
         """Called when this replica becomes leader: forget everything, list Services afresh (the
         previous leader's last writes must be seen before anything is allocated), learn, go."""
+        self._resync_t0 = time.monotonic()   # the list below is part of it
         self.allocator = Allocator()
         self.config, self._learned = None, False
         self.pending.clear()

@@ -113,6 +113,11 @@ class ServiceWriter:
             time.sleep(min(0.1 * 2 ** attempt, 2))
         log.error("giving up on service status update", service=key)
 
+    def pending(self) -> int:
+        """Services (and other keyed writes) queued or being written now."""
+        with self._lock:
+            return len(self._inflight | set(self._desired))
+
     def flush(self, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
         with self._lock:

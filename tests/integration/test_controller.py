@@ -301,3 +301,44 @@ def test_legacy_configmap_is_reported_not_silently_ignored(kube_api, k8s_namespa
     core.delete_namespaced_config_map("config", cfg_ns)
     wait_for("condition cleared", lambda: "legacyConfigMapIgnored" not in conditions()[0], 30, proc=p)
     assert conditions()[1] == "Valid"
+
+
+def _resyncs(p) -> list[dict]:
+    import json
+    out = []
+    for line in p.log_path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == "resyncFinished":
+            out.append(rec)
+    return out
+
+
+def test_full_resync_is_logged_and_writes_nothing_when_all_is_allocated(kube_api, k8s_namespace, cfg_ns,
+                                                                         controller):
+    """A new leader lists every Service, learns the IPs in their status and reprocesses each;
+    when the queue has drained it logs resyncFinished (count, seconds, writes still pending) and
+    sets metalxdp_controller_last_sync_seconds. With every Service already allocated nothing is
+    written (no Service's resourceVersion moves). A changed configuration is a resync too."""
+    ns = k8s_namespace
+    create_cr(kube_api, pool("rs", cfg_ns, ["192.0.2.160/28"]))
+    a = controller(name="first")
+    for i in range(6):
+        mk(kube_api, ns, lb_service(f"r{i}"))
+    for i in range(6):
+        wait_ips(kube_api, ns, f"r{i}", proc=a)
+    core = client.CoreV1Api(kube_api)
+    versions = {s.metadata.name: s.metadata.resource_version for s in core.list_namespaced_service(ns).items}
+    a.popen.send_signal(signal.SIGTERM)
+    a.popen.wait(20)
+    b = controller(name="second")
+    wait_for("resyncFinished from the new leader", lambda: _resyncs(b), 30, proc=b)
+    first = _resyncs(b)[0]
+    assert first["services"] >= 6 and first["seconds"] > 0 and first["writes_pending"] == 0, first
+    time.sleep(1)    # a write the resync sent would have landed by now
+    assert {s.metadata.name: s.metadata.resource_version
+            for s in core.list_namespaced_service(ns).items} == versions
+    create_cr(kube_api, pool("rs2", cfg_ns, ["198.51.100.160/28"]))
+    wait_for("a second resync after the configuration changed", lambda: len(_resyncs(b)) >= 2, 30, proc=b)
