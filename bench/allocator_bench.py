@@ -1,10 +1,12 @@
 """Allocator throughput and latency: how fast the controller can hand out LoadBalancer IPs.
 
 Scenarios (each on a fresh Allocator):
-  sequential_slash16  N services, one fallback pool 10.0.0.0/16
+  sequential_slash16  N services, one fallback pool 198.18.0.0/16
   selectors_10_pools  N services spread over 3 namespaces and 2 app labels; 10 pools, 9 of them
                       with serviceAllocation (namespaces / namespace selectors / service
-                      selectors / priorities) plus one fallback pool
+                      selectors / priorities) plus one fallback pool; each pool a /19 (ten
+                      fit in the lab range 198.18.0.0/15): the busiest, team-b, takes a third
+                      of the services, so N up to 24,576
   sharing             N services, 8 per sharing key with distinct ports (they co-locate)
   sharing_one_key_same_port  N services, one sharing key, all on TCP/80 (none can co-locate)
   ipv6_slash64        N single-stack IPv6 services in an fd00::/64
@@ -63,30 +65,30 @@ def _measure(alloc: Allocator, specs: list[ServiceSpec]) -> dict:
 
 
 def sequential_slash16(n: int) -> dict:
-    a = Allocator({"p": _pool("p", "10.0.0.0/16")})
+    a = Allocator({"p": _pool("p", "198.18.0.0/16")})
     return _measure(a, [ServiceSpec(key=f"ns/s{i}", ports=frozenset({("TCP", 80)}))
                         for i in range(n)])
 
 
 def selectors_10_pools(n: int) -> dict:
     pools = [
-        _pool("fallback", "10.0.0.0/16"),
-        _pool("team-a", "10.1.0.0/16",
+        _pool("fallback", "198.18.0.0/19"),
+        _pool("team-a", "198.18.32.0/19",
               service_allocation=ServiceAllocation(namespaces=frozenset({"team-a"}))),
-        _pool("team-b", "10.2.0.0/16",
+        _pool("team-b", "198.18.64.0/19",
               service_allocation=ServiceAllocation(priority=5, namespaces=frozenset({"team-b"}))),
-        _pool("prod", "10.3.0.0/16",
+        _pool("prod", "198.18.96.0/19",
               service_allocation=ServiceAllocation(priority=20, namespace_selectors=(_sel(env="prod"),))),
-        _pool("web", "10.4.0.0/16",
+        _pool("web", "198.18.128.0/19",
               service_allocation=ServiceAllocation(priority=10, service_selectors=(_sel(app="web"),))),
-        _pool("db", "10.5.0.0/16",
+        _pool("db", "198.18.160.0/19",
               service_allocation=ServiceAllocation(priority=10, service_selectors=(_sel(app="db"),))),
-        _pool("manual", "10.6.0.0/16", auto_assign=False),
-        _pool("staging", "10.7.0.0/16",
+        _pool("manual", "198.18.192.0/19", auto_assign=False),
+        _pool("staging", "198.18.224.0/19",
               service_allocation=ServiceAllocation(priority=3, namespace_selectors=(_sel(env="staging"),))),
-        _pool("nowhere", "10.8.0.0/16",
+        _pool("nowhere", "198.19.0.0/19",
               service_allocation=ServiceAllocation(priority=1, namespaces=frozenset({"nowhere"}))),
-        _pool("web-prod", "10.9.0.0/16",
+        _pool("web-prod", "198.19.32.0/19",
               service_allocation=ServiceAllocation(priority=2, namespaces=frozenset({"team-a"}),
                                                    service_selectors=(_sel(app="web"),))),
     ]
@@ -102,7 +104,7 @@ def selectors_10_pools(n: int) -> dict:
 
 
 def sharing(n: int) -> dict:
-    a = Allocator({"p": _pool("p", "10.0.0.0/16")})
+    a = Allocator({"p": _pool("p", "198.18.0.0/16")})
     specs = [ServiceSpec(key=f"ns/s{i}", sharing_key=f"k{i // 8}",
                          ports=frozenset({("TCP", 8000 + i % 8)})) for i in range(n)]
     res = _measure(a, specs)
@@ -113,7 +115,7 @@ def sharing(n: int) -> dict:
 def sharing_one_key_same_port(n: int) -> dict:
     """Worst case for co-location: every service has the same key and port, so none can join
     another; without the skip index each allocation would rescan all shared addresses."""
-    a = Allocator({"p": _pool("p", "10.0.0.0/16")})
+    a = Allocator({"p": _pool("p", "198.18.0.0/16")})
     return _measure(a, [ServiceSpec(key=f"ns/s{i}", sharing_key="k",
                                     ports=frozenset({("TCP", 80)})) for i in range(n)])
 
@@ -124,7 +126,7 @@ def ipv6_slash64(n: int) -> dict:
 
 
 def churn_slash16(n: int) -> dict:
-    a = Allocator({"p": _pool("p", "10.0.0.0/16")})
+    a = Allocator({"p": _pool("p", "198.18.0.0/16")})
     live = [f"ns/s{i}" for i in range(32768)]
     for k in live:
         a.allocate(ServiceSpec(key=k))

@@ -30,7 +30,7 @@ def parse_ip(text: str) -> IPAddress:
 
 
 def parse_pool_address(entry: str) -> list[IPNetwork]:
-    """One ``spec.addresses`` entry -> CIDRs. ``10.0.0.0/24``, ``10.0.0.5-10.0.0.9``, ``fc00::/120``.
+    """One ``spec.addresses`` entry -> CIDRs. ``198.18.0.0/24``, ``198.18.0.5-198.18.0.9``, ``fc00::/120``.
 
     A single address must be written as a range ``a-a`` or as ``/32`` / ``/128``, as in MetalLB.
     Host bits in a CIDR are masked off (Go's ParseCIDR does the same).

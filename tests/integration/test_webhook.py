@@ -366,7 +366,7 @@ def test_bfd_profile_deletion_refused_while_a_peer_uses_it(clean):
     profile = {"apiVersion": "metallb.io/v1beta1", "kind": "BFDProfile",
                "metadata": {"name": "fast", "namespace": NS}, "spec": {"receiveInterval": 300}}
     peer = {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "edge-router", "namespace": NS},
-            "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.10.0.1", "bfdProfile": "fast"}}
+            "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.19.0.1", "bfdProfile": "fast"}}
     clean.create(profile)
     clean.create(peer)
     with pytest.raises(ApiException) as e:
@@ -399,25 +399,25 @@ def test_bfd_profile_update_is_validated(clean):
 
 def test_updates_are_validated_too(clean):
     a = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "a", "namespace": NS},
-         "spec": {"addresses": ["10.0.0.0/24"]}}
+         "spec": {"addresses": ["198.18.0.0/24"]}}
     b = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "b", "namespace": NS},
-         "spec": {"addresses": ["10.0.1.0/24"]}}
+         "spec": {"addresses": ["198.18.1.0/24"]}}
     clean.create(a)
     clean.create(b)
     cur = clean.custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "b")
-    cur["spec"]["addresses"] = ["10.0.0.128/25"]
+    cur["spec"]["addresses"] = ["198.18.0.128/25"]
     with pytest.raises(ApiException) as e:
         clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "b", cur)
     assert "denied the request" in e.value.body and "overlaps" in e.value.body
-    cur["spec"]["addresses"] = ["10.0.2.0/24"]
+    cur["spec"]["addresses"] = ["198.18.2.0/24"]
     clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "b", cur)
     # a pool may be edited without tripping over its own old version
     cur = clean.custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "a")
-    cur["spec"]["addresses"] = ["10.0.0.0/25"]
+    cur["spec"]["addresses"] = ["198.18.0.0/25"]
     clean.custom.replace_namespaced_custom_object(GROUP, "v1beta1", NS, "ipaddresspools", "a", cur)
     # enableGracefulRestart is immutable (MetalLB's CEL rule; here the webhook checks it)
     peer = {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "p", "namespace": NS},
-            "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.10.0.1"}}
+            "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.19.0.1"}}
     clean.create(peer)
     cur = clean.custom.get_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "p")
     cur["spec"]["enableGracefulRestart"] = True
@@ -432,7 +432,7 @@ def test_object_outside_the_metallb_namespace_is_refused(clean):
         with pytest.raises(ApiException) as e:
             clean.create({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
                           "metadata": {"name": "a", "namespace": "webhook-elsewhere"},
-                          "spec": {"addresses": ["10.0.0.0/24"]}})
+                          "spec": {"addresses": ["198.18.0.0/24"]}})
         assert "must be created in the metallb-system namespace" in e.value.body
     finally:
         if made:
@@ -441,16 +441,16 @@ def test_object_outside_the_metallb_namespace_is_refused(clean):
 
 def test_bgppeer_v1beta1_and_v1beta2_convert_both_ways(clean):
     old = {"apiVersion": "metallb.io/v1beta1", "kind": "BGPPeer", "metadata": {"name": "old-style", "namespace": NS},
-           "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.10.0.1", "holdTime": "90s",
+           "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.19.0.1", "holdTime": "90s",
                     "nodeSelectors": [{"matchLabels": {"zone": "a"}}]}}
     clean.create(old)
     as_v2 = clean.custom.get_namespaced_custom_object(GROUP, "v1beta2", NS, "bgppeers", "old-style")
     assert as_v2["apiVersion"] == "metallb.io/v1beta2"
-    assert as_v2["spec"]["peerAddress"] == "10.10.0.1" and as_v2["spec"]["holdTime"] == "90s"
+    assert as_v2["spec"]["peerAddress"] == "198.19.0.1" and as_v2["spec"]["holdTime"] == "90s"
     assert as_v2["spec"]["nodeSelectors"] == [{"matchLabels": {"zone": "a"}}]
 
     new = {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "new-style", "namespace": NS},
-           "spec": {"myASN": 64500, "peerASN": 64502, "peerAddress": "10.10.0.2", "ebgpMultiHop": True,
+           "spec": {"myASN": 64500, "peerASN": 64502, "peerAddress": "198.19.0.2", "ebgpMultiHop": True,
                     "nodeSelectors": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]}}
     clean.create(new)
     as_v1 = clean.custom.get_namespaced_custom_object(GROUP, "v1beta1", NS, "bgppeers", "new-style")
@@ -465,7 +465,7 @@ def test_bgppeer_v1beta1_and_v1beta2_convert_both_ways(clean):
 def test_v1beta1_bgppeer_is_validated_after_conversion(clean):
     """matchPolicy Equivalent: a v1beta1 peer is converted and checked by the v1beta2 webhook."""
     bad = {"apiVersion": "metallb.io/v1beta1", "kind": "BGPPeer", "metadata": {"name": "bad", "namespace": NS},
-           "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.10.0.300"}}
+           "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.19.0.300"}}
     with pytest.raises(ApiException) as e:
         clean.create(bad)
     assert "bgppeervalidationwebhook.metallb.io" in e.value.body and "spec.peerAddress" in e.value.body
@@ -607,7 +607,7 @@ def test_malformed_requests_get_a_clear_answer_and_the_server_stays_up(webhook):
     # a well-formed one is answered directly too
     status, body = webhook.https("POST", pool_path, _review("IPAddressPool", {
         "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-        "metadata": {"name": "x", "namespace": NS}, "spec": {"addresses": ["10.0.0.0/24"]}}, uid="u-2"))
+        "metadata": {"name": "x", "namespace": NS}, "spec": {"addresses": ["198.18.0.0/24"]}}, uid="u-2"))
     assert status == 200 and json.loads(body)["response"] == {"uid": "u-2", "allowed": True}
     # not TLS at all
     import socket

@@ -14,7 +14,7 @@ from cases import CASES, bfd, bgpadv, community, l2, peer, pool  # noqa: E402
 
 
 def test_create_in_the_wrong_namespace_is_denied():
-    p = pool("a", "10.0.0.0/24")
+    p = pool("a", "198.18.0.0/24")
     p["metadata"]["namespace"] = "default"
     allowed, message, _ = review("IPAddressPool", "CREATE", p, None, [])
     assert not allowed and "metallb-system namespace" in message
@@ -22,29 +22,29 @@ def test_create_in_the_wrong_namespace_is_denied():
 
 
 def test_overlapping_pool_is_denied_naming_both():
-    allowed, message, _ = review("IPAddressPool", "CREATE", pool("b", "10.0.0.128/25"), None,
-                                 [pool("a", "10.0.0.0/24")])
+    allowed, message, _ = review("IPAddressPool", "CREATE", pool("b", "198.18.0.128/25"), None,
+                                 [pool("a", "198.18.0.0/24")])
     assert not allowed
     assert message.startswith("IPAddressPool/b: spec.addresses[0]") and "pool 'a'" in message
 
 
 def test_update_replaces_the_stored_object():
-    old = pool("a", "10.0.0.0/24")
-    new = pool("a", "10.0.0.0/25")
-    assert review("IPAddressPool", "UPDATE", new, old, [old, pool("b", "10.1.0.0/24")]) == (True, "", [])
+    old = pool("a", "198.18.0.0/24")
+    new = pool("a", "198.18.0.0/25")
+    assert review("IPAddressPool", "UPDATE", new, old, [old, pool("b", "198.18.1.0/24")]) == (True, "", [])
 
 
 def test_only_the_kinds_that_rule_are_considered():
     broken_peer = peer("x", holdTime="1s")  # stored before the webhook existed
-    assert review("IPAddressPool", "CREATE", pool("a", "10.0.0.0/24"), None, [broken_peer])[0]
-    allowed, message, _ = review("BGPPeer", "CREATE", peer("y", "10.9.9.9"), None, [broken_peer])
+    assert review("IPAddressPool", "CREATE", pool("a", "198.18.0.0/24"), None, [broken_peer])[0]
+    allowed, message, _ = review("BGPPeer", "CREATE", peer("y", "198.18.9.9"), None, [broken_peer])
     assert not allowed and "BGPPeer/x" in message
 
 
 def test_objects_in_other_namespaces_are_ignored():
-    elsewhere = pool("a", "10.0.0.0/24")
+    elsewhere = pool("a", "198.18.0.0/24")
     elsewhere["metadata"]["namespace"] = "other"
-    assert review("IPAddressPool", "CREATE", pool("b", "10.0.0.0/24"), None, [elsewhere])[0]
+    assert review("IPAddressPool", "CREATE", pool("b", "198.18.0.0/24"), None, [elsewhere])[0]
 
 
 def test_references_are_not_checked_at_admission():
@@ -57,11 +57,11 @@ def test_references_are_not_checked_at_admission():
 
 def test_bfdprofile_delete_denied_while_referenced():
     profile = bfd("fast")
-    existing = [profile, peer("p1", bfdProfile="fast"), peer("p2", "10.10.0.2", bfdProfile="other")]
+    existing = [profile, peer("p1", bfdProfile="fast"), peer("p2", "198.19.0.2", bfdProfile="other")]
     allowed, message, _ = review("BFDProfile", "DELETE", None, profile, existing)
     assert not allowed and "BGPPeer p1" in message and "p2" not in message
     assert review("BFDProfile", "DELETE", None, profile, [profile, peer("p1")])[0]
-    assert review("IPAddressPool", "DELETE", None, pool("a", "10.0.0.0/24"), existing)[0]
+    assert review("IPAddressPool", "DELETE", None, pool("a", "198.18.0.0/24"), existing)[0]
 
 
 def test_graceful_restart_is_immutable():
@@ -92,7 +92,7 @@ def test_community_duplicate_alias_across_objects():
 
 
 def test_l2_advertisement_checked_with_pools():
-    assert review("L2Advertisement", "CREATE", l2("l2", ipAddressPools=["a"]), None, [pool("a", "10.0.0.0/24")])[0]
+    assert review("L2Advertisement", "CREATE", l2("l2", ipAddressPools=["a"]), None, [pool("a", "198.18.0.0/24")])[0]
     assert not review("L2Advertisement", "CREATE", l2("l2", ipAddressPools=["a", "a"]), None, [])[0]
 
 

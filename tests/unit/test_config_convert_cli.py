@@ -60,21 +60,21 @@ def test_full_configmap_converts_and_parses():
 def _legacy_equivalent_of_full_configmap() -> list:
     """The same configuration written as legacy CRs (AddressPool, v1beta1 BGPPeer)."""
     return [
-        obj("BGPPeer", "peer1", {"myASN": 64512, "peerASN": 64512, "peerAddress": "10.0.0.1", "peerPort": 179,
-                                 "sourceAddress": "10.0.0.2", "holdTime": "2m", "keepaliveTime": "30s",
+        obj("BGPPeer", "peer1", {"myASN": 64512, "peerASN": 64512, "peerAddress": "198.18.0.1", "peerPort": 179,
+                                 "sourceAddress": "198.18.0.2", "holdTime": "2m", "keepaliveTime": "30s",
                                  "routerID": "1.2.3.4", "password": "yourPassword", "bfdProfile": "bfdprofile1",
                                  "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "prod-01"},
                                                     "matchExpressions": [{"key": "kubernetes.io/arch",
                                                                           "operator": "In",
                                                                           "values": ["amd64", "arm"]}]}]}),
-        obj("BGPPeer", "peer2", {"myASN": 64512, "peerASN": 64600, "peerAddress": "10.0.0.3", "routerID": "1.2.3.4",
+        obj("BGPPeer", "peer2", {"myASN": 64512, "peerASN": 64600, "peerAddress": "198.18.0.3", "routerID": "1.2.3.4",
                                  "ebgpMultiHop": True}),
-        legacy_pool("my-ip-space", "bgp", "192.168.10.0/24", "192.168.0.150-192.168.0.200", avoidBuggyIPs=True,
+        legacy_pool("my-ip-space", "bgp", "198.19.10.0/24", "198.19.0.150-198.19.0.200", avoidBuggyIPs=True,
                     autoAssign=True, bgpAdvertisements=[
                         {"aggregationLength": 32, "aggregationLengthV6": 64, "localPref": 100,
                          "communities": ["64512:1", "no-export"]},
                         {"aggregationLength": 28, "localPref": 200}]),
-        legacy_pool("my-l2-space", "layer2", "192.168.11.0/24", "192.168.1.150-192.168.1.200", autoAssign=False),
+        legacy_pool("my-l2-space", "layer2", "198.19.11.0/24", "198.19.1.150-198.19.1.200", autoAssign=False),
         legacy_pool("my-v6-space", "bgp", "fc00:f853:ccd:e799::/124"),
         obj("BFDProfile", "bfdprofile1", {"receiveInterval": 280, "transmitInterval": 270, "echoInterval": 62,
                                           "echoMode": False, "passiveMode": False, "minimumTtl": 254,
@@ -106,13 +106,13 @@ def test_seed_000_addresspool_round_trip():
 
 
 @pytest.mark.parametrize("bad,message", [
-    ({"address-pools": [{"name": "x", "protocol": "l2", "addresses": ["10.0.0.0/24"]}]}, "protocol"),
+    ({"address-pools": [{"name": "x", "protocol": "l2", "addresses": ["198.18.0.0/24"]}]}, "protocol"),
     ({"address-pools": [{"protocol": "bgp"}]}, "needs a name"),
-    ({"peers": [{"peer-adress": "10.0.0.1"}]}, "unknown key"),
+    ({"peers": [{"peer-adress": "198.18.0.1"}]}, "unknown key"),
     ({"pools": []}, "unknown key"),
-    ({"address-pools": [{"name": "x", "protocol": "layer2", "addresses": ["10.0.0.0/24"],
+    ({"address-pools": [{"name": "x", "protocol": "layer2", "addresses": ["198.18.0.0/24"],
                          "bgp-advertisements": [{}]}]}, "only allowed with protocol: bgp"),
-    ({"peers": [{"peer-address": "10.0.0.1", "peer-asn": 64512, "my-asn": 64512, "node-selectors": [
+    ({"peers": [{"peer-address": "198.18.0.1", "peer-asn": 64512, "my-asn": 64512, "node-selectors": [
         {"match-expressions": [{"key": "k", "operator": "In", "values": True}]}]}]}, "values: must be a list"),
 ])
 def test_convert_errors_are_actionable(bad, message):
@@ -121,10 +121,10 @@ def test_convert_errors_are_actionable(bad, message):
 
 
 @pytest.mark.parametrize("bad,message", [
-    ({"address-pools": [{"name": "Blue_Pool", "protocol": "layer2", "addresses": ["10.0.0.0/24"]},
-                        {"name": "blue-pool", "protocol": "layer2", "addresses": ["10.0.1.0/24"]}]},
+    ({"address-pools": [{"name": "Blue_Pool", "protocol": "layer2", "addresses": ["198.18.0.0/24"]},
+                        {"name": "blue-pool", "protocol": "layer2", "addresses": ["198.18.1.0/24"]}]},
      "both become 'blue-pool'"),
-    ({"address-pools": [{"name": "___", "protocol": "layer2", "addresses": ["10.0.0.0/24"]}]}, "nothing left"),
+    ({"address-pools": [{"name": "___", "protocol": "layer2", "addresses": ["198.18.0.0/24"]}]}, "nothing left"),
 ])
 def test_convert_errors_are_actionable_names(bad, message):
     with pytest.raises(ConvertError, match=message):
@@ -154,9 +154,9 @@ def test_converter_makes_names_kubernetes_accepts(legacy, name):
 
 def test_converter_renames_pools_and_bfd_profiles_with_their_references():
     objs = convert_configmap({
-        "peers": [{"peer-address": "10.0.0.1", "peer-asn": 64512, "my-asn": 64513, "bfd-profile": "Fast_BFD"}],
+        "peers": [{"peer-address": "198.18.0.1", "peer-asn": 64512, "my-asn": 64513, "bfd-profile": "Fast_BFD"}],
         "bfd-profiles": [{"name": "Fast_BFD", "receive-interval": 100}],
-        "address-pools": [{"name": "Web_VIPs", "protocol": "bgp", "addresses": ["10.0.0.0/24"]}]})
+        "address-pools": [{"name": "Web_VIPs", "protocol": "bgp", "addresses": ["198.18.0.0/24"]}]})
     names = {(o["kind"], o["metadata"]["name"]) for o in objs}
     assert {("IPAddressPool", "web-vips"), ("BFDProfile", "fast-bfd")} <= names
     config = parse(objs)
@@ -165,7 +165,7 @@ def test_converter_renames_pools_and_bfd_profiles_with_their_references():
 
 def test_validate_reports_names_kubernetes_rejects(tmp_path):
     f = tmp_path / "bad.yaml"
-    f.write_text(to_yaml([pool("Bad_Name", "10.0.0.0/24")]))
+    f.write_text(to_yaml([pool("Bad_Name", "198.18.0.0/24")]))
     result = run("validate", "-f", str(tmp_path))
     assert result.exit_code == 1
     assert "IPAddressPool/Bad_Name: metadata.name" in result.stdout and "lower-case" in result.stdout
@@ -202,7 +202,7 @@ def test_cli_validate_ok(tmp_path):
 
 def test_cli_validate_prints_one_line_per_error(tmp_path):
     f = tmp_path / "bad.yaml"
-    f.write_text(to_yaml([pool("a", "10.0.0.0/24"), pool("b", "10.0.0.0/25"), pool("c", "10.0.0.300/32"),
+    f.write_text(to_yaml([pool("a", "198.18.0.0/24"), pool("b", "198.18.0.0/25"), pool("c", "198.18.0.300/32"),
                           obj("BFDProfile", "x", {"echoMode": True})]))
     result = run("validate", "-f", str(tmp_path))
     assert result.exit_code == 1
@@ -215,9 +215,9 @@ def test_cli_validate_prints_one_line_per_error(tmp_path):
 
 def test_cli_validate_namespace_and_references(tmp_path):
     f = tmp_path / "x.yaml"
-    other = pool("a", "10.0.0.0/24")
+    other = pool("a", "198.18.0.0/24")
     other["metadata"]["namespace"] = "default"
-    peer = obj("BGPPeer", "p", {"myASN": 1, "peerASN": 2, "peerAddress": "10.0.0.1", "bfdProfile": "later"},
+    peer = obj("BGPPeer", "p", {"myASN": 1, "peerASN": 2, "peerAddress": "198.18.0.1", "bfdProfile": "later"},
                "v1beta2")
     del peer["metadata"]["namespace"]  # no namespace: taken to be --namespace
     f.write_text(to_yaml([other, peer]))
@@ -264,7 +264,7 @@ def test_cli_convert_stdout_and_file(tmp_path):
 
 def test_cli_convert_refuses_invalid_input(tmp_path):
     f = tmp_path / "x.yaml"
-    f.write_text(to_yaml([legacy_pool("a", "layer2", "10.0.0.0/24"), legacy_pool("b", "layer2", "10.0.0.0/25")]))
+    f.write_text(to_yaml([legacy_pool("a", "layer2", "198.18.0.0/24"), legacy_pool("b", "layer2", "198.18.0.0/25")]))
     result = run("convert", "-f", str(f))
     assert result.exit_code == 1 and "overlaps" in result.stderr
 

@@ -21,12 +21,12 @@ N = ipaddress.ip_network
 
 
 @pytest.mark.parametrize("text,cidrs", [
-    ("10.0.0.0/24", ["10.0.0.0/24"]),
-    ("10.0.0.7/24", ["10.0.0.0/24"]),                       # host bits masked, as Go's ParseCIDR
-    ("10.0.1.5 - 10.0.1.9", ["10.0.1.5/32", "10.0.1.6/31", "10.0.1.8/31"]),
-    ("10.0.0.1-10.0.0.1", ["10.0.0.1/32"]),
-    ("192.168.1.100-192.168.1.255", ["192.168.1.100/30", "192.168.1.104/29", "192.168.1.112/28",
-                                     "192.168.1.128/25"]),
+    ("198.18.0.0/24", ["198.18.0.0/24"]),
+    ("198.18.0.7/24", ["198.18.0.0/24"]),                   # host bits masked, as Go's ParseCIDR
+    ("198.18.1.5 - 198.18.1.9", ["198.18.1.5/32", "198.18.1.6/31", "198.18.1.8/31"]),
+    ("198.18.0.1-198.18.0.1", ["198.18.0.1/32"]),
+    ("203.0.113.100-203.0.113.255", ["203.0.113.100/30", "203.0.113.104/29", "203.0.113.112/28",
+                                     "203.0.113.128/25"]),
     ("fc00::/120", ["fc00::/120"]),
     ("fc00::1-fc00::2", ["fc00::1/128", "fc00::2/128"]),
 ])
@@ -52,8 +52,8 @@ def test_format_duration_round_trips(seconds, text):
 
 
 def test_dual_stack_pool_keeps_spec_order():
-    cfg = parse([pool("ds", "fc00::/126", "10.0.0.0/30")])
-    assert cfg.pools["ds"].cidrs == (N("fc00::/126"), N("10.0.0.0/30"))
+    cfg = parse([pool("ds", "fc00::/126", "198.18.0.0/30")])
+    assert cfg.pools["ds"].cidrs == (N("fc00::/126"), N("198.18.0.0/30"))
     assert cfg.pools["ds"].families == {4, 6}
 
 
@@ -72,13 +72,13 @@ def test_timers_derived_as_metallb(spec, hold, keepalive):
 
 def test_peer_fields():
     cfg = parse([bfd("fast"), secret("pw", "tcp-md5"),
-                 peer("p", "fc00::1", sourceAddress="fc00::2", routerID="10.0.0.9", peerPort=1179, bfdProfile="fast",
+                 peer("p", "fc00::1", sourceAddress="fc00::2", routerID="198.18.0.9", peerPort=1179, bfdProfile="fast",
                       passwordSecret={"name": "pw"}, ebgpMultiHop=True, enableGracefulRestart=True,
                       connectTime="5s", nodeSelectors=[{"matchLabels": {"zone": "a"}}])],
                 secrets={"metallb-system/pw": secret("pw", "tcp-md5")})
     p = cfg.peers["p"]
     assert p.peer_address == ipaddress.ip_address("fc00::1") and p.source_address == ipaddress.ip_address("fc00::2")
-    assert str(p.router_id) == "10.0.0.9" and p.peer_port == 1179 and p.bfd_profile == "fast"
+    assert str(p.router_id) == "198.18.0.9" and p.peer_port == 1179 and p.bfd_profile == "fast"
     assert p.password == "tcp-md5" and p.password_secret == "metallb-system/pw"
     assert p.ebgp_multihop and p.enable_graceful_restart and p.connect_time == 5
     assert p.node_selectors == (LabelSelector(match_labels=(("zone", "a"),)),)
@@ -93,7 +93,7 @@ def test_secret_with_bad_base64_is_an_error():
 
 
 def test_v1beta1_peer_parses_like_v1beta2():
-    v1 = obj("BGPPeer", "p", {"myASN": 64500, "peerASN": 64501, "peerAddress": "10.0.0.1", "holdTime": "9s",
+    v1 = obj("BGPPeer", "p", {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.18.0.1", "holdTime": "9s",
                               "nodeSelectors": [{"matchLabels": {"a": "b"},
                                                  "matchExpressions": [{"key": "k", "operator": "In",
                                                                        "values": ["y", "x"]}]}]})
@@ -114,7 +114,7 @@ def test_bgppeer_conversion_is_faithful():
     assert back["spec"]["nodeSelectors"] == [{}, {"matchLabels": {"a": "b"}}]
     assert back["metadata"] == v2["metadata"]
     with pytest.raises(ConversionError):
-        convert_bgppeer(pool("x", "10.0.0.0/24"), "v1beta1")
+        convert_bgppeer(pool("x", "198.18.0.0/24"), "v1beta1")
 
 
 def test_conversion_review():
@@ -128,9 +128,9 @@ def test_conversion_review():
 
 
 def test_legacy_addresspool_becomes_pool_and_advertisements():
-    cfg = parse([legacy_pool("l2", "layer2", "10.0.0.0/28", autoAssign=False),
-                 legacy_pool("bgp1", "bgp", "10.0.1.0/28"),
-                 legacy_pool("bgp2", "bgp", "10.0.2.0/28", avoidBuggyIPs=True, bgpAdvertisements=[
+    cfg = parse([legacy_pool("l2", "layer2", "198.18.0.0/28", autoAssign=False),
+                 legacy_pool("bgp1", "bgp", "198.18.1.0/28"),
+                 legacy_pool("bgp2", "bgp", "198.18.2.0/28", avoidBuggyIPs=True, bgpAdvertisements=[
                      {"aggregationLength": 28, "localPref": 100, "communities": ["65535:65282"]},
                      {"aggregationLength": 32, "communities": ["large:1:2:3"]}])])
     assert not cfg.pools["l2"].auto_assign and cfg.pools["bgp2"].avoid_buggy_ips
@@ -143,8 +143,8 @@ def test_legacy_addresspool_becomes_pool_and_advertisements():
 
 
 def test_advertisement_pool_resolution():
-    cfg = parse([pool("a", "10.0.0.0/28", labels={"tier": "web"}), pool("b", "10.0.1.0/28"),
-                 pool("c", "10.0.2.0/28", labels={"tier": "db"}),
+    cfg = parse([pool("a", "198.18.0.0/28", labels={"tier": "web"}), pool("b", "198.18.1.0/28"),
+                 pool("c", "198.18.2.0/28", labels={"tier": "db"}),
                  l2("by-name", ipAddressPools=["b", "missing"]),
                  l2("by-label", ipAddressPoolSelectors=[{"matchLabels": {"tier": "web"}}]),
                  l2("both", ipAddressPools=["a"], ipAddressPoolSelectors=[{"matchLabels": {"tier": "web"}}]),
@@ -164,7 +164,7 @@ def test_communities_resolved_sorted_and_large():
 
 
 def test_namespace_selectors_resolved_when_namespaces_known():
-    p = pool("p", "10.0.0.0/28", serviceAllocation={"namespaces": ["x"],
+    p = pool("p", "198.18.0.0/28", serviceAllocation={"namespaces": ["x"],
                                                     "namespaceSelectors": [{"matchLabels": {"team": "red"}}]})
     sa = parse([p], namespaces={"red1": {"team": "red"}, "blue": {"team": "blue"}}).pools["p"].service_allocation
     assert sa.namespaces == {"x", "red1"} and len(sa.namespace_selectors) == 1
@@ -172,19 +172,19 @@ def test_namespace_selectors_resolved_when_namespaces_known():
 
 
 def test_peers_on_overlapping_nodes_conflict_only_when_they_share_a_node():
-    a = peer("a", "10.0.0.1", routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
-    b = peer("b", "10.0.0.1", peer_asn=65000, routerID="2.2.2.2", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
+    a = peer("a", "198.18.0.1", routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
+    b = peer("b", "198.18.0.1", peer_asn=65000, routerID="2.2.2.2", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
     disjoint = {"n1": {"zone": "a"}, "n2": {"zone": "b"}}
     assert set(parse([a, b], nodes=disjoint).peers) == {"a", "b"}
     with pytest.raises(ConfigError, match="routerID"):
         parse([a, b])  # nodes unknown: assume they share one
-    b_everywhere = peer("b", "10.0.0.2", peer_asn=65000, routerID="2.2.2.2")
+    b_everywhere = peer("b", "198.18.0.2", peer_asn=65000, routerID="2.2.2.2")
     with pytest.raises(ConfigError, match="routerID"):
         parse([a, b_everywhere], nodes=disjoint)
     # myASN too binds only peers that share a node (MetalLB v0.16's checkFRRPeersCompatible)
-    c = peer("c", "10.0.0.3", my_asn=1, routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
+    c = peer("c", "198.18.0.3", my_asn=1, routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
     assert set(parse([a, c], nodes=disjoint).peers) == {"a", "c"}
-    c_on_a = peer("c", "10.0.0.3", my_asn=1, routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
+    c_on_a = peer("c", "198.18.0.3", my_asn=1, routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
     with pytest.raises(ConfigError, match="same myASN"):
         parse([a, c_on_a], nodes=disjoint)
     with pytest.raises(ConfigError, match="same myASN"):
@@ -192,7 +192,7 @@ def test_peers_on_overlapping_nodes_conflict_only_when_they_share_a_node():
 
 
 def test_validate_reports_every_problem():
-    errors = validate([pool("a", "10.0.0.0/24"), pool("b", "10.0.0.0/25"), pool("c", "nonsense"),
+    errors = validate([pool("a", "198.18.0.0/24"), pool("b", "198.18.0.0/25"), pool("c", "nonsense"),
                        peer("p", holdTime="1s"), bfd("f", echoMode=True), "garbage"])
     fields = sorted((e.obj, e.field) for e in errors)
     assert fields == sorted([("IPAddressPool/b", "spec.addresses[0]"), ("IPAddressPool/c", "spec.addresses[0]"),
@@ -207,7 +207,7 @@ def test_parse_raises_a_permanent_error_before_a_transient_one():
 
 
 def test_unknown_fields_are_ignored_and_status_kinds_skipped():
-    p = pool("p", "10.0.0.0/28", futureField={"x": 1})
+    p = pool("p", "198.18.0.0/28", futureField={"x": 1})
     p["status"] = {"assignedIPv4": 3}
     status = {"apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status", "metadata": {"name": "l2-x"},
               "status": {"node": "n1"}}
@@ -222,16 +222,16 @@ def test_unknown_fields_are_ignored_and_status_kinds_skipped():
     ([{"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": ""}}], "metadata.name"),
     ([{"apiVersion": "metallb.io/v1beta2", "kind": "IPAddressPool", "metadata": {"name": "x"}}], "apiVersion"),
     ([{"apiVersion": "metallb.io/v1beta1", "kind": "Frobnicator", "metadata": {"name": "x"}}], "kind"),
-    ([pool("p", "10.0.0.0/24") | {"spec": ["x"]}], "spec"),
+    ([pool("p", "198.18.0.0/24") | {"spec": ["x"]}], "spec"),
     ([pool("p", 10)], "spec.addresses"),
-    ([pool("p", "10.0.0.0/24", autoAssign="yes")], "spec.autoAssign"),
+    ([pool("p", "198.18.0.0/24", autoAssign="yes")], "spec.autoAssign"),
     ([peer("p", my_asn=True)], "spec.myASN"),
     ([peer("p", my_asn=1.5)], "spec.myASN"),
     ([peer("p", nodeSelectors="zone=a")], "spec.nodeSelectors"),
     ([peer("p", nodeSelectors=[{"matchLabels": {"a": None}}])], "spec.nodeSelectors[0].matchLabels"),
     ([l2("x", preferredNodeSelectors=[{"weight": 10}])], "preference"),
-    ([obj("BGPPeer", "old", {"myASN": 1, "peerASN": 2, "peerAddress": "10.0.0.1", "nodeSelectors": "x"})], "spec"),
-    ([obj("BGPPeer", "old", {"myASN": 1, "peerASN": 2, "peerAddress": "10.0.0.1", "nodeSelectors": ["x"]})], "spec"),
+    ([obj("BGPPeer", "old", {"myASN": 1, "peerASN": 2, "peerAddress": "198.18.0.1", "nodeSelectors": "x"})], "spec"),
+    ([obj("BGPPeer", "old", {"myASN": 1, "peerASN": 2, "peerAddress": "198.18.0.1", "nodeSelectors": ["x"]})], "spec"),
 ])
 def test_garbage_is_a_config_error(resources, where):
     with pytest.raises(ConfigError) as info:

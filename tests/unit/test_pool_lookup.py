@@ -33,7 +33,7 @@ ONE = [  # (address, the pool holding it or None)
     ("198.51.101.0", None),              # ... in every /24 of the CIDR
     ("198.51.101.254", "buggy"),
     ("203.0.113.7", "other"),
-    ("10.0.0.1", None),                  # in no pool
+    ("198.18.0.1", None),                # in no pool
 ]
 
 
@@ -55,7 +55,7 @@ def test_pool_for_ip_and_its_users_agree(addr, want):
 MANY = [  # (addresses, hint, the one pool holding them all or None)
     (("192.0.2.5", "2001:db8:0:2::5"), None, "plain"),
     (("192.0.2.5", "203.0.113.5"), None, None),            # two pools: not one Service's
-    (("192.0.2.5", "10.0.0.1"), None, None),
+    (("192.0.2.5", "198.18.0.1"), None, None),
     (("198.51.100.5",), "buggy", "buggy"),
     (("198.51.100.0",), "buggy", None),                     # the hint does not make .0 usable
     (("192.0.2.5",), "other", "plain"),                     # a hint that does not hold them is ignored

@@ -24,7 +24,7 @@ def pool(name: str, *cidrs: str, **kw) -> Pool:
 
 
 def k8s_svc(name="web", ns="shop", annotations=None, labels=None, **spec) -> dict:
-    base = {"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+    base = {"type": "LoadBalancer", "clusterIP": "198.19.0.10", "clusterIPs": ["198.19.0.10"],
             "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
             "ports": [{"port": 80, "protocol": "TCP"}]}
     base.update(spec)
@@ -33,7 +33,7 @@ def k8s_svc(name="web", ns="shop", annotations=None, labels=None, **spec) -> dic
             "spec": base}
 
 
-DUAL = dict(clusterIPs=["fd00:96::10", "10.96.0.10"], ipFamilies=["IPv6", "IPv4"])
+DUAL = dict(clusterIPs=["fd00:96::10", "198.19.0.10"], ipFamilies=["IPv6", "IPv4"])
 
 TRANSLATIONS = [
     # (description, service, expected fields | ServiceSpecError reason, warning reasons)
@@ -42,26 +42,26 @@ TRANSLATIONS = [
           ports=frozenset({("TCP", 80)}), backend_key="", ip_families=(4,),
           ip_family_policy=SINGLE_STACK, cluster_ips=1), []),
     ("loadBalancerIPs annotation, spaces trimmed",
-     k8s_svc(annotations={"metallb.io/loadBalancerIPs": "10.0.0.1, fd00::1"},
+     k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1, fd00::1"},
              ipFamilyPolicy="RequireDualStack", **DUAL),
-     dict(requested_ips=(ip("10.0.0.1"), ip("fd00::1")), ip_families=(6, 4), cluster_ips=2), []),
+     dict(requested_ips=(ip("198.18.0.1"), ip("fd00::1")), ip_families=(6, 4), cluster_ips=2), []),
     ("deprecated loadBalancerIPs annotation warns",
-     k8s_svc(annotations={"metallb.universe.tf/loadBalancerIPs": "10.0.0.1"}),
-     dict(requested_ips=(ip("10.0.0.1"),)), ["deprecatedAnnotation"]),
+     k8s_svc(annotations={"metallb.universe.tf/loadBalancerIPs": "198.18.0.1"}),
+     dict(requested_ips=(ip("198.18.0.1"),)), ["deprecatedAnnotation"]),
     ("stable annotation wins over deprecated, no warning",
      k8s_svc(annotations={"metallb.io/address-pool": "new",
                           "metallb.universe.tf/address-pool": "old"}),
      dict(pool_name="new"), []),
-    ("spec.loadBalancerIP", k8s_svc(loadBalancerIP="10.0.0.7"),
-     dict(requested_ips=(ip("10.0.0.7"),)), []),
+    ("spec.loadBalancerIP", k8s_svc(loadBalancerIP="198.18.0.7"),
+     dict(requested_ips=(ip("198.18.0.7"),)), []),
     ("loadBalancerIP and the annotation conflict",
-     k8s_svc(annotations={"metallb.io/loadBalancerIPs": "10.0.0.1"}, loadBalancerIP="10.0.0.2"),
+     k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1"}, loadBalancerIP="198.18.0.2"),
      "LoadBalancerFailed", []),
-    ("invalid annotation IP", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "10.0.0.300"}),
+    ("invalid annotation IP", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.300"}),
      "LoadBalancerFailed", []),
-    ("three IPs", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "10.0.0.1,fd00::1,10.0.0.2"}),
+    ("three IPs", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1,fd00::1,198.18.0.2"}),
      "LoadBalancerFailed", []),
-    ("two IPv4", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "10.0.0.1,10.0.0.2"}),
+    ("two IPv4", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1,198.18.0.2"}),
      "LoadBalancerFailed", []),
     ("invalid loadBalancerIP", k8s_svc(loadBalancerIP="nope"), "LoadBalancerFailed", []),
     ("pool and sharing annotations, deprecated sharing key warns",
@@ -94,8 +94,8 @@ TRANSLATIONS = [
      dict(ip_families=(6,), cluster_ips=0), []),
     ("unparsable clusterIP", k8s_svc(clusterIPs=["bogus"]), "noclusterIPsIPFamily", []),
     ("IPv4-mapped IPv6 is IPv4 (as Go's net.IP)",
-     k8s_svc(annotations={"metallb.io/loadBalancerIPs": "::ffff:10.0.0.1"}),
-     dict(requested_ips=(ip("10.0.0.1"),)), []),
+     k8s_svc(annotations={"metallb.io/loadBalancerIPs": "::ffff:198.18.0.1"}),
+     dict(requested_ips=(ip("198.18.0.1"),)), []),
     ("labels and namespace labels carried", k8s_svc(labels={"app": "web"}),
      dict(labels={"app": "web"}, namespace_labels={"env": "prod"}), []),
 ]
@@ -117,11 +117,11 @@ def test_service_spec_from_k8s(desc, obj, want, warns):
 
 def test_translated_spec_allocates():
     """The translation and the allocator agree end to end (families, requested IPs)."""
-    a = Allocator(pools(pool("dual", "10.0.0.0/30", "fd00::/126")))
+    a = Allocator(pools(pool("dual", "198.18.0.0/30", "fd00::/126")))
     spec, _ = service_spec_from_k8s(k8s_svc(ipFamilyPolicy="RequireDualStack", **DUAL))
-    assert a.allocate(spec).ips == (ip("10.0.0.0"), ip("fd00::"))
+    assert a.allocate(spec).ips == (ip("198.18.0.0"), ip("fd00::"))
     spec, _ = service_spec_from_k8s(k8s_svc(name="one", annotations={
-        "metallb.io/loadBalancerIPs": "10.0.0.3"}, ipFamilyPolicy="PreferDualStack", **DUAL))
+        "metallb.io/loadBalancerIPs": "198.18.0.3"}, ipFamilyPolicy="PreferDualStack", **DUAL))
     with pytest.raises(AllocationError) as e:      # one IP requested for a dual service
         a.allocate(spec)
     assert e.value.code == "familyMismatch"
@@ -135,10 +135,10 @@ def test_wants_load_balancer_and_status_ips():
     assert not wants_load_balancer(k8s_svc(), lb_class="metalxdp")
 
     obj = k8s_svc()
-    obj["status"] = {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]}}
-    assert status_ips_from_k8s(obj) == (ip("10.0.0.1"), ip("fd00::1"))
+    obj["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.0.1"}, {"ip": "fd00::1"}]}}
+    assert status_ips_from_k8s(obj) == (ip("198.18.0.1"), ip("fd00::1"))
     assert status_ips_from_k8s(k8s_svc()) == ()
-    obj["status"]["loadBalancer"]["ingress"] = [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]
+    obj["status"]["loadBalancer"]["ingress"] = [{"ip": "198.18.0.1"}, {"ip": "198.18.0.2"}]
     with pytest.raises(ServiceSpecError) as e:
         status_ips_from_k8s(obj)
     assert e.value.reason == "nolbIPsIPFamily"
@@ -147,10 +147,10 @@ def test_wants_load_balancer_and_status_ips():
 def test_status_ips_not_strict_skips_what_does_not_parse():
     """The agent announces what the status says: a bad entry does not hide the good ones."""
     obj = k8s_svc()
-    obj["status"] = {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}, {"ip": "bogus"}, {"hostname": "x"},
-                                                  {"ip": "10.0.0.2"}]}}
-    assert ingress_ips(obj) == ["10.0.0.1", "bogus", "10.0.0.2"]
-    assert status_ips_from_k8s(obj, strict=False) == (ip("10.0.0.1"), ip("10.0.0.2"))
+    obj["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.0.1"}, {"ip": "bogus"}, {"hostname": "x"},
+                                                  {"ip": "198.18.0.2"}]}}
+    assert ingress_ips(obj) == ["198.18.0.1", "bogus", "198.18.0.2"]
+    assert status_ips_from_k8s(obj, strict=False) == (ip("198.18.0.1"), ip("198.18.0.2"))
     with pytest.raises(ServiceSpecError):
         status_ips_from_k8s(obj)
 

@@ -68,7 +68,7 @@ def test_problems_found():
         certs.CertBundle(a.ca_crt, a.ca_key, a.tls_crt, other.tls_key), HOSTS, now=NOW)[0])
     assert certs.problems(certs.CertBundle(a.ca_crt, other.ca_key, a.tls_crt, a.tls_key), HOSTS,
                           now=NOW)[0] == ["ca.key does not match ca.crt"]
-    assert "does not name 10.0.0.1" in " ".join(certs.problems(a, HOSTS + ["10.0.0.1"], now=NOW)[0])
+    assert "does not name 198.18.0.1" in " ".join(certs.problems(a, HOSTS + ["198.18.0.1"], now=NOW)[0])
     assert "does not parse" in certs.problems(certs.CertBundle(b"junk", a.ca_key, a.tls_crt, a.tls_key),
                                               HOSTS, now=NOW)[0][0]
     with pytest.raises(ValueError, match="missing keys tls.key"):
