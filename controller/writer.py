@@ -114,9 +114,10 @@ class ServiceWriter:
         log.error("giving up on service status update", service=key)
 
     def pending(self) -> int:
-        """Services (and other keyed writes) queued or being written now."""
+        """Service writes queued or being written now (the controller's own keys, the pool
+        status and the ConfigurationState, start with NUL and are not counted)."""
         with self._lock:
-            return len(self._inflight | set(self._desired))
+            return sum(1 for k in self._inflight | set(self._desired) if not k.startswith("\0"))
 
     def flush(self, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
