@@ -9,7 +9,7 @@ Scenarios (each on a fresh Allocator):
                       of the services, so N up to 24,576
   sharing             N services, 8 per sharing key with distinct ports (they co-locate)
   sharing_one_key_same_port  N services, one sharing key, all on TCP/80 (none can co-locate)
-  ipv6_slash64        N single-stack IPv6 services in an fd00::/64
+  ipv6_slash64        N single-stack IPv6 services in a 2001:db8::/64
   churn_slash16       fill half a /16, then release-and-allocate at random (lowest-free reuse)
 
 Prints allocations/s and p50/p99 per allocation, writes bench/results/allocator.json.
@@ -121,7 +121,7 @@ def sharing_one_key_same_port(n: int) -> dict:
 
 
 def ipv6_slash64(n: int) -> dict:
-    a = Allocator({"v6": _pool("v6", "fd00::/64")})
+    a = Allocator({"v6": _pool("v6", "2001:db8::/64")})
     return _measure(a, [ServiceSpec(key=f"ns/s{i}", ip_families=(6,)) for i in range(n)])
 
 

@@ -112,7 +112,7 @@ def test_requested_ips_and_pool_annotation():
          ("198.19.0.200",)),
         ("two requested IPs of one family", ALLOC,
          svc("s11", ips=("198.18.0.50", "198.18.0.51")), Err("sameFamily")),
-        ("requested v6 for a v4 service", ALLOC, svc("s12", ips=("fd00::1",)), Err("familyMismatch")),
+        ("requested v6 for a v4 service", ALLOC, svc("s12", ips=("2001:db8::1",)), Err("familyMismatch")),
     ])
 
 
@@ -304,19 +304,19 @@ def test_whole_slash24_with_and_without_avoid_buggy_ips():
 
 def test_dual_stack_policies():
     a = Allocator(pools(
-        pool("dual", "198.19.0.0/30", "fd00::/126"),
+        pool("dual", "198.19.0.0/30", "2001:db8::/126"),
         pool("v4", "198.18.0.0/30"),
-        pool("v6", "fd01::/126"),
+        pool("v6", "2001:db8:1::/126"),
     ))
     dual46 = dict(fams=(4, 6), cluster_ips=2)
     dual64 = dict(fams=(6, 4), cluster_ips=2)
     run(a, [
         ("single-stack v4: first pool by name serving v4", ALLOC, svc("s4"), ("198.19.0.0",)),
-        ("single-stack v6", ALLOC, svc("s6", fams=(6,)), ("fd00::",)),
+        ("single-stack v6", ALLOC, svc("s6", fams=(6,)), ("2001:db8::",)),
         ("RequireDualStack: both from the dual pool", ALLOC,
-         svc("r1", policy=REQUIRE_DUAL_STACK, **dual46), ("198.19.0.1", "fd00::1")),
+         svc("r1", policy=REQUIRE_DUAL_STACK, **dual46), ("198.19.0.1", "2001:db8::1")),
         ("PreferDualStack v6-first: still IPv4 listed first (as MetalLB)", ALLOC,
-         svc("p1", policy=PREFER_DUAL_STACK, **dual64), ("198.19.0.2", "fd00::2")),
+         svc("p1", policy=PREFER_DUAL_STACK, **dual64), ("198.19.0.2", "2001:db8::2")),
         ("RequireDualStack with a single clusterIP", ALLOC,
          svc("r2", policy=REQUIRE_DUAL_STACK, fams=(4, 6), cluster_ips=1),
          Err("notEnoughClusterIPs")),
@@ -327,20 +327,20 @@ def test_dual_stack_policies():
         ("PreferDualStack v4-first: first pool with v4", ALLOC,
          svc("p3", policy=PREFER_DUAL_STACK, **dual46), ("198.18.0.0",)),
         ("PreferDualStack v6-first: first pool with v6", ALLOC,
-         svc("p4", policy=PREFER_DUAL_STACK, **dual64), ("fd00::3",)),
+         svc("p4", policy=PREFER_DUAL_STACK, **dual64), ("2001:db8::3",)),
         ("requested pair for a dual service", ALLOC,
-         svc("q1", policy=REQUIRE_DUAL_STACK, ips=("198.18.0.3", "fd01::3"), **dual46),
+         svc("q1", policy=REQUIRE_DUAL_STACK, ips=("198.18.0.3", "2001:db8:1::3"), **dual46),
          Err("notAllowedByConfig")),   # two pools: not allowed
         ("requested pair inside one pool", ALLOC,
          svc("q1", policy=REQUIRE_DUAL_STACK, ips=("198.18.0.3",), **dual46), Err("familyMismatch")),
         ("s4 frees 198.19.0.0", RELEASE, "default/s4", True),
         ("r3 now fits", ALLOC, svc("r3", policy=REQUIRE_DUAL_STACK, **dual46),
-         Err("noAvailableIPs")),  # v6 of dual is exhausted too (fd00::..3 used)
+         Err("noAvailableIPs")),  # v6 of dual is exhausted too (2001:db8::..3 used)
     ])
     # PreferDualStack holding one family picks up the other from the same pool when it can.
     p4 = svc("p4", policy=PREFER_DUAL_STACK, **dual64)
     got = a.allocate(p4)
-    assert got.ips == (ip("fd00::3"), ip("198.19.0.0")) and got.added == ip("198.19.0.0")
+    assert got.ips == (ip("2001:db8::3"), ip("198.19.0.0")) and got.added == ip("198.19.0.0")
     p3 = svc("p3", policy=PREFER_DUAL_STACK, **dual46)
     kept = a.allocate(p3)
     assert kept.ips == (ip("198.18.0.0"),) and not kept.new
@@ -348,11 +348,11 @@ def test_dual_stack_policies():
 
 
 def test_dual_pool_with_requested_pair_and_pool_annotation():
-    a = Allocator(pools(pool("dual", "198.19.0.0/30", "fd00::/126"), pool("v4", "198.18.0.0/30")))
+    a = Allocator(pools(pool("dual", "198.19.0.0/30", "2001:db8::/126"), pool("v4", "198.18.0.0/30")))
     run(a, [
         ("requested pair in one pool", ALLOC,
          svc("q", policy=REQUIRE_DUAL_STACK, fams=(4, 6), cluster_ips=2,
-             ips=("fd00::2", "198.19.0.2")), ("fd00::2", "198.19.0.2")),
+             ips=("2001:db8::2", "198.19.0.2")), ("2001:db8::2", "198.19.0.2")),
         ("RequireDualStack from a v4-only annotated pool", ALLOC,
          svc("r", policy=REQUIRE_DUAL_STACK, fams=(4, 6), cluster_ips=2, pool_name="v4"),
          Err("noAvailableIPs")),
@@ -402,9 +402,9 @@ def test_assign_relearns_and_refuses_conflicts():
         ("relearn s1 on .5", ASSIGN, (svc("s1"), ["198.18.0.5"]), ("198.18.0.5",)),
         ("s2 claims the same address without a key", ASSIGN, (svc("s2"), ["198.18.0.5"]),
          Err("sharingNotAllowed", "ClearAssignment")),
-        ("an address of no pool", ASSIGN, (svc("s3"), ["1.2.3.4"]),
+        ("an address of no pool", ASSIGN, (svc("s3"), ["203.0.113.4"]),
          Err("notAllowedByConfig", "ClearAssignment")),
-        ("a v6 address for a v4 service", ASSIGN, (svc("s3"), ["fd00::1"]),
+        ("a v6 address for a v4 service", ASSIGN, (svc("s3"), ["2001:db8::1"]),
          Err("familyMismatch", "ClearAssignment")),
         ("same family twice", ASSIGN, (svc("s3", fams=(4, 6), cluster_ips=2,
                                            policy=REQUIRE_DUAL_STACK), ["198.18.0.1", "198.18.0.2"]),
@@ -425,15 +425,15 @@ def test_assign_relearns_and_refuses_conflicts():
 
 
 def test_counters_and_pool_status():
-    a = Allocator(pools(pool("mix", "198.18.0.0/24", "fd00::/120"),
-                        pool("huge", "fd01::/64"),
+    a = Allocator(pools(pool("mix", "198.18.0.0/24", "2001:db8::/120"),
+                        pool("huge", "2001:db8:1::/64"),
                         pool("safe", "198.19.2.0/23", avoid_buggy_ips=True)))
     assert a.counters("mix") == PoolCounters(512, 256, 256, 0, 0, 0)
     assert a.counters("huge") == PoolCounters(MAX_INT64, 0, MAX_INT64, 0, 0, 0)
     assert a.counters("safe").ipv4_addresses_total == 508
     a.allocate(svc("v4", sharing_key="k"))
     a.allocate(svc("v4b", sharing_key="k", ports=(("TCP", 443),)))   # same address
-    assert a.allocate(svc("v6", fams=(6,))).ips == (ip("fd01::"),)   # "huge" sorts before "mix"
+    assert a.allocate(svc("v6", fams=(6,))).ips == (ip("2001:db8:1::"),)   # "huge" sorts before "mix"
     a.allocate(svc("v6b", fams=(6,), pool_name="mix"))
     assert a.counters("mix") == PoolCounters(512, 256, 256, 2, 1, 1, 3)   # v4, v4b share one IP
     assert a.pool_status("mix") == PoolStatus(1, 1, 255, 255)
@@ -475,17 +475,17 @@ def test_services_allocated_total_follows_every_change():
 
 
 def test_big_ipv6_pool_is_not_enumerated():
-    a = Allocator(pools(pool("v6", "fd00::/64")))
+    a = Allocator(pools(pool("v6", "2001:db8::/64")))
     start = time.perf_counter()
     got = [a.allocate(svc(f"s{i}", fams=(6,))).ips[0] for i in range(2000)]
     assert time.perf_counter() - start < 2.0
-    assert got[0] == ip("fd00::") and got[-1] == ip("fd00::7cf")
+    assert got[0] == ip("2001:db8::") and got[-1] == ip("2001:db8::7cf")
     run(a, [
-        ("s16 frees fd00::10", RELEASE, "default/s16", True),
-        ("the lowest free address is reused", ALLOC, svc("n1", fams=(6,)), ("fd00::10",)),
-        ("then allocation continues after the highest", ALLOC, svc("n2", fams=(6,)), ("fd00::7d0",)),
-        ("a requested far address", ALLOC, svc("n3", fams=(6,), ips=("fd00::ffff:ffff:ffff:ffff",)),
-         ("fd00::ffff:ffff:ffff:ffff",)),
+        ("s16 frees 2001:db8::10", RELEASE, "default/s16", True),
+        ("the lowest free address is reused", ALLOC, svc("n1", fams=(6,)), ("2001:db8::10",)),
+        ("then allocation continues after the highest", ALLOC, svc("n2", fams=(6,)), ("2001:db8::7d0",)),
+        ("a requested far address", ALLOC, svc("n3", fams=(6,), ips=("2001:db8::ffff:ffff:ffff:ffff",)),
+         ("2001:db8::ffff:ffff:ffff:ffff",)),
     ])
 
 

@@ -62,12 +62,12 @@ def _legacy_equivalent_of_full_configmap() -> list:
     return [
         obj("BGPPeer", "peer1", {"myASN": 64512, "peerASN": 64512, "peerAddress": "198.18.0.1", "peerPort": 179,
                                  "sourceAddress": "198.18.0.2", "holdTime": "2m", "keepaliveTime": "30s",
-                                 "routerID": "1.2.3.4", "password": "yourPassword", "bfdProfile": "bfdprofile1",
+                                 "routerID": "192.0.2.4", "password": "yourPassword", "bfdProfile": "bfdprofile1",
                                  "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "prod-01"},
                                                     "matchExpressions": [{"key": "kubernetes.io/arch",
                                                                           "operator": "In",
                                                                           "values": ["amd64", "arm"]}]}]}),
-        obj("BGPPeer", "peer2", {"myASN": 64512, "peerASN": 64600, "peerAddress": "198.18.0.3", "routerID": "1.2.3.4",
+        obj("BGPPeer", "peer2", {"myASN": 64512, "peerASN": 64600, "peerAddress": "198.18.0.3", "routerID": "192.0.2.4",
                                  "ebgpMultiHop": True}),
         legacy_pool("my-ip-space", "bgp", "198.19.10.0/24", "198.19.0.150-198.19.0.200", avoidBuggyIPs=True,
                     autoAssign=True, bgpAdvertisements=[
@@ -75,7 +75,7 @@ def _legacy_equivalent_of_full_configmap() -> list:
                          "communities": ["64512:1", "no-export"]},
                         {"aggregationLength": 28, "localPref": 200}]),
         legacy_pool("my-l2-space", "layer2", "198.19.11.0/24", "198.19.1.150-198.19.1.200", autoAssign=False),
-        legacy_pool("my-v6-space", "bgp", "fc00:f853:ccd:e799::/124"),
+        legacy_pool("my-v6-space", "bgp", "2001:db8:ccd:e799::/124"),
         obj("BFDProfile", "bfdprofile1", {"receiveInterval": 280, "transmitInterval": 270, "echoInterval": 62,
                                           "echoMode": False, "passiveMode": False, "minimumTtl": 254,
                                           "detectMultiplier": 200}),

@@ -27,8 +27,8 @@ N = ipaddress.ip_network
     ("198.18.0.1-198.18.0.1", ["198.18.0.1/32"]),
     ("203.0.113.100-203.0.113.255", ["203.0.113.100/30", "203.0.113.104/29", "203.0.113.112/28",
                                      "203.0.113.128/25"]),
-    ("fc00::/120", ["fc00::/120"]),
-    ("fc00::1-fc00::2", ["fc00::1/128", "fc00::2/128"]),
+    ("2001:db8::/120", ["2001:db8::/120"]),
+    ("2001:db8::1-2001:db8::2", ["2001:db8::1/128", "2001:db8::2/128"]),
 ])
 def test_pool_address_forms(text, cidrs):
     assert parse_pool_address(text) == [N(c) for c in cidrs]
@@ -52,8 +52,8 @@ def test_format_duration_round_trips(seconds, text):
 
 
 def test_dual_stack_pool_keeps_spec_order():
-    cfg = parse([pool("ds", "fc00::/126", "198.18.0.0/30")])
-    assert cfg.pools["ds"].cidrs == (N("fc00::/126"), N("198.18.0.0/30"))
+    cfg = parse([pool("ds", "2001:db8::/126", "198.18.0.0/30")])
+    assert cfg.pools["ds"].cidrs == (N("2001:db8::/126"), N("198.18.0.0/30"))
     assert cfg.pools["ds"].families == {4, 6}
 
 
@@ -72,12 +72,12 @@ def test_timers_derived_as_metallb(spec, hold, keepalive):
 
 def test_peer_fields():
     cfg = parse([bfd("fast"), secret("pw", "tcp-md5"),
-                 peer("p", "fc00::1", sourceAddress="fc00::2", routerID="198.18.0.9", peerPort=1179, bfdProfile="fast",
+                 peer("p", "2001:db8::1", sourceAddress="2001:db8::2", routerID="198.18.0.9", peerPort=1179, bfdProfile="fast",
                       passwordSecret={"name": "pw"}, ebgpMultiHop=True, enableGracefulRestart=True,
                       connectTime="5s", nodeSelectors=[{"matchLabels": {"zone": "a"}}])],
                 secrets={"metallb-system/pw": secret("pw", "tcp-md5")})
     p = cfg.peers["p"]
-    assert p.peer_address == ipaddress.ip_address("fc00::1") and p.source_address == ipaddress.ip_address("fc00::2")
+    assert p.peer_address == ipaddress.ip_address("2001:db8::1") and p.source_address == ipaddress.ip_address("2001:db8::2")
     assert str(p.router_id) == "198.18.0.9" and p.peer_port == 1179 and p.bfd_profile == "fast"
     assert p.password == "tcp-md5" and p.password_secret == "metallb-system/pw"
     assert p.ebgp_multihop and p.enable_graceful_restart and p.connect_time == 5
@@ -172,19 +172,19 @@ def test_namespace_selectors_resolved_when_namespaces_known():
 
 
 def test_peers_on_overlapping_nodes_conflict_only_when_they_share_a_node():
-    a = peer("a", "198.18.0.1", routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
-    b = peer("b", "198.18.0.1", peer_asn=65000, routerID="2.2.2.2", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
+    a = peer("a", "198.18.0.1", routerID="192.0.2.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
+    b = peer("b", "198.18.0.1", peer_asn=65000, routerID="192.0.2.2", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
     disjoint = {"n1": {"zone": "a"}, "n2": {"zone": "b"}}
     assert set(parse([a, b], nodes=disjoint).peers) == {"a", "b"}
     with pytest.raises(ConfigError, match="routerID"):
         parse([a, b])  # nodes unknown: assume they share one
-    b_everywhere = peer("b", "198.18.0.2", peer_asn=65000, routerID="2.2.2.2")
+    b_everywhere = peer("b", "198.18.0.2", peer_asn=65000, routerID="192.0.2.2")
     with pytest.raises(ConfigError, match="routerID"):
         parse([a, b_everywhere], nodes=disjoint)
     # myASN too binds only peers that share a node (MetalLB v0.16's checkFRRPeersCompatible)
-    c = peer("c", "198.18.0.3", my_asn=1, routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
+    c = peer("c", "198.18.0.3", my_asn=1, routerID="192.0.2.1", nodeSelectors=[{"matchLabels": {"zone": "b"}}])
     assert set(parse([a, c], nodes=disjoint).peers) == {"a", "c"}
-    c_on_a = peer("c", "198.18.0.3", my_asn=1, routerID="1.1.1.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
+    c_on_a = peer("c", "198.18.0.3", my_asn=1, routerID="192.0.2.1", nodeSelectors=[{"matchLabels": {"zone": "a"}}])
     with pytest.raises(ConfigError, match="same myASN"):
         parse([a, c_on_a], nodes=disjoint)
     with pytest.raises(ConfigError, match="same myASN"):

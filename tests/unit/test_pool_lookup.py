@@ -17,7 +17,7 @@ ip = ipaddress.ip_address
 net = ipaddress.ip_network
 
 PLAIN = Pool("plain", (net("192.0.2.0/24"), net("2001:db8:0:2::/120")))
-BUGGY = Pool("buggy", (net("198.51.100.0/23"),), avoid_buggy_ips=True)
+BUGGY = Pool("buggy", (net("198.19.0.0/23"),), avoid_buggy_ips=True)
 OTHER = Pool("other", (net("203.0.113.0/24"),))
 CONFIG = Config(pools={p.name: p for p in (PLAIN, BUGGY, OTHER)},
                 l2_advertisements=(L2Advertisement("all", frozenset({"plain", "buggy", "other"})),),
@@ -27,11 +27,11 @@ ONE = [  # (address, the pool holding it or None)
     ("192.0.2.0", "plain"),              # .0 is an address like any other without avoidBuggyIPs
     ("192.0.2.255", "plain"),
     ("2001:db8:0:2::ff", "plain"),
-    ("198.51.100.1", "buggy"),
-    ("198.51.100.0", None),              # avoidBuggyIPs: .0 and .255 are not the pool's
-    ("198.51.100.255", None),
-    ("198.51.101.0", None),              # ... in every /24 of the CIDR
-    ("198.51.101.254", "buggy"),
+    ("198.19.0.1", "buggy"),
+    ("198.19.0.0", None),              # avoidBuggyIPs: .0 and .255 are not the pool's
+    ("198.19.0.255", None),
+    ("198.19.1.0", None),              # ... in every /24 of the CIDR
+    ("198.19.1.254", "buggy"),
     ("203.0.113.7", "other"),
     ("198.18.0.1", None),                # in no pool
 ]
@@ -56,8 +56,8 @@ MANY = [  # (addresses, hint, the one pool holding them all or None)
     (("192.0.2.5", "2001:db8:0:2::5"), None, "plain"),
     (("192.0.2.5", "203.0.113.5"), None, None),            # two pools: not one Service's
     (("192.0.2.5", "198.18.0.1"), None, None),
-    (("198.51.100.5",), "buggy", "buggy"),
-    (("198.51.100.0",), "buggy", None),                     # the hint does not make .0 usable
+    (("198.19.0.5",), "buggy", "buggy"),
+    (("198.19.0.0",), "buggy", None),                     # the hint does not make .0 usable
     (("192.0.2.5",), "other", "plain"),                     # a hint that does not hold them is ignored
     (("192.0.2.5",), "gone", "plain"),                      # ... as is one that does not exist
     ((), None, None),

@@ -33,7 +33,7 @@ def k8s_svc(name="web", ns="shop", annotations=None, labels=None, **spec) -> dic
             "spec": base}
 
 
-DUAL = dict(clusterIPs=["fd00:96::10", "198.19.0.10"], ipFamilies=["IPv6", "IPv4"])
+DUAL = dict(clusterIPs=["2001:db8:96::10", "198.19.0.10"], ipFamilies=["IPv6", "IPv4"])
 
 TRANSLATIONS = [
     # (description, service, expected fields | ServiceSpecError reason, warning reasons)
@@ -42,9 +42,9 @@ TRANSLATIONS = [
           ports=frozenset({("TCP", 80)}), backend_key="", ip_families=(4,),
           ip_family_policy=SINGLE_STACK, cluster_ips=1), []),
     ("loadBalancerIPs annotation, spaces trimmed",
-     k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1, fd00::1"},
+     k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1, 2001:db8::1"},
              ipFamilyPolicy="RequireDualStack", **DUAL),
-     dict(requested_ips=(ip("198.18.0.1"), ip("fd00::1")), ip_families=(6, 4), cluster_ips=2), []),
+     dict(requested_ips=(ip("198.18.0.1"), ip("2001:db8::1")), ip_families=(6, 4), cluster_ips=2), []),
     ("deprecated loadBalancerIPs annotation warns",
      k8s_svc(annotations={"metallb.universe.tf/loadBalancerIPs": "198.18.0.1"}),
      dict(requested_ips=(ip("198.18.0.1"),)), ["deprecatedAnnotation"]),
@@ -59,7 +59,7 @@ TRANSLATIONS = [
      "LoadBalancerFailed", []),
     ("invalid annotation IP", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.300"}),
      "LoadBalancerFailed", []),
-    ("three IPs", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1,fd00::1,198.18.0.2"}),
+    ("three IPs", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1,2001:db8::1,198.18.0.2"}),
      "LoadBalancerFailed", []),
     ("two IPv4", k8s_svc(annotations={"metallb.io/loadBalancerIPs": "198.18.0.1,198.18.0.2"}),
      "LoadBalancerFailed", []),
@@ -117,9 +117,9 @@ def test_service_spec_from_k8s(desc, obj, want, warns):
 
 def test_translated_spec_allocates():
     """The translation and the allocator agree end to end (families, requested IPs)."""
-    a = Allocator(pools(pool("dual", "198.18.0.0/30", "fd00::/126")))
+    a = Allocator(pools(pool("dual", "198.18.0.0/30", "2001:db8::/126")))
     spec, _ = service_spec_from_k8s(k8s_svc(ipFamilyPolicy="RequireDualStack", **DUAL))
-    assert a.allocate(spec).ips == (ip("198.18.0.0"), ip("fd00::"))
+    assert a.allocate(spec).ips == (ip("198.18.0.0"), ip("2001:db8::"))
     spec, _ = service_spec_from_k8s(k8s_svc(name="one", annotations={
         "metallb.io/loadBalancerIPs": "198.18.0.3"}, ipFamilyPolicy="PreferDualStack", **DUAL))
     with pytest.raises(AllocationError) as e:      # one IP requested for a dual service
@@ -135,8 +135,8 @@ def test_wants_load_balancer_and_status_ips():
     assert not wants_load_balancer(k8s_svc(), lb_class="metalxdp")
 
     obj = k8s_svc()
-    obj["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.0.1"}, {"ip": "fd00::1"}]}}
-    assert status_ips_from_k8s(obj) == (ip("198.18.0.1"), ip("fd00::1"))
+    obj["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.0.1"}, {"ip": "2001:db8::1"}]}}
+    assert status_ips_from_k8s(obj) == (ip("198.18.0.1"), ip("2001:db8::1"))
     assert status_ips_from_k8s(k8s_svc()) == ()
     obj["status"]["loadBalancer"]["ingress"] = [{"ip": "198.18.0.1"}, {"ip": "198.18.0.2"}]
     with pytest.raises(ServiceSpecError) as e:
