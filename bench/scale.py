@@ -10,7 +10,7 @@ the lab's cost, not metalxdp's, and would compete for the same two cores. The Se
 selector; each gets one EndpointSlice (one ready endpoint) written by the bench, so every
 Service is announced over L2 by the node MetalLB's hash elects (pool 198.19.0.0/19).
 
-1. Burst: ``--services`` Services (and their EndpointSlices) created by 16 clients; figures:
+1. Burst: ``--services`` Services (and their EndpointSlices) created by 8 clients; figures:
    created -> every one has an IP, -> the agents announce every one (sum of
    metallb_speaker_announced over the nodes).
 2. Per change: ``--trials`` more Services, one at a time, each asking for its own IP
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,6 +147,18 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="mx-scale-"))
     res: dict = {"services": a.services, "nodes": len(NODES)}
     with running_lab("scale", root, LabSpec(webhook=False)) as lab:
+        try:
+            run(lab, a, res)
+        except BaseException:
+            keep = Path(tempfile.mkdtemp(prefix="mx-scale-logs-"))
+            shutil.copytree(lab.dir / "logs", keep / "logs", dirs_exist_ok=True)
+            print(f"scale: failed; the lab's logs are kept in {keep}", file=sys.stderr, flush=True)
+            raise
+    report(a, res)
+
+
+def run(lab, a, res: dict) -> None:
+    if True:
         state = lab.load()
         stop_pid(state["pids"]["lab-proxy"])
         kc = lab.kubeconfig()
@@ -173,6 +186,7 @@ def main() -> None:
                     if e.status == 409:
                         break
                     time.sleep(0.2 * (attempt + 1))
+            last = None
             for attempt in range(5):
                 try:
                     core.create_namespaced_service(NS, service(names[i]))
@@ -180,11 +194,12 @@ def main() -> None:
                 except ApiException as e:
                     if e.status == 409:
                         return
+                    last = f"{e.status} {e.reason}: {(e.body or '')[:300]}"
                     time.sleep(0.2 * (attempt + 1))
-            raise RuntimeError(f"could not create {names[i]}")
+            raise RuntimeError(f"could not create {names[i]}: {last}")
         print(f"creating {a.services} Services with their EndpointSlices ...", flush=True)
         t0 = time.monotonic()
-        with ThreadPoolExecutor(16) as ex:
+        with ThreadPoolExecutor(8) as ex:
             list(ex.map(create, range(a.services)))
         t_created = time.monotonic() - t0
         wait_for("every Service has an IP", lambda: sum(1 for n in names if n in watch.seen) == a.services,
@@ -225,7 +240,7 @@ def main() -> None:
         passes = {n: {"passes": after[n][1] - before[n][1],
                       "mean_ms": round(1000 * (after[n][0] - before[n][0]) / max(1, after[n][1] - before[n][1]), 1)}
                   for n in NODES}
-        res["per_change"] = {
+        res["per_change"] = {"trials": trials, "agent_reconcile_pass": passes} if not trials else {
             "trials": trials,
             "create_to_status": summary([t["create_to_status_ms"] for t in trials], "ms", 1),
             "create_to_arp": summary([t["create_to_arp_ms"] for t in trials], "ms", 1),
@@ -260,9 +275,12 @@ def main() -> None:
                          "process_start_to_finished": summary([r["process_start_to_finished_s"] for r in resyncs], "s", 2)}
         watch.inf.stop()
 
-    print_table("per change (one more Service)", {k: res["per_change"][k] for k in
-                                                   ("create_to_status", "create_to_arp", "status_to_arp")},
-                "ms", 1, 20, 8)
+
+def report(a, res: dict) -> None:
+    if res["per_change"]["trials"]:
+        print_table("per change (one more Service)", {k: res["per_change"][k] for k in
+                                                     ("create_to_status", "create_to_arp", "status_to_arp")},
+                    "ms", 1, 20, 8)
     for n, p in res["per_change"]["agent_reconcile_pass"].items():
         print(f"{n}: {p['passes']:.0f} reconcile passes during the trials, mean {p['mean_ms']} ms")
     print_table(f"controller full resync of {a.services} Services",

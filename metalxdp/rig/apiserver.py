@@ -26,7 +26,7 @@ BIN = CACHE / "bin"
 ADMIN_TOKEN = "metalxdp-admin-token"
 # ClusterIPs are only numbers handed out by the API server; they come from the benchmark range
 # so nothing here ever looks like a real network.
-SERVICE_CIDRS = "198.18.240.0/20,2001:db8:ffff::/112"
+SERVICE_CIDRS = "198.18.224.0/19,2001:db8:ffff::/112"   # /19: room for 8,190 Services (bench/scale.py creates 5,000)
 
 
 def binary(name: str) -> str:
