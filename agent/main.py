@@ -39,6 +39,10 @@ DEFAULT_STATUS_ENDPOINT = "http://127.0.0.1:7472"
               "(default: keep answering so a restart is hitless).")
 @click.option("--liveness-max-age-ms", default=400, show_default=True, type=int,
               help="Split-brain guard: XDP stops answering this long after the agent stops refreshing it (0: off).")
+@click.option("--crash-hold-ms", default=3000, show_default=True, type=click.IntRange(min=0),
+              help="When another node's agent dies but the node still answers (its TCP gossip port "
+                   "refuses: a crash, an OOM kill), keep its VIPs there this long for the restarted agent "
+                   "instead of moving them away and back; its kernel keeps forwarding (0: take over at once).")
 @click.option("--ml-bind-port", default=7946, show_default=True, type=int,
               help="Membership (gossip) port: UDP for the protocol, TCP for the fallback probes (as memberlist).")
 @click.option("--ml-secret-name", default="memberlist", show_default=True,
@@ -61,7 +65,7 @@ DEFAULT_STATUS_ENDPOINT = "http://127.0.0.1:7472"
 @click.option("--log-level", type=click.Choice(list(mlog.LEVELS)), default="info", show_default=True)
 @click.pass_context
 def agent(ctx, node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, detach_on_exit, liveness_max_age_ms,
-          ml_bind_port, ml_secret_name, ignore_exclude_lb, handoff_quiet_s, handoff_max_s, metrics_port, metrics_host, bgp,
+          crash_hold_ms, ml_bind_port, ml_secret_name, ignore_exclude_lb, handoff_quiet_s, handoff_max_s, metrics_port, metrics_host, bgp,
           workdir, pod_name, log_level):
     """Run the node agent: answer ARP/NDP for the VIPs this node owns (XDP), advertise VIPs
     over BGP (ExaBGP) with BFD, and export per-VIP traffic counters.
@@ -98,7 +102,8 @@ def agent(ctx, node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, 
             raise SystemExit(2)
     settings = AgentSettings(node_name, namespace, lb_class, ignore_exclude_lb, ml_bind_port, ml_secret_name,
                              liveness_max_age_ms, handoff_quiet_s=handoff_quiet_s, handoff_max_s=handoff_max_s,
-                             bgp_workdir=Path(workdir), enable_bgp=bgp, pod_name=pod_name)
+                             bgp_workdir=Path(workdir), enable_bgp=bgp, pod_name=pod_name,
+                             crash_hold_ms=crash_hold_ms)
     garp = GratuitousSender()
     node = Agent(api, settings, dp, garp, metrics, registry)
     registry.register(XDPCollector(node.xdp_counters))

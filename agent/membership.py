@@ -108,6 +108,8 @@ class MembershipConfig:
     #                                beyond 32 members, see sync_interval_for)
     dead_retention: float = 300.0  # forget dead members after this (seeds are kept)
     restart_hold: float = 15.0     # a member restarting (planned) counts this long, unprobed
+    crash_hold: float = 3.0        # a member whose node refuses the TCP probe (agent down, kernel
+    #                                up: a crash) counts this long, still probed; 0: off
 
     def __post_init__(self):
         if not 0 < self.probe_timeout < self.probe_interval:
@@ -132,6 +134,8 @@ class Member:
     incarnation: int
     since: float                   # when this state began (local time)
     suspect_deadline: float = 0.0  # SUSPECT -> DEAD at this time; RESTARTING too (restart_hold)
+    crashed: bool = False          # RESTARTING because its node refused our TCP probe (crash
+    #                                hold); stays set until a new incarnation, so one hold per life
 
 
 @dataclass
@@ -141,6 +145,7 @@ class _Probe:
     sent: float
     indirect_sent: bool = False
     acked: bool = False
+    refused: bool = False          # the TCP fallback probe was refused (RST): the kernel is up
 
 
 @dataclass
@@ -329,7 +334,8 @@ class Membership:
         self.version = 0
         self.stats: dict[str, int] = {k: 0 for k in (
             "tx", "rx", "rx_bad_auth", "rx_malformed", "rx_replayed", "rx_self", "suspected",
-            "declared_dead", "refuted", "stream_probes", "restart_expired")}
+            "declared_dead", "refuted", "stream_probes", "restart_expired", "crash_held",
+            "crash_hold_ended", "crash_hold_expired")}
 
     # ---- queries --------------------------------------------------------------------------
     def members(self, now: Optional[float] = None) -> frozenset[str]:
@@ -449,14 +455,17 @@ class Membership:
         return out
 
     # ---- state changes --------------------------------------------------------------------
-    def _set_state(self, now: float, m: Member, state: int, inc: int) -> None:
+    def _set_state(self, now: float, m: Member, state: int, inc: int,
+                   hold: Optional[float] = None) -> None:
         was_member = m.state != DEAD
+        if state == ALIVE or inc > m.incarnation:
+            m.crashed = False          # a new life (or a refutation): it may be crash-held again
         m.state, m.incarnation, m.since = state, inc, now
         if state == SUSPECT:
             m.suspect_deadline = now + self.cfg.suspicion_timeout(self._n())
             self._suspects.add(m.name)
         elif state == RESTARTING:
-            m.suspect_deadline = now + self.cfg.restart_hold
+            m.suspect_deadline = now + (self.cfg.restart_hold if hold is None else hold)
             self._suspects.add(m.name)
         else:
             self._suspects.discard(m.name)
@@ -487,7 +496,7 @@ class Membership:
     def _event(self, kind: str, name: str) -> None:
         self.version += 1
         self._events.append((kind, name))
-        cb = self.on_join if kind == "joined" else self.on_leave
+        cb = {"joined": self.on_join, "left": self.on_leave}.get(kind)
         if cb:
             cb(name)
 
@@ -561,6 +570,36 @@ class Membership:
             self._apply(now, SUSPECT, m.incarnation, m.addr, name)
 
     # ---- inputs ---------------------------------------------------------------------------
+    def refused(self, now: float, addr: Addr) -> None:
+        """The transport's TCP fallback probe to ``addr`` was refused (a RST to our SYN): that
+        node's kernel is up but nothing listens on the gossip port, i.e. its agent died (a crash,
+        an OOM kill) and the kubelet will restart it. Its XDP program went quiet after the
+        liveness window, but its kernel still forwards: the clients whose neighbour entries name
+        it are served. Declaring it dead would move its VIPs to another node (gratuitous ARP)
+        and back when the agent returns, and each switch resets the TCP connections in flight.
+        So the member is *crash-held*: it keeps counting (it keeps its VIPs) for
+        ``crash_hold``, probed as usual. Another refusal keeps the hold; a probe that gets
+        neither an ACK nor a refusal (the kernel is gone too) ends it (suspect, then dead, as
+        always); the new agent refutes it with a newer incarnation; not back in time, it is
+        dead. A local decision, not gossiped: each member that probes it sees the refusal
+        itself, and a DEAD from the holder reaches the others as hearsay (suspicion).
+
+        A RST is not authenticated: a forged one can only delay the takeover of a node that
+        stopped answering by at most ``crash_hold`` (once per incarnation), never move a VIP."""
+        pr = self._probe
+        if pr is not None:
+            target = self._members.get(pr.target)
+            if target is not None and target.addr == addr:
+                pr.refused = True
+        if self.cfg.crash_hold <= 0 or self._left:
+            return
+        for m in self._members.values():
+            if m.addr == addr and m.state in (ALIVE, SUSPECT) and not m.crashed:
+                self.stats["crash_held"] += 1
+                self._set_state(now, m, RESTARTING, m.incarnation, hold=self.cfg.crash_hold)
+                m.crashed = True
+                self._event("held", m.name)
+
     def receive(self, now: float, src: Addr, data: bytes) -> list[Outgoing]:
         """Handle one datagram from ``src``; returns the packets to send right away (ACKs,
         relayed probes, SYNC replies). Never raises on bad input: it is counted and dropped."""
@@ -658,7 +697,15 @@ class Membership:
                     self._stream.append(self._ping(target.addr, pr.probe_id, pr.target))
             if now >= pr.sent + cfg.probe_interval:
                 if not pr.acked:
-                    self._suspect(now, pr.target)
+                    m = self._members.get(pr.target)
+                    if m is not None and m.state == RESTARTING and m.crashed:
+                        if not pr.refused:
+                            # silence, not a refusal: the node itself is gone now
+                            self.stats["crash_hold_ended"] += 1
+                            self._set_state(now, m, SUSPECT, m.incarnation)
+                            m.crashed = True
+                    else:
+                        self._suspect(now, pr.target)
                 self._probe = None
 
         if self._probe is None and now >= self._next_probe:
@@ -671,7 +718,8 @@ class Membership:
 
         for name in [n for n in self._suspects if now >= self._members[n].suspect_deadline]:
             m = self._members[name]
-            self.stats["declared_dead" if m.state == SUSPECT else "restart_expired"] += 1
+            self.stats["declared_dead" if m.state == SUSPECT else
+                       "crash_hold_expired" if m.crashed else "restart_expired"] += 1
             self._apply(now, DEAD, m.incarnation, m.addr, m.name)
 
         if now >= self._next_gossip:
@@ -710,13 +758,18 @@ class Membership:
             while self._order:
                 name = self._order.pop()
                 m = self._members.get(name)
-                if m is not None and m.state not in (DEAD, RESTARTING):
+                if m is not None and self._probed(m):
                     return name
-            candidates = sorted(n for n, m in self._members.items() if m.state not in (DEAD, RESTARTING))
+            candidates = sorted(n for n, m in self._members.items() if self._probed(m))
             if not candidates:
                 return None
             self.rng.shuffle(candidates)
             self._order = candidates
+
+    @staticmethod
+    def _probed(m: Member) -> bool:
+        """Nobody probes the dead or a member restarting by plan; a crash-held one is probed."""
+        return m.state != DEAD and (m.state != RESTARTING or m.crashed)
 
     def leave(self, now: float, restarting: bool = False) -> list[Outgoing]:
         """Graceful shutdown: tell a few members we are dead, so nobody waits for a timeout;

@@ -262,6 +262,10 @@ class MembershipRunner:
                 log.info("member joined", event="memberJoined", node=self.m.name, member=name)
                 if self.on_join:
                     self.on_join(name)
+            elif kind == "held":
+                log.info("member's agent is down but its node answers: keeping it for the crash "
+                         "hold", event="memberCrashHeld", node=self.m.name, member=name,
+                         hold_s=self.m.cfg.crash_hold)
             else:
                 log.info("member left", event="memberLeft", node=self.m.name, member=name)
                 if self.on_leave:
@@ -319,7 +323,13 @@ class MembershipRunner:
             wait = min(STREAM_TIMEOUT, self.m.cfg.probe_interval)
             deadline = time.monotonic() + wait
             conn.settimeout(wait)
-            conn.connect(addr)
+            try:
+                conn.connect(addr)
+            except ConnectionRefusedError:
+                # a RST: the node's kernel is up, its agent is not (Membership.refused)
+                with self._lock:
+                    self.m.refused(self.clock(), addr)
+                return
             conn.sendall(frame(data))
             conn.shutdown(socket.SHUT_WR)
             while (reply := read_frame(conn, deadline)) is not None:

@@ -59,6 +59,7 @@ class AgentSettings:
     ml_secret_name: str = "memberlist"  # Secret with key "secretkey", as MetalLB
     liveness_max_age_ms: int = 400      # XDP stops answering this long after the agent dies
     stop_grace_ms: int = 15000          # ...and this long after a clean stop (planned restart)
+    crash_hold_ms: int = 3000           # a crashed peer (node up, agent down) keeps its VIPs this long
     handoff_quiet_s: float = 2.0        # planned move: keep answering stale clients until quiet...
     handoff_max_s: float = 30.0         # ...or at most this long (0: no handoff, withdraw at once)
     bgp_workdir: Path = Path("/run/metalxdp/agent")
@@ -175,7 +176,8 @@ class Agent:
             if n["metadata"]["name"] != self.node:
                 seeds += [(a, self.s.ml_port) for a in node_internal_ips(n) if ":" not in a][:1]
         m = Membership(self.node, (mine[0], self.s.ml_port), derive_key(base64.b64decode(key)),
-                       seeds=seeds, config=MembershipConfig(restart_hold=self.s.stop_grace_ms / 1000),
+                       seeds=seeds, config=MembershipConfig(restart_hold=self.s.stop_grace_ms / 1000,
+                                               crash_hold=self.s.crash_hold_ms / 1000),
                        epoch=time.time_ns() // 1_000_000)
         try:
             stream = open_stream_socket(mine[0], self.s.ml_port)

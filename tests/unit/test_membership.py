@@ -32,6 +32,7 @@ class Net:
         self.cut: set[str] = set()
         self.drop = lambda src, dst, data: False     # extra filter for a scenario
         self.streams = False
+        self.crashed: set[str] = set()               # process gone, kernel up: TCP is refused
         self.stream_drop = lambda src, dst: False    # a TCP connection that fails
         self.sent: dict[str, int] = {}
         self._q: list = []
@@ -53,7 +54,8 @@ class Net:
         for addr, data in out:
             self.sent[src] = self.sent.get(src, 0) + 1
             dst = self.by_addr.get(addr)
-            if dst is None or src in self.cut or dst in self.cut or self.drop(src, dst, data):
+            if (dst is None or src in self.cut or dst in self.cut or dst in self.crashed
+                    or self.drop(src, dst, data)):
                 continue
             self._n += 1
             heapq.heappush(self._q, (self.now + self.latency, self._n, dst, src, data))
@@ -66,6 +68,8 @@ class Net:
                 _, _, dst, src, data = heapq.heappop(self._q)
                 self._send(dst, self.nodes[dst].receive(self.now, self.nodes[src].addr, data))
             for name, m in self.nodes.items():
+                if name in self.crashed:
+                    continue
                 self._send(name, m.tick(self.now))
                 for addr, data in m.drain_stream():
                     self._stream(name, addr, data)
@@ -76,6 +80,9 @@ class Net:
         dst = self.by_addr.get(addr)
         if (not self.streams or dst is None or src in self.cut or dst in self.cut
                 or self.stream_drop(src, dst)):
+            return
+        if dst in self.crashed:                          # nothing listens: the kernel's RST
+            self.nodes[src].refused(self.now, addr)
             return
         conn = (self.nodes[src].addr[0], 40000)         # the connection's ephemeral source
         out = self.nodes[dst].receive(self.now, conn, data)
@@ -352,6 +359,101 @@ def test_stale_suspicion_or_death_hearsay_does_not_end_a_restart_hold():
     # a newer claim still counts (node3 came back and died again)
     n1._apply(net.now, DEAD, m.incarnation + 1, m.addr, "node3", origin="node3")
     assert n1.member("node3").state == DEAD
+
+
+def _crash_net(cfg: MembershipConfig = CFG) -> Net:
+    net = Net()
+    for n in ("node1", "node2", "node3"):
+        net.add(n, cfg=cfg)
+    net.streams = True
+    net.run(1.0)
+    net.log.clear()
+    return net
+
+
+def _restart_crashed_node3(net: Net) -> Membership:
+    net.crashed.discard("node3")
+    m = Membership("node3", net.nodes["node3"].addr, KEY, seeds=[net.nodes["node1"].addr],
+                   config=net.nodes["node1"].cfg, rng=random.Random(3), epoch=2)
+    net.nodes["node3"] = m
+    return m
+
+
+def test_a_crashed_agent_whose_node_refuses_tcp_is_held_and_refutes_on_restart():
+    """SIGKILL of node3's agent: its UDP goes silent, its TCP port refuses (the kernel's RST).
+    The others crash-hold it (it stays in every view, no "left" event, so no VIP moves away and
+    back), and its next process 1.5 s later refutes the claim."""
+    net = _crash_net()
+    net.crashed.add("node3")
+    net.run(1.5)
+    for n in ("node1", "node2"):
+        assert net.view(n) == ALL3
+        assert net.nodes[n].states()["node3"] == "restarting"
+        assert net.nodes[n].stats["crash_held"] == 1
+    assert [e[1] for e in net.log if e[2] == "held"] and not [e for e in net.log if e[2] == "left"]
+    _restart_crashed_node3(net)
+    net.until(lambda: all(net.nodes[n].states().get("node3") == "alive" for n in ("node1", "node2"))
+              and net.view("node3") == ALL3, limit=2.0)
+    net.run(1.0)
+    assert not [e for e in net.log if e[3] == "node3" and e[2] == "left"], net.log
+    assert all(net.view(n) == ALL3 for n in ALL3)
+
+
+def test_without_the_crash_hold_a_crashed_agent_is_dead_in_the_usual_time():
+    """The guard removed (crash_hold 0): the refusal changes nothing, node3 is declared dead
+    as after a cable cut (and its VIPs would move away and back)."""
+    cfg = MembershipConfig(crash_hold=0)
+    net = _crash_net(cfg)
+    net.crashed.add("node3")
+    took = net.until(lambda: "node3" not in net.view("node1") | net.view("node2"), limit=3.0)
+    assert took <= 3 * cfg.probe_interval + cfg.suspicion_timeout(3) + 0.05
+    assert net.nodes["node1"].stats["crash_held"] == 0
+
+
+def test_a_crashed_agent_that_does_not_come_back_is_dead_after_the_hold():
+    cfg = MembershipConfig(crash_hold=2.0)
+    net = _crash_net(cfg)
+    net.crashed.add("node3")
+    t0 = net.now
+    net.run(1.5)
+    assert net.view("node1") == ALL3
+    net.until(lambda: net.view("node1") == net.view("node2") == {"node1", "node2"}, limit=2.0)
+    # the hold starts at the first refused probe (at most a few probe intervals after the crash)
+    assert 2.0 <= net.now - t0 <= 2.0 + 4 * cfg.probe_interval + cfg.suspicion_timeout(3), net.now - t0
+    assert net.nodes["node1"].stats["crash_hold_expired"] + net.nodes["node2"].stats["crash_hold_expired"] >= 1
+    # refused again and again, it is not held a second time in this life
+    net.run(2.0)
+    assert net.nodes["node1"].stats["crash_held"] == 1
+    assert net.view("node1") == {"node1", "node2"}
+
+
+def test_a_crash_held_node_that_goes_silent_is_dead_without_waiting_for_the_hold():
+    """The agent crashed, then the whole node went (the kernel stops answering TCP too): the
+    next unrefused probe ends the hold, and the usual suspicion decides."""
+    cfg = MembershipConfig(crash_hold=10.0)
+    net = _crash_net(cfg)
+    net.crashed.add("node3")
+    net.run(1.0)
+    assert net.view("node1") == net.view("node2") == ALL3
+    net.crashed.discard("node3")
+    net.cut.add("node3")
+    net.nodes["node3"]._left = True          # the old process stays dead (it is not ticked: cut)
+    took = net.until(lambda: "node3" not in net.view("node1") | net.view("node2"), limit=3.0)
+    assert took <= 4 * cfg.probe_interval + cfg.suspicion_timeout(3) + 0.05, took
+    assert net.nodes["node1"].stats["crash_hold_ended"] + net.nodes["node2"].stats["crash_hold_ended"] >= 1
+
+
+def test_a_forged_refusal_for_a_live_member_is_refuted_at_once():
+    """A RST is unauthenticated: one forged for a member that answers makes the holder ping it
+    with the claim attached, and the member refutes; nothing left, nothing moved."""
+    net = _crash_net()
+    n1 = net.nodes["node1"]
+    n1.refused(net.now, net.nodes["node3"].addr)
+    assert n1.states()["node3"] == "restarting"
+    net.until(lambda: n1.states()["node3"] == "alive", limit=2.0)
+    net.run(4.0)
+    assert all(net.view(n) == ALL3 for n in ALL3)
+    assert not [e for e in net.log if e[2] == "left"]
 
 
 # ---- hostile input -----------------------------------------------------------------------
