@@ -15,7 +15,8 @@ setup:
 demo: setup
 	@$(VENV)/bin/metalxdp demo
 
-test: setup
+# MetalLB's controller is built too (cached): tests/integration/test_peer_parity.py runs it
+test: setup metallb
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup
@@ -33,7 +34,7 @@ image:
 	@bash scripts/image.sh
 
 # MetalLB's controller and speaker (pinned in scripts/metallb/VERSION) built from Go modules,
-# for side-by-side runs; cached; not needed by `make test`
+# for side-by-side runs and the parity test in `make test`; cached (a second run builds nothing)
 .PHONY: metallb
 metallb:
 	@bash scripts/metallb/build.sh

@@ -10,8 +10,9 @@
    first node in MetalLB's order) are used in turn, so the cut node varies.
 2. agent restarts: ``--restarts`` SIGTERM restarts (default 20) of the announcing node's agent
    under the same 10/s stream, then as many SIGKILL restarts; figure = failed requests (target
-   0 for SIGTERM). For SIGKILL it also reports when another node announced the VIP (the
-   takeover the liveness window has to be shorter than).
+   0 for both). For SIGKILL it also reports which peers crash-held the node (``memberCrashHeld``)
+   and whether another node announced the VIP meanwhile (with the crash hold: never).
+   ``--sigkills N`` sets the SIGKILL count on its own (issue 19's 100 kills).
 3. membership at 1,000 nodes: the figures of ``bench/membership_sim.py`` (its JSON when present,
    else it is run).
 
@@ -139,6 +140,7 @@ def restart_trials(lab: Lab, services: dict, trials: int, sig: int) -> list[dict
     for k, _name, ip, owner in rotation(lab, services, trials):
         before = len(lt.agent_log_events(lab, owner, "serviceAnnounced", ip=ip, interface="eth0"))
         others = {n: len(lt.agent_log_events(lab, n, "serviceAnnounced", ip=ip, interface="eth0")) for n in NODES if n != owner}
+        held0 = {n: len(lt.agent_log_events(lab, n, "memberCrashHeld", member=owner)) for n in others}
         with lt.RequestStream(lab, ip, rate_hz=RATE_HZ, timeout=TIMEOUT_S) as stream:
             stream.wait_ok()
             t0 = time.monotonic()
@@ -157,6 +159,8 @@ def restart_trials(lab: Lab, services: dict, trials: int, sig: int) -> list[dict
                "failures": [{"sent_after_s": round(r["sent"] - t0, 3), "error": r.get("error")}
                             for r in results if not r["ok"]],
                "agent_back_s": round(t_back - t0, 3),
+               "crash_held_by": sorted(n for n, c in held0.items()
+                                       if len(lt.agent_log_events(lab, n, "memberCrashHeld", member=owner)) > c),
                "takeover_by_other_node_s": round(min(takeovers), 3) if takeovers else None}
         out.append(rec)
         print(f"  {rec['signal']} {k + 1:2d}/{trials}: {owner}  {rec['failed_requests']} failed of "
@@ -182,6 +186,9 @@ def main() -> None:
     ap = arg_parser(__doc__, "l2_failover")
     ap.add_argument("--cuts", type=int, default=20)
     ap.add_argument("--restarts", type=int, default=20, help="per signal (SIGTERM, then SIGKILL)")
+    ap.add_argument("--sigkills", type=int, default=None,
+                    help="SIGKILL restarts (default: --restarts); e.g. --cuts 0 --restarts 0 --sigkills 100 "
+                         "--out bench/results/l2_sigkill_100.json for issue 19's 100-kill figure")
     ap.add_argument("--no-membership-sim", action="store_true", help="don't run membership_sim.py if its JSON is missing")
     a = ap.parse_args()
     started = time.monotonic()
@@ -195,7 +202,8 @@ def main() -> None:
             cuts = link_cut_trials(lab, services, a.cuts)
             print(f"agent restarts under {RATE_HZ} requests/s:", flush=True)
             term = restart_trials(lab, services, a.restarts, signal.SIGTERM)
-            kill = restart_trials(lab, services, a.restarts, signal.SIGKILL)
+            kill = restart_trials(lab, services, a.restarts if a.sigkills is None else a.sigkills,
+                                  signal.SIGKILL)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     mem = membership_figures(not a.no_membership_sim)
@@ -225,13 +233,19 @@ def main() -> None:
     out.write_text(json.dumps(res, indent=2) + "\n")
 
     fs = res["link_cut"]["first_success_s"]
-    print(f"\nlink cut ({fs['n']} trials): first successful request after p50 {fs['p50']:.3f} s, "
-          f"p99 {fs['p99']:.3f} s (min {fs['min']:.3f}, max {fs['max']:.3f}, stdev {fs['stdev']:.3f}); "
-          f"targets 1 s / 2 s: {'met' if res['link_cut']['meets_targets'] else 'NOT met'}")
+    if fs["n"]:
+        print(f"\nlink cut ({fs['n']} trials): first successful request after p50 {fs['p50']:.3f} s, "
+              f"p99 {fs['p99']:.3f} s (min {fs['min']:.3f}, max {fs['max']:.3f}, stdev {fs['stdev']:.3f}); "
+              f"targets 1 s / 2 s: {'met' if res['link_cut']['meets_targets'] else 'NOT met'}")
     for key in ("restart_sigterm", "restart_sigkill"):
         r = res[key]
-        print(f"{key}: {r['failed_requests']} failed of {r['requests']} requests across {r['trials']} restarts")
+        ab = r["agent_back_s"]
+        print(f"{key}: {r['failed_requests']} failed of {r['requests']} requests across {r['trials']} restarts"
+              + (f"; agent back after p50 {ab['p50']:.2f} s (min {ab['min']:.2f}, max {ab['max']:.2f})" if ab.get("n") else ""))
     tk = res["restart_sigkill"]["takeover_by_other_node_s"]
+    if kill:
+        print(f"SIGKILL: another node announced the VIP in {tk.get('n', 0)} of {len(kill)} trials "
+              "(crash hold: 0 expected)")
     if tk.get("n"):
         print(f"SIGKILL: another node announced after p50 {tk['p50']:.3f} s (max {tk['max']:.3f}) "
               f"in {tk['n']} of {len(kill)} trials (liveness window 0.4 s)")

@@ -13,10 +13,15 @@ after the cut) that succeeds. Then the cable comes back and the service is stabl
 the next trial. Footprint: RSS of the speaker process (MetalLB) and of the agent pod's processes
 (metalxdp: agent + ExaBGP + relay) per node, idle with that one Service.
 
-After each block's cuts, the DaemonSet is restarted (`kubectl rollout restart`) under 20
-requests/s: failed requests and VIP moves (changes of the client's ARP entry) are counted.
+After each block's cuts, ``--kills`` crash trials (default 10 per implementation): the process
+of the announcing node's speaker (MetalLB) or agent (metalxdp) gets SIGKILL under 20 requests/s
+and the kubelet restarts the container (the lab's kubelets restart a crashed container within
+1 s, ``crashLoopBackOff.maxContainerRestartPeriod``); failed requests and VIP moves (changes of
+the client's ARP entry for the VIP) are counted until the container is ready again, plus 3 s.
+Then the DaemonSet is restarted (`kubectl rollout restart`) under 20 requests/s: failed requests
+and VIP moves are counted the same way.
 
-Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--blocks 2]
+Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--kills 10] [--blocks 2]
 """
 from __future__ import annotations
 
@@ -86,8 +91,11 @@ class MetalXDP:
         self.lab.uninstall()
         wait_for("metalxdp gone", lambda: not self.lab.kubectl("get", "ns", NAMESPACE, check=False).returncode == 0, 180)
 
+    def pid(self, node: str) -> int:
+        return kt.agent_pid(self.lab, node)
+
     def rss_mb(self, node: str) -> float:
-        return round(_rss_kb(kt.agent_pid(self.lab, node)) / 1024, 1)
+        return round(_rss_kb(self.pid(node)) / 1024, 1)
 
 
 class MetalLB:
@@ -105,15 +113,18 @@ class MetalLB:
         self.lab.kubectl("delete", "-f", str(self.manifest), "--ignore-not-found", "--wait=true", timeout=300)
         wait_for("MetalLB gone", lambda: not self.lab.kubectl("get", "ns", NAMESPACE, check=False).returncode == 0, 180)
 
-    def rss_mb(self, node: str) -> float:
+    def pid(self, node: str) -> int:
         want = os.stat(f"/run/netns/{self.lab.topo.hosts[node].netns}").st_ino
         for pid in subprocess.run(["pgrep", "-x", "speaker"], capture_output=True, text=True).stdout.split():
             try:
                 if os.stat(f"/proc/{pid}/ns/net").st_ino == want:
-                    return round(_rss_kb(int(pid)) / 1024, 1)
+                    return int(pid)
             except OSError:
                 continue
         raise RigError(f"no MetalLB speaker in {node}'s namespace")
+
+    def rss_mb(self, node: str) -> float:
+        return round(_rss_kb(self.pid(node)) / 1024, 1)
 
 
 def one_cut(lab: ClusterLab, ip: str, timeout: float = 60) -> dict:
@@ -145,37 +156,102 @@ def one_cut(lab: ClusterLab, ip: str, timeout: float = 60) -> dict:
     return {"node": node, "seconds": None if back is None else round(back, 3)}
 
 
+class MacWatch:
+    """The client's neighbour entry for ``ip``, sampled every 50 ms: each change of MAC is a
+    move of the VIP."""
+
+    def __init__(self, lab: ClusterLab, ip: str):
+        import threading
+        self.lab, self.ip, self.macs = lab, ip, []
+        self._done = threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            m = kt.client_neigh_mac(self.lab, self.ip)
+            if m and (not self.macs or self.macs[-1] != m):
+                self.macs.append(m)
+            self._done.wait(0.05)
+
+    def __enter__(self) -> "MacWatch":
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._t.join()
+
+    @property
+    def moves(self) -> int:
+        return max(0, len(self.macs) - 1)
+
+
+def speaker_pod(lab: ClusterLab, node: str) -> dict:
+    pods = json.loads(lab.kubectl("-n", NAMESPACE, "get", "pods", "-l", "component=speaker", "-o", "json").stdout)
+    for p in pods["items"]:
+        if p["spec"].get("nodeName") == node:
+            return p
+    raise RigError(f"no speaker pod on {node}")
+
+
+def _restarts_and_ready(pod: dict) -> tuple[int, bool]:
+    sts = pod.get("status", {}).get("containerStatuses") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in pod.get("status", {}).get("conditions") or [])
+    return sum(c.get("restartCount", 0) for c in sts), ready
+
+
+def one_kill(lab: ClusterLab, impl, ip: str) -> dict:
+    """SIGKILL the announcing node's speaker/agent process under 20 requests/s; the kubelet
+    restarts its container. Counted until the pod is ready again with one more restart, + 3 s."""
+    node = kt.announcer(lab, ip)
+    if node is None:
+        raise RigError(f"nobody answers ARP for {ip}")
+    name = speaker_pod(lab, node)["metadata"]["name"]
+    restarts0, _ = _restarts_and_ready(speaker_pod(lab, node))
+    with MacWatch(lab, ip) as mw, kt.Stream(lab, ip, rate=20, timeout=1) as s:
+        time.sleep(1)
+        t0 = time.monotonic()
+        os.kill(impl.pid(node), signal.SIGKILL)
+
+        def back():
+            r, ready = _restarts_and_ready(json.loads(lab.kubectl(
+                "-n", NAMESPACE, "get", "pod", name, "-o", "json").stdout))
+            return r > restarts0 and ready
+        wait_for(f"{node}'s {impl.name} container restarted and ready", back, 180, interval=0.2)
+        took = time.monotonic() - t0
+        time.sleep(3)
+    # stable again before the next trial: answered, the same announcer twice 2 s apart
+    kt.wait_curl(lab, ip, timeout=120)
+    prev = None
+    for _ in range(30):
+        time.sleep(2)
+        cur = kt.announcer(lab, ip)
+        if cur and cur == prev and kt.client_curl(lab, ip):
+            break
+        prev = cur
+    return {"node": node, "requests": len(s.results), "failed": s.failed(), "vip_moves": mw.moves,
+            "ready_again_s": round(took, 2)}
+
+
 def one_rollout(lab: ClusterLab, ip: str) -> dict:
     """`kubectl rollout restart daemonset/speaker` (every speaker/agent pod replaced, one node at
     a time) under 20 requests/s: failed requests, and how often the client's ARP entry for the
     VIP changed MAC (each change is a move of the VIP)."""
-    import threading
-    macs: list = []
-    done = threading.Event()
-
-    def watch():
-        while not done.is_set():
-            m = kt.client_neigh_mac(lab, ip)
-            if m and (not macs or macs[-1] != m):
-                macs.append(m)
-            done.wait(0.05)
-    t = threading.Thread(target=watch, daemon=True)
-    with kt.Stream(lab, ip, rate=20, timeout=2) as s:
-        t.start()
+    with MacWatch(lab, ip) as mw, kt.Stream(lab, ip, rate=20, timeout=2) as s:
         t0 = time.monotonic()
         lab.kubectl("-n", NAMESPACE, "rollout", "restart", "daemonset/speaker")
         lab.kubectl("-n", NAMESPACE, "rollout", "status", "daemonset/speaker", "--timeout=300s", timeout=310)
         took = time.monotonic() - t0
         time.sleep(3)
-    done.set()
-    t.join()
-    return {"requests": len(s.results), "failed": s.failed(), "vip_moves": max(0, len(macs) - 1),
+    return {"requests": len(s.results), "failed": s.failed(), "vip_moves": mw.moves,
             "rollout_s": round(took, 1)}
 
 
 def main() -> None:
     ap = arg_parser(__doc__, "peer_l2_failover")
     ap.add_argument("--cuts", type=int, default=20, help="cuts per implementation in total")
+    ap.add_argument("--kills", type=int, default=10, help="SIGKILL trials per implementation in total")
     ap.add_argument("--blocks", type=int, default=2, help="alternating blocks per implementation")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # the lab comes down (finally) on kill too
@@ -185,6 +261,7 @@ def main() -> None:
     trials: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     footprint: dict[str, dict] = {}
     rollouts: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
+    kills: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     t_all = time.monotonic()
     try:
         lab.up(progress=print, install=False)
@@ -192,7 +269,8 @@ def main() -> None:
             for _, tar in images.values():
                 node.import_image(tar)
         impls = [MetalXDP(lab), MetalLB(lab, manifest)]
-        per_block = max(1, a.cuts // a.blocks)
+        per_block = a.cuts // a.blocks
+        kills_per_block = a.kills // a.blocks
         for block in range(a.blocks):
             for impl in impls:
                 t0 = time.monotonic()
@@ -211,6 +289,13 @@ def main() -> None:
                     trials[impl.name].append(r)
                     took = "no answer within 60 s" if r["seconds"] is None else f"{r['seconds']:.2f} s"
                     print(f"  {impl.name} cut {len(trials[impl.name])}: {r['node']} -> {took}")
+                for i in range(kills_per_block):
+                    r = one_kill(lab, impl, ip)
+                    r["block"] = block
+                    kills[impl.name].append(r)
+                    print(f"  {impl.name} SIGKILL {len(kills[impl.name])}: {r['node']} -> {r['failed']} of "
+                          f"{r['requests']} failed, VIP moves {r['vip_moves']}, ready again after "
+                          f"{r['ready_again_s']:.1f} s")
                 r = one_rollout(lab, ip)
                 rollouts[impl.name].append(r)
                 print(f"  {impl.name} rollout restart of the DaemonSet: {r}")
@@ -218,9 +303,11 @@ def main() -> None:
                 impl.uninstall()
     finally:
         lab.down()
-    rows = {k: summary([t["seconds"] for t in v if t["seconds"] is not None], "s", 3) for k, v in trials.items()}
+    rows = {k: summary(ok, "s", 3) if (ok := [t["seconds"] for t in v if t["seconds"] is not None]) else {"n": 0}
+            for k, v in trials.items()}
     print_table("L2 failover (cut -> first success)", rows, "s", 2, 36, 7)
-    ratio = rows["metallb"]["p50_s"] / rows["metalxdp"]["p50_s"] if rows["metalxdp"]["p50_s"] else None
+    ratio = (rows["metallb"]["p50_s"] / rows["metalxdp"]["p50_s"]
+             if rows["metalxdp"]["n"] and rows["metallb"]["n"] and rows["metalxdp"]["p50_s"] else None)
     if ratio:
         print(f"p50 ratio MetalLB / metalxdp: {ratio:.1f}x")
     for k, v in footprint.items():
@@ -229,11 +316,22 @@ def main() -> None:
         print(f"DaemonSet rollout restart under 20 req/s, {k}: "
               f"{sum(r['failed'] for r in v)} of {sum(r['requests'] for r in v)} requests failed, "
               f"VIP moves {[r['vip_moves'] for r in v]}")
+    kill_rows = {}
+    for k, v in kills.items():
+        if v:
+            kill_rows[k] = {"trials": len(v), "requests": sum(r["requests"] for r in v),
+                            "failed": sum(r["failed"] for r in v),
+                            "failed_per_trial": summary([r["failed"] for r in v], "n", 0),
+                            "vip_moves_per_trial": summary([r["vip_moves"] for r in v], "n", 0),
+                            "ready_again_s": summary([r["ready_again_s"] for r in v], "s", 2)}
+            print(f"SIGKILL of the {'speaker' if k == 'metallb' else 'agent'} under 20 req/s, {k}: "
+                  f"{kill_rows[k]['failed']} of {kill_rows[k]['requests']} requests failed over {len(v)} kills, "
+                  f"VIP moves {[r['vip_moves'] for r in v]}")
     write_json(Path(a.out), {
         "metallb_version": VERSION, "cuts_per_impl": a.cuts, "blocks": a.blocks,
         "summary": rows, "p50_ratio_metallb_over_metalxdp": round(ratio, 2) if ratio else None,
         "failed_cuts": {k: sum(1 for t in v if t["seconds"] is None) for k, v in trials.items()},
-        "footprint_rss_mb": footprint, "rollouts": rollouts, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
+        "footprint_rss_mb": footprint, "rollouts": rollouts, "kills": kill_rows, "kill_trials": kills, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
 
 
 if __name__ == "__main__":
