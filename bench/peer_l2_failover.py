@@ -21,7 +21,12 @@ the client's ARP entry for the VIP) are counted until the container is ready aga
 Then the DaemonSet is restarted (`kubectl rollout restart`) under 20 requests/s: failed requests
 and VIP moves are counted the same way.
 
-Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--kills 10] [--blocks 2]
+BGP (``--bgp``, default 10 per implementation): the lab's BGP pool, BGPAdvertisement and BGPPeers
+(native BGP mode for MetalLB) are applied too; a trial creates an ETP Cluster Service in the BGP
+pool and polls the router's kernel table every 20 ms: create call sent -> the first route, ->
+all three next hops (ECMP); then delete call sent -> the route gone.
+
+Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--kills 10] [--bgp 10] [--blocks 2]
 """
 from __future__ import annotations
 
@@ -66,6 +71,69 @@ def l2_resources(lab: ClusterLab) -> list[dict]:
             and o["metadata"]["name"] == "lab-l2"]
 
 
+def bgp_resources(lab: ClusterLab) -> list[dict]:
+    return [o for o in lab.spec.metallb_resources() if o["kind"] in ("IPAddressPool", "BGPAdvertisement", "BGPPeer")
+            and o["metadata"]["name"] != "lab-l2"]
+
+
+def router_routes(lab: ClusterLab, pool: list[str]) -> dict[str, int]:
+    """The router's kernel routes inside ``pool``: prefix -> number of next hops."""
+    import ipaddress
+    nets = [ipaddress.ip_network(c) for c in pool]
+    out = lab.topo.hosts["router"].run(["ip", "-j", "-4", "route", "show"], check=False).stdout
+    got = {}
+    for r in json.loads(out or "[]"):
+        dst = r.get("dst", "")
+        try:
+            net = ipaddress.ip_network(dst if "/" in dst else dst + "/32")
+        except ValueError:
+            continue
+        if any(net.subnet_of(n) for n in nets if n.version == net.version):
+            got[dst] = len(r.get("nexthops") or []) or 1
+    return got
+
+
+def one_bgp(lab: ClusterLab, w, k: int) -> dict:
+    """Create call sent -> first route and all next hops at the router; delete -> route gone."""
+    pool = [c for c in lab.spec.bgp_pool if ":" not in c]
+    before = router_routes(lab, pool)
+    name = f"bgp-{k}"
+    obj = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": w.ns, "annotations": {"metallb.io/address-pool": "lab-bgp"}},
+           "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ipFamilies": ["IPv4"],
+                    "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
+    t0 = time.monotonic()
+    lab.kubectl("apply", "-f", "-", input_=json.dumps(obj))
+    first = full = None
+    prefix = None
+    nodes = len(lab.spec.node_names())
+    deadline = t0 + 120
+    while time.monotonic() < deadline and full is None:
+        new = {p: n for p, n in router_routes(lab, pool).items() if p not in before}
+        if new:
+            prefix, hops = next(iter(new.items()))
+            first = first or time.monotonic() - t0
+            if hops >= nodes:
+                full = time.monotonic() - t0
+        time.sleep(0.02)
+    if full is None:
+        raise RigError(f"{name}: no route with {nodes} next hops at the router within 120 s (first: {first})")
+    time.sleep(1)
+    t1 = time.monotonic()
+    lab.kubectl("-n", w.ns, "delete", "service", name, "--wait=false")
+    gone = None
+    while time.monotonic() < t1 + 120:
+        if prefix not in router_routes(lab, pool):
+            gone = time.monotonic() - t1
+            break
+        time.sleep(0.02)
+    if gone is None:
+        raise RigError(f"{name}: {prefix} still routed 120 s after the delete")
+    time.sleep(1)
+    return {"prefix": prefix, "first_route_s": round(first, 3), "all_next_hops_s": round(full, 3),
+            "withdrawn_s": round(gone, 3)}
+
+
 def apply_through_webhook(lab: ClusterLab, objs: list[dict]) -> None:
     for obj in objs:
         def applied(obj=obj):
@@ -79,13 +147,13 @@ def apply_through_webhook(lab: ClusterLab, objs: list[dict]) -> None:
 class MetalXDP:
     name = "metalxdp"
 
-    def __init__(self, lab: ClusterLab):
-        self.lab = lab
+    def __init__(self, lab: ClusterLab, bgp: bool = False):
+        self.lab, self.bgp = lab, bgp
 
     def install(self) -> None:
         self.lab.kubectl("apply", "-k", str(overlay(self.lab.workdir, self.lab.images["metalxdp"].ref)))
         self.lab.wait_installed()
-        apply_through_webhook(self.lab, l2_resources(self.lab))
+        apply_through_webhook(self.lab, l2_resources(self.lab) + (bgp_resources(self.lab) if self.bgp else []))
 
     def uninstall(self) -> None:
         self.lab.uninstall()
@@ -101,13 +169,13 @@ class MetalXDP:
 class MetalLB:
     name = "metallb"
 
-    def __init__(self, lab: ClusterLab, manifest: Path):
-        self.lab, self.manifest = lab, manifest
+    def __init__(self, lab: ClusterLab, manifest: Path, bgp: bool = False):
+        self.lab, self.manifest, self.bgp = lab, manifest, bgp
 
     def install(self) -> None:
         self.lab.kubectl("apply", "-f", str(self.manifest))
         self.lab.wait_installed()          # the same names: deployment/controller, daemonset/speaker
-        apply_through_webhook(self.lab, l2_resources(self.lab))
+        apply_through_webhook(self.lab, l2_resources(self.lab) + (bgp_resources(self.lab) if self.bgp else []))
 
     def uninstall(self) -> None:
         self.lab.kubectl("delete", "-f", str(self.manifest), "--ignore-not-found", "--wait=true", timeout=300)
@@ -231,7 +299,10 @@ def one_kill(lab: ClusterLab, impl, ip: str) -> dict:
             break
         prev = cur
     return {"node": node, "requests": len(s.results), "failed": s.failed(), "vip_moves": mw.moves,
-            "ready_again_s": round(took, 2)}
+            "ready_again_s": round(took, 2),
+            # when each failed request was sent (s after the kill) and curl's exit code (28: timed out,
+            # 7: refused, 56: reset)
+            "failures": [(round(t - t0, 2), rc) for t, rc in s.failures]}
 
 
 def one_rollout(lab: ClusterLab, ip: str) -> dict:
@@ -252,6 +323,7 @@ def main() -> None:
     ap = arg_parser(__doc__, "peer_l2_failover")
     ap.add_argument("--cuts", type=int, default=20, help="cuts per implementation in total")
     ap.add_argument("--kills", type=int, default=10, help="SIGKILL trials per implementation in total")
+    ap.add_argument("--bgp", type=int, default=10, help="BGP Service create/delete trials per implementation in total")
     ap.add_argument("--blocks", type=int, default=2, help="alternating blocks per implementation")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # the lab comes down (finally) on kill too
@@ -262,13 +334,14 @@ def main() -> None:
     footprint: dict[str, dict] = {}
     rollouts: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     kills: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
+    bgp: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     t_all = time.monotonic()
     try:
         lab.up(progress=print, install=False)
         for node in lab.cluster.nodes.values():
             for _, tar in images.values():
                 node.import_image(tar)
-        impls = [MetalXDP(lab), MetalLB(lab, manifest)]
+        impls = [MetalXDP(lab, bgp=a.bgp > 0), MetalLB(lab, manifest, bgp=a.bgp > 0)]
         per_block = a.cuts // a.blocks
         kills_per_block = a.kills // a.blocks
         for block in range(a.blocks):
@@ -296,6 +369,14 @@ def main() -> None:
                     print(f"  {impl.name} SIGKILL {len(kills[impl.name])}: {r['node']} -> {r['failed']} of "
                           f"{r['requests']} failed, VIP moves {r['vip_moves']}, ready again after "
                           f"{r['ready_again_s']:.1f} s")
+                if a.bgp:      # warm-up, not counted: the sessions are up and the first route is in
+                    one_bgp(lab, w, 1000 + block)
+                for i in range(a.bgp // a.blocks):
+                    r = one_bgp(lab, w, len(bgp[impl.name]))
+                    r["block"] = block
+                    bgp[impl.name].append(r)
+                    print(f"  {impl.name} BGP {len(bgp[impl.name])}: {r['prefix']} first route {r['first_route_s']:.2f} s, "
+                          f"all next hops {r['all_next_hops_s']:.2f} s, withdrawn {r['withdrawn_s']:.2f} s after the delete")
                 r = one_rollout(lab, ip)
                 rollouts[impl.name].append(r)
                 print(f"  {impl.name} rollout restart of the DaemonSet: {r}")
@@ -327,11 +408,21 @@ def main() -> None:
             print(f"SIGKILL of the {'speaker' if k == 'metallb' else 'agent'} under 20 req/s, {k}: "
                   f"{kill_rows[k]['failed']} of {kill_rows[k]['requests']} requests failed over {len(v)} kills, "
                   f"VIP moves {[r['vip_moves'] for r in v]}")
+    bgp_rows = {}
+    for k, v in bgp.items():
+        if v:
+            bgp_rows[k] = {f: summary([r[f] for r in v], "s", 3) for f in ("first_route_s", "all_next_hops_s", "withdrawn_s")}
+    if bgp_rows.get("metalxdp") and bgp_rows.get("metallb"):
+        for f in ("first_route_s", "all_next_hops_s", "withdrawn_s"):
+            mx, ml = bgp_rows["metalxdp"][f]["p50_s"], bgp_rows["metallb"][f]["p50_s"]
+            print(f"BGP {f[:-2].replace('_', ' ')}: metalxdp p50 {mx:.3f} s, MetalLB p50 {ml:.3f} s "
+                  f"(MetalLB/metalxdp {ml / mx:.2f}x)" if mx else f"BGP {f}: metalxdp {mx}, MetalLB {ml}")
     write_json(Path(a.out), {
         "metallb_version": VERSION, "cuts_per_impl": a.cuts, "blocks": a.blocks,
         "summary": rows, "p50_ratio_metallb_over_metalxdp": round(ratio, 2) if ratio else None,
         "failed_cuts": {k: sum(1 for t in v if t["seconds"] is None) for k, v in trials.items()},
-        "footprint_rss_mb": footprint, "rollouts": rollouts, "kills": kill_rows, "kill_trials": kills, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
+        "footprint_rss_mb": footprint, "rollouts": rollouts, "kills": kill_rows, "kill_trials": kills,
+        "bgp": bgp_rows, "bgp_trials": bgp, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
 
 
 if __name__ == "__main__":
