@@ -52,15 +52,22 @@ class L2Announcer:
         self.handoff_enabled = handoff_max_s > 0
         self.handoff = election.HandoffTracker(quiet_s=handoff_quiet_s, max_s=handoff_max_s)
         self.announced: dict[tuple[str, str], str] = {}    # (ip, ifname) -> service key
+        self.standing_in: set[tuple[str, str]] = set()      # announced, as a stand-in (no GARP)
         self._handoff: dict[tuple[str, str], str] = {}     # (ip, ifname) -> service key
 
-    def apply(self, want: dict, moved: dict[str, str], ifaces: dict[str, int]) -> None:
+    def apply(self, want: dict, moved: dict[str, str], ifaces: dict[str, int],
+              stand_in: frozenset = frozenset()) -> None:
+        """``stand_in``: the entries of ``want`` answered for a crash-held node (its agent died,
+        its kernel forwards): ARP/NDP requests are answered, no gratuitous burst is sent, so the
+        clients that already use the held node stay there; once the hold ends in a real
+        takeover the entry becomes a normal announcement, with its gratuitous burst."""
         self._withdraw_stale(want, ifaces)
         now = time.monotonic()
         for (ip, ifname), svc_key in list(self.announced.items()):
             if (ip, ifname) not in want:
                 self.garp.cancel(ip, ifname)
                 del self.announced[(ip, ifname)]
+                self.standing_in.discard((ip, ifname))
                 if ip in moved and self.handoff_enabled and ifname in ifaces:
                     # planned move to another live node: stale clients (caches that ignored the
                     # new owner's GARP) still reach us; keep answering their unicast probes
@@ -91,8 +98,17 @@ class L2Announcer:
             if ifname not in attached:
                 self.dp.attach(ifname)
                 attached.add(ifname)
-            if new:
+            if (ip, ifname) in stand_in:
+                if new:
+                    self.announced[(ip, ifname)] = svc_key
+                    self.standing_in.add((ip, ifname))
+                    log.info("answering ARP/NDP for a node whose agent crashed (crash hold; no "
+                             "gratuitous ARP)", event="serviceStandIn", protocol="layer2", service=svc_key,
+                             ip=ip, interface=ifname, node=self.node)
+                continue
+            if new or (ip, ifname) in self.standing_in:
                 self.announced[(ip, ifname)] = svc_key
+                self.standing_in.discard((ip, ifname))
                 self.garp.start(ip, ifname)
                 log.info("service announced", event="serviceAnnounced", protocol="layer2", service=svc_key,
                          ip=ip, interface=ifname, node=self.node)

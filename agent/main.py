@@ -39,7 +39,7 @@ DEFAULT_STATUS_ENDPOINT = "http://127.0.0.1:7472"
               "(default: keep answering so a restart is hitless).")
 @click.option("--liveness-max-age-ms", default=400, show_default=True, type=int,
               help="Split-brain guard: XDP stops answering this long after the agent stops refreshing it (0: off).")
-@click.option("--crash-hold-ms", default=3000, show_default=True, type=click.IntRange(min=0),
+@click.option("--crash-hold-ms", default=15000, show_default=True, type=click.IntRange(min=0),
               help="When another node's agent dies but the node still answers (its TCP gossip port "
                    "refuses: a crash, an OOM kill), keep its VIPs there this long for the restarted agent "
                    "instead of moving them away and back; its kernel keeps forwarding (0: take over at once).")

@@ -108,7 +108,7 @@ class MembershipConfig:
     #                                beyond 32 members, see sync_interval_for)
     dead_retention: float = 300.0  # forget dead members after this (seeds are kept)
     restart_hold: float = 15.0     # a member restarting (planned) counts this long, unprobed
-    crash_hold: float = 3.0        # a member whose node refuses the TCP probe (agent down, kernel
+    crash_hold: float = 15.0       # a member whose node refuses the TCP probe (agent down, kernel
     #                                up: a crash) counts this long, still probed; 0: off
 
     def __post_init__(self):
@@ -349,6 +349,11 @@ class Membership:
             out.add(self.name)
         return frozenset(out)
 
+    def crash_held(self) -> frozenset[str]:
+        """The members being crash-held (see ``refused``): counted, but nobody answers for them."""
+        return frozenset(n for n in self._suspects
+                         if self._members[n].state == RESTARTING and self._members[n].crashed)
+
     def member(self, name: str) -> Optional[Member]:
         return self._members.get(name)
 
@@ -458,6 +463,7 @@ class Membership:
     def _set_state(self, now: float, m: Member, state: int, inc: int,
                    hold: Optional[float] = None) -> None:
         was_member = m.state != DEAD
+        was_held = m.state == RESTARTING and m.crashed
         if state == ALIVE or inc > m.incarnation:
             m.crashed = False          # a new life (or a refutation): it may be crash-held again
         m.state, m.incarnation, m.since = state, inc, now
@@ -485,6 +491,8 @@ class Membership:
                     self._live[i] = last
                     self._live_pos[last] = i
             self._event("joined" if is_member else "left", m.name)
+        if was_held and state != RESTARTING:
+            self._event("released", m.name)      # back (refuted), silent (suspect) or dead
 
     def _sample_live(self, k: int, exclude: str = "", alive_only: bool = False) -> list[Member]:
         """Up to k random live members (O(k), not O(n))."""

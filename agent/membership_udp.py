@@ -40,8 +40,8 @@ import threading
 import time
 from typing import Callable, Optional
 
-from agent.membership import (DEFAULT_PORT, Addr, Membership, MembershipConfig, Outgoing,
-                              derive_key)
+from agent.membership import (DEFAULT_PORT, STATE_NAMES, Addr, Membership, MembershipConfig,
+                              Outgoing, derive_key)
 from metalxdp.log import get_logger
 
 CLONE_NEWNET = 0x40000000
@@ -145,18 +145,20 @@ class MembershipRunner:
                  on_join: Optional[Callable[[str], None]] = None,
                  on_leave: Optional[Callable[[str], None]] = None,
                  clock: Callable[[], float] = time.monotonic,
-                 stream_sock: Optional[socket.socket] = None, netns: Optional[str] = None):
+                 stream_sock: Optional[socket.socket] = None, netns: Optional[str] = None,
+                 on_held: Optional[Callable[[str], None]] = None):
         """stream_sock: the TCP listener (``open_stream_socket``); without it the fallback
         probes are neither served nor sent. netns: where to open outgoing TCP connections when
         the runner's thread is not already in the node's namespace (tests)."""
         self.m, self.sock, self.clock = membership, sock, clock
         self.stream_sock, self.netns = stream_sock, netns
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
-        self.on_join, self.on_leave = on_join, on_leave
+        self.on_join, self.on_leave, self.on_held = on_join, on_leave, on_held
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._members: frozenset[str] = frozenset({membership.name})
+        self._held: frozenset[str] = frozenset()
         self.version = 0
         self.send_errors = 0
         self.stream_errors = 0
@@ -165,6 +167,11 @@ class MembershipRunner:
     def members(self) -> frozenset[str]:
         with self._lock:
             return self._members
+
+    def held(self) -> frozenset[str]:
+        """The crash-held members (Membership.crash_held), thread-safe."""
+        with self._lock:
+            return self._held
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -253,6 +260,7 @@ class MembershipRunner:
             if events:
                 self._members = self.m.members(self.clock())
                 self.version = self.m.version
+            self._held = self.m.crash_held() if self.m.cfg.crash_hold > 0 else frozenset()
         self._send(out)
         if self.stream_sock is not None:
             for addr, data in stream:
@@ -266,6 +274,14 @@ class MembershipRunner:
                 log.info("member's agent is down but its node answers: keeping it for the crash "
                          "hold", event="memberCrashHeld", node=self.m.name, member=name,
                          hold_s=self.m.cfg.crash_hold)
+                if self.on_held:
+                    self.on_held(name)
+            elif kind == "released":
+                m = self.m.member(name)
+                log.info("crash hold ended", event="memberCrashHoldEnded", node=self.m.name, member=name,
+                         state=STATE_NAMES.get(m.state, "?") if m else "forgotten")
+                if self.on_held:
+                    self.on_held(name)
             else:
                 log.info("member left", event="memberLeft", node=self.m.name, member=name)
                 if self.on_leave:

@@ -59,7 +59,7 @@ class AgentSettings:
     ml_secret_name: str = "memberlist"  # Secret with key "secretkey", as MetalLB
     liveness_max_age_ms: int = 400      # XDP stops answering this long after the agent dies
     stop_grace_ms: int = 15000          # ...and this long after a clean stop (planned restart)
-    crash_hold_ms: int = 3000           # a crashed peer (node up, agent down) keeps its VIPs this long
+    crash_hold_ms: int = 15000          # a crashed peer (node up, agent down) keeps its VIPs this long
     handoff_quiet_s: float = 2.0        # planned move: keep answering stale clients until quiet...
     handoff_max_s: float = 30.0         # ...or at most this long (0: no handoff, withdraw at once)
     bgp_workdir: Path = Path("/run/metalxdp/agent")
@@ -189,6 +189,7 @@ class Agent:
         self.membership = MembershipRunner(m, open_socket(mine[0], self.s.ml_port),
                                            on_join=lambda n: self._wake.set(),
                                            on_leave=lambda n: self._wake.set(),
+                                           on_held=lambda n: self._wake.set(),
                                            stream_sock=stream).start()
         log.info("membership started", event="membershipStarted", bind=mine[0], seeds=len(seeds))
 
@@ -284,6 +285,12 @@ class Agent:
             return
         nodes = {n["metadata"]["name"]: node_view_from_k8s(n, self.s.ignore_exclude_lb) for n in self.nodes.items()}
         members = self.membership.members() if self.membership else None
+        # crash-held members keep their VIPs (no gratuitous ARP moves a client away and back), but
+        # their XDP went quiet with their agent: the node that would win without them answers ARP
+        # requests meanwhile, without gratuitous ARP (a stand-in), so a client that has to ask
+        # is answered too
+        held = (self.membership.held() & members) if self.membership and members else frozenset()
+        stand_in: set[tuple[str, str]] = set()
         if self.metrics and members is not None:
             self.metrics.members.set(len(members))
         slices_by_svc: dict[str, list] = {}
@@ -315,6 +322,13 @@ class Agent:
             view = election.ServiceView(key, ips, labels, pool, etp_local, has_serving, ready_nodes,
                                         annotation(svc, SHARED_IP_ANNOTATION, ""))
             decision = election.announcing_node_for(view, nodes, cfg, members)
+            if held and decision.node in held:
+                alt = election.announcing_node_for(view, nodes, cfg, members - held)
+                if alt.node == self.node:
+                    for ifname in election.filter_interfaces(ifaces, alt.interfaces) or ():
+                        for ip in ips:
+                            want_l2[(str(ip), ifname)] = (key, etp_local and self.node not in ready_nodes)
+                            stand_in.add((str(ip), ifname))
             self._svc_info[key] = (svc, tuple(str(i) for i in ips), decision.pool or pool)
             protocols = reasons.applicable_protocols(cfg, decision.pool or pool, self.s.enable_bgp)
             if not protocols:
@@ -339,7 +353,7 @@ class Agent:
                                                 self.node in ready_nodes, has_serving))
             if reasons.BGP in protocols:
                 bgp_keys.add(key)
-        self._apply_l2(want_l2, moved, ifaces, l2_status)
+        self._apply_l2(want_l2, moved, ifaces, l2_status, stand_in)
         plan = None
         if self.s.enable_bgp and self.node in nodes:
             plan = self._apply_bgp(cfg, nodes[self.node], bgp_views)
@@ -356,10 +370,11 @@ class Agent:
         self._report(outcomes)
 
     # ---- L2 --------------------------------------------------------------------------------
-    def _apply_l2(self, want: dict, moved: dict, ifaces: dict, l2_status: dict) -> None:
+    def _apply_l2(self, want: dict, moved: dict, ifaces: dict, l2_status: dict,
+                  stand_in: frozenset = frozenset()) -> None:
         if self.dp is None:
             return
-        self.l2.apply(want, moved, ifaces)
+        self.l2.apply(want, moved, ifaces, stand_in)
         # events, ServiceL2Status and metrics follow the set of services we announce
         for key, (names, svc) in l2_status.items():
             if key not in self.l2_services:

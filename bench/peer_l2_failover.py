@@ -72,8 +72,22 @@ def l2_resources(lab: ClusterLab) -> list[dict]:
 
 
 def bgp_resources(lab: ClusterLab) -> list[dict]:
-    return [o for o in lab.spec.metallb_resources() if o["kind"] in ("IPAddressPool", "BGPAdvertisement", "BGPPeer")
-            and o["metadata"]["name"] != "lab-l2"]
+    """The lab's BGP pool, advertisement and peer as MetalLB's native BGP mode accepts them (its
+    webhook refuses IPv6 in a BGP-advertised pool, and keepaliveTime, on native mode: IPv4
+    only, the hold time alone), applied alike to both implementations."""
+    out = []
+    for o in lab.spec.metallb_resources():
+        if o["metadata"]["name"] == "lab-l2" or o["kind"] not in ("IPAddressPool", "BGPAdvertisement", "BGPPeer"):
+            continue
+        o = json.loads(json.dumps(o))
+        if o["kind"] == "IPAddressPool":
+            o["spec"]["addresses"] = [c for c in o["spec"]["addresses"] if ":" not in c]
+        if o["kind"] == "BGPPeer":
+            if ":" in o["spec"]["peerAddress"]:
+                continue
+            o["spec"].pop("keepaliveTime", None)
+        out.append(o)
+    return out
 
 
 def router_routes(lab: ClusterLab, pool: list[str]) -> dict[str, int]:
@@ -327,6 +341,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=2, help="alternating blocks per implementation")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # the lab comes down (finally) on kill too
+    sys.stdout.reconfigure(line_buffering=True)
     manifest = metallb_manifest()
     images = metallb_images()
     lab = ClusterLab(Path(tempfile.mkdtemp(prefix="peer-l2-")), spec=LabSpec())

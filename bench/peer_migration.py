@@ -3,7 +3,8 @@
 The cluster lab (real nodes: containerd, kubelet, kube-proxy; FRR router), once per trial.
 MetalLB (the release pinned in scripts/metallb/VERSION: its own manifest, images built from the
 Go modules) is installed as its users install it, with the lab's resources (an L2 pool and
-L2Advertisement, a BGP pool, BGPAdvertisement and two BGPPeers) admitted by MetalLB's webhook;
+L2Advertisement, a BGP pool, BGPAdvertisement and the IPv4 BGPPeer, as MetalLB's native BGP
+mode accepts them) admitted by MetalLB's webhook;
 one L2 Service and one BGP Service (IPv4) in front of 3 backends. Then docs/migration.md is
 followed to the letter:
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.benchstats import arg_parser, summary, write_json  # noqa: E402
 from bench.peer_l2_failover import (VERSION, MacWatch, MetalLB, apply_through_webhook,  # noqa: E402
-                                    metallb_images, metallb_manifest)
+                                    bgp_resources, metallb_images, metallb_manifest)
 from metalxdp.lab import kube_tools as kt  # noqa: E402
 from metalxdp.lab.kube_cluster import ClusterLab, overlay  # noqa: E402
 from metalxdp.lab.spec import NAMESPACE, LabSpec  # noqa: E402
@@ -101,8 +102,7 @@ def one_trial(lab: ClusterLab, k: int, manifest: Path, log) -> dict:
     mlb = MetalLB(lab, manifest)
     t0 = time.monotonic()
     mlb.install()
-    apply_through_webhook(lab, [o for o in lab.spec.metallb_resources()
-                                if o["metadata"]["name"] not in ("lab-l2",)])   # lab-l2: install() did
+    apply_through_webhook(lab, bgp_resources(lab))    # the L2 ones: install() did
     log(f"[trial {k}] MetalLB {VERSION} installed with the lab's resources in {time.monotonic() - t0:.1f} s")
     w = kt.Workload(lab, ns="migrate")
     w.backends("web", 3)
@@ -180,6 +180,7 @@ def main() -> None:
     images = metallb_images()
     lab = ClusterLab(Path(tempfile.mkdtemp(prefix="peer-mig-")), spec=LabSpec())
     trials, t_all = [], time.monotonic()
+    sys.stdout.reconfigure(line_buffering=True)
     try:
         lab.up(progress=print, install=False)
         for node in lab.cluster.nodes.values():

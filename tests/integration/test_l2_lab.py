@@ -333,7 +333,8 @@ def test_agent_restart_under_request_stream_loses_no_request(lab, sig):
     membership; the new agent adopts the pinned program and maps, so ARP is answered throughout.
     SIGKILL (crash): the node's XDP goes quiet 400 ms after the last heartbeat; the others' probes
     go unanswered, but the node's kernel refuses their TCP fallback probe (nothing listens on
-    the gossip port), so they crash-hold it (``--crash-hold-ms``, 3 s) instead of electing
+    the gossip port), so they crash-hold it (``--crash-hold-ms``, 15 s; the next node answers ARP requests meanwhile as a stand-in,
+    without gratuitous ARP) instead of electing
     another node: the VIP does not move away and back, the client keeps using the node its
     neighbour entry names (its kernel and the kube-proxy stand-in forward without the agent),
     and the restarted agent takes up where it was. Without the hold (``--crash-hold-ms 0``)
@@ -459,6 +460,9 @@ def test_killed_agent_node_stops_answering_after_liveness_window(lab):
             wait_for(f"{owner} to stop answering", lambda: not answers_directly(lab, owner, ip), 5)
             silent_after = time.monotonic() - t_kill
             other = wait_announcer(lab, ip, set(NODES) - {owner}, timeout=10)
+            # its kernel refused the peers' TCP probes: they crash-hold it, and the next node
+            # answers as a stand-in (requests only, no gratuitous ARP) until the hold ends
+            assert lt.agent_log_events(lab, other, "serviceStandIn", ip=ip), f"{other} is no stand-in"
             # and it stays quiet: its answers are not coming back while the agent is gone
             for _ in range(3):
                 assert not answers_directly(lab, owner, ip)

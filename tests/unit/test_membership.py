@@ -391,9 +391,12 @@ def test_a_crashed_agent_whose_node_refuses_tcp_is_held_and_refutes_on_restart()
         assert net.nodes[n].states()["node3"] == "restarting"
         assert net.nodes[n].stats["crash_held"] == 1
     assert [e[1] for e in net.log if e[2] == "held"] and not [e for e in net.log if e[2] == "left"]
+    assert net.nodes["node1"].crash_held() == {"node3"}      # the agent's stand-in election uses it
     _restart_crashed_node3(net)
     net.until(lambda: all(net.nodes[n].states().get("node3") == "alive" for n in ("node1", "node2"))
               and net.view("node3") == ALL3, limit=2.0)
+    assert net.nodes["node1"].crash_held() == frozenset()
+    assert {e[1] for e in net.log if e[2] == "released" and e[3] == "node3"} == {"node1", "node2"}
     net.run(1.0)
     assert not [e for e in net.log if e[3] == "node3" and e[2] == "left"], net.log
     assert all(net.view(n) == ALL3 for n in ALL3)
