@@ -188,6 +188,14 @@ class MetalLB:
 
     def install(self) -> None:
         self.lab.kubectl("apply", "-f", str(self.manifest))
+        if self.bgp:
+            # MetalLB v0.15.2's BGPPeer CRD declares myASN/peerASN `format: int32` with `maximum:
+            # 4294967295`; Kubernetes 1.36 refuses every BGPPeer against that schema ("Maximum
+            # boundary value must be of type integer with format int32 in spec.myASN"). So with
+            # BGP the lab runs MetalLB's workloads over metalxdp's CRDs (the same group, kinds,
+            # versions and conversion Service; int64 there). docs/compatibility.md
+            from metalxdp.lab.cluster import CRD_DIR
+            self.lab.kubectl("apply", "-f", str(CRD_DIR))
         self.lab.wait_installed()          # the same names: deployment/controller, daemonset/speaker
         apply_through_webhook(self.lab, l2_resources(self.lab) + (bgp_resources(self.lab) if self.bgp else []))
 
