@@ -190,7 +190,7 @@ class MetalLB:
         self.lab.kubectl("apply", "-f", str(self.manifest))
         if self.bgp:
             # MetalLB v0.15.2's BGPPeer CRD declares myASN/peerASN `format: int32` with `maximum:
-            # 4294967295`; Kubernetes 1.36 refuses every BGPPeer against that schema ("Maximum
+            # 4294967295`; Kubernetes 1.36 refused the lab's BGPPeer against that schema ("Maximum
             # boundary value must be of type integer with format int32 in spec.myASN"). So with
             # BGP the lab runs MetalLB's workloads over metalxdp's CRDs (the same group, kinds,
             # versions and conversion Service; int64 there). docs/compatibility.md

@@ -4,7 +4,8 @@ The cluster lab (real nodes: containerd, kubelet, kube-proxy; FRR router), once 
 MetalLB (the release pinned in scripts/metallb/VERSION: its own manifest, images built from the
 Go modules) is installed as its users install it, with the lab's resources (an L2 pool and
 L2Advertisement, a BGP pool, BGPAdvertisement and the IPv4 BGPPeer, as MetalLB's native BGP
-mode accepts them) admitted by MetalLB's webhook;
+mode accepts them) admitted by MetalLB's webhook (over metalxdp's CRDs: MetalLB v0.15.2's own
+BGPPeer CRD refuses the lab's BGPPeer on Kubernetes 1.36, docs/compatibility.md);
 one L2 Service and one BGP Service (IPv4) in front of 3 backends. Then docs/migration.md is
 followed to the letter:
 
@@ -37,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.benchstats import arg_parser, summary, write_json  # noqa: E402
-from bench.peer_l2_failover import (VERSION, MacWatch, MetalLB, apply_through_webhook,  # noqa: E402
-                                    bgp_resources, metallb_images, metallb_manifest)
+from bench.peer_l2_failover import (VERSION, MacWatch, MetalLB, metallb_images,  # noqa: E402
+                                    metallb_manifest)
 from metalxdp.lab import kube_tools as kt  # noqa: E402
 from metalxdp.lab.kube_cluster import ClusterLab, overlay  # noqa: E402
 from metalxdp.lab.spec import NAMESPACE, LabSpec  # noqa: E402
@@ -99,10 +100,9 @@ def outages(results: list[tuple[float, bool]]) -> list[float]:
 
 
 def one_trial(lab: ClusterLab, k: int, manifest: Path, log) -> dict:
-    mlb = MetalLB(lab, manifest)
+    mlb = MetalLB(lab, manifest, bgp=True)     # the lab's L2 and (native-mode) BGP resources
     t0 = time.monotonic()
     mlb.install()
-    apply_through_webhook(lab, bgp_resources(lab))    # the L2 ones: install() did
     log(f"[trial {k}] MetalLB {VERSION} installed with the lab's resources in {time.monotonic() - t0:.1f} s")
     w = kt.Workload(lab, ns="migrate")
     w.backends("web", 3)
