@@ -44,7 +44,7 @@ metallb:
 # cluster lab; each prints both figures and the ratio and writes bench/results/peer_*.json
 .PHONY: bench-peer
 bench-peer: setup metallb
-	@for b in peer_validation peer_controller peer_l2_failover; do \
+	@for b in peer_validation peer_controller peer_l2_failover peer_migration; do \
 		echo "== bench/$$b.py"; s=$$(date +%s); $(PY) bench/$$b.py || exit 1; \
 		echo "== bench/$$b.py took $$(( $$(date +%s) - s )) s"; done
 
