@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -397,11 +398,15 @@ def test_exabgp_crash_looping_backs_off_is_reported_and_layer2_stays(lab, made, 
     wait_for(f"{node}'s agent to report the crash loop",
              lambda: lt.agent_log_events(lab, node, "exabgpCrashLooping"), 30)
     wait_hops(lab, vip, set(NODE4.values()) - {NODE4[node]}, timeout=30)
-    died = lambda: len([r for r in lt.agent_log_events(lab, node, "exabgpDied") if r.get("code") == 3])  # noqa: E731
-    # backing off: after 0, 0.5, 1, 2 s the delays are 5, 10, 30 s - at most two more in 8 s
-    n0 = died()
-    time.sleep(8)
-    assert died() - n0 <= 2, f"{died() - n0} restarts in 8 s: no back-off"
+    deaths = lambda: [r for r in lt.agent_log_events(lab, node, "exabgpDied") if r.get("code") == 3]  # noqa: E731
+    # backing off: the restart delays are 0, 0.5, 1, 2, 5 s, ... (RESTART_BACKOFF), so the gaps
+    # between deaths grow; a tight loop would die every few ms. (Counting deaths in a fixed window
+    # raced the schedule: sampled just after the 3rd death, deaths 4-6 all fit in 8 s.)
+    wait_for("six deaths of the failing ExaBGP", lambda: len(deaths()) >= 6, 40)
+    t = [datetime.strptime(r["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() for r in deaths()[:6]]
+    gaps = [round(b - a, 2) for a, b in zip(t, t[1:])]
+    assert gaps[3] >= 1.5 and gaps[4] >= 4.5, f"gaps between deaths {gaps} s: no back-off"
+    assert all(b >= a - 0.3 for a, b in zip(gaps, gaps[1:])), f"gaps between deaths {gaps} s do not grow"
     assert len(lt.agent_log_events(lab, node, "exabgpCrashLooping")) == 1, "reported more than once"
     m = metrics(lab, node)
     assert sample(m, "metalxdp_bgp_speaker_crash_looping") == 1.0
