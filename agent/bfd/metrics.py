@@ -10,11 +10,12 @@ exposes, per peer address:
   metallb_bfd_control_packet_output  counter* control packets sent
   metallb_bfd_session_up_events      counter* transitions to Up
   metallb_bfd_session_down_events    counter* transitions from Up to Down / AdminDown
+  metallb_bfd_echo_packet_input      counter* our echo packets that came back
+  metallb_bfd_echo_packet_output     counter* echo packets sent
 *The names carry no ``_total`` suffix, exactly as MetalLB's collector (Go const metrics) exports
 them, so existing dashboards and alerts work unchanged. prometheus_client always renames a
 ``counter`` family to ``<name>_total`` in the text format, so these monotonic values are exposed
 as ``untyped`` under the exact MetalLB names (``rate()``/``increase()`` work on them the same).
-Echo metrics are absent: no echo.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ PACKET_INPUT = "metallb_bfd_control_packet_input"
 PACKET_OUTPUT = "metallb_bfd_control_packet_output"
 UP_EVENTS = "metallb_bfd_session_up_events"
 DOWN_EVENTS = "metallb_bfd_session_down_events"
+ECHO_INPUT = "metallb_bfd_echo_packet_input"
+ECHO_OUTPUT = "metallb_bfd_echo_packet_output"
 
 
 class SessionSource(Protocol):
@@ -55,6 +58,8 @@ class BFDCollector(Collector):
         tx = _metric(PACKET_OUTPUT, "Number of sent BFD control packets", "unknown")
         ups = _metric(UP_EVENTS, "Number of BFD session up events", "unknown")
         downs = _metric(DOWN_EVENTS, "Number of BFD session down events", "unknown")
+        erx = _metric(ECHO_INPUT, "Number of received BFD echo packets", "unknown")
+        etx = _metric(ECHO_OUTPUT, "Number of sent BFD echo packets", "unknown")
         for peer, s in sorted(sessions.items()):
             lbl = {"peer": peer}
             up.add_sample(SESSION_UP, lbl, 1.0 if s.state == "Up" else 0.0)
@@ -62,7 +67,9 @@ class BFDCollector(Collector):
             tx.add_sample(PACKET_OUTPUT, lbl, float(s.control_packet_output))
             ups.add_sample(UP_EVENTS, lbl, float(s.session_up_events))
             downs.add_sample(DOWN_EVENTS, lbl, float(s.session_down_events))
-        return [up, rx, tx, ups, downs]
+            erx.add_sample(ECHO_INPUT, lbl, float(getattr(s, "echo_packet_input", 0)))
+            etx.add_sample(ECHO_OUTPUT, lbl, float(getattr(s, "echo_packet_output", 0)))
+        return [up, rx, tx, ups, downs, erx, etx]
 
 
 def register_bfd_metrics(registry: CollectorRegistry, source: SessionSource) -> BFDCollector:

@@ -126,3 +126,36 @@ def decode(data: bytes) -> ControlPacket:
                          desired_min_tx_us=tx, required_min_rx_us=rx, required_min_echo_rx_us=echo,
                          diag=diag, poll=bool(sf & FLAG_POLL), final=bool(sf & FLAG_FINAL),
                          cpi=bool(sf & FLAG_CPI), demand=bool(sf & FLAG_DEMAND))
+
+
+# ---- echo packets (RFC 5880 §6.4, RFC 5881 §4) ------------------------------------------------
+# The payload of an echo packet is a local matter (§6.4): only the system that sent it reads it.
+# Ours: version 1, length 24, two reserved bytes, our discriminator, a per-session random nonce
+# and a sequence number. A returning packet counts only if its (discriminator, nonce, sequence)
+# is one the session sent recently, so a forged or replayed echo cannot keep a dead path Up.
+ECHO_PORT = 3785
+ECHO_VERSION = 1
+ECHO_LEN = 24
+_ECHO_FMT = struct.Struct("!BBHIQQ")
+
+
+@dataclass(frozen=True)
+class EchoPacket:
+    my_discr: int
+    nonce: int
+    seq: int
+
+    def encode(self) -> bytes:
+        return _ECHO_FMT.pack(ECHO_VERSION, ECHO_LEN, 0, self.my_discr, self.nonce, self.seq)
+
+
+def decode_echo(data: bytes) -> EchoPacket:
+    """Parse one of our own echo packets that came back; ``PacketError`` if it is not one."""
+    if len(data) < ECHO_LEN:
+        raise PacketError(f"echo packet of {len(data)} bytes is shorter than {ECHO_LEN}")
+    ver, length, _res, discr, nonce, seq = _ECHO_FMT.unpack_from(data)
+    if ver != ECHO_VERSION or length != ECHO_LEN:
+        raise PacketError(f"echo packet version {ver} length {length}, expected 1 and {ECHO_LEN}")
+    if discr == 0:
+        raise PacketError("echo packet discriminator is 0")
+    return EchoPacket(discr, nonce, seq)

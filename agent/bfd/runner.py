@@ -40,10 +40,10 @@ from typing import Callable, Iterable, Mapping, Optional
 from metalxdp.config.types import BFDProfile
 from metalxdp.log import get_logger
 
-from .packet import PacketError, State, decode
+from .packet import PacketError, State, decode, decode_echo
 from .session import Session, SessionConfig
-from .transport import (MULTI_HOP_PORT, SINGLE_HOP_PORT, Listener, Sender, family_of,
-                        source_address_for, ttl_ok)
+from .transport import (ECHO_TTL_RETURNED, MULTI_HOP_PORT, SINGLE_HOP_PORT, EchoPath, EchoSocket,
+                        Listener, Sender, echo_path, family_of, source_address_for, ttl_ok)
 
 StateCallback = Callable[[str, str, str], None]     # (peer_ip, old_state, new_state)
 
@@ -83,6 +83,13 @@ class SessionInfo:
     session_up_events: int
     session_down_events: int
     up_since: Optional[float]        # time.time() of the last transition to Up
+    echo_active: bool = False
+    echo_interval_ms: float = 0.0    # negotiated echo interval (0: no echo)
+    local_echo_receive_interval_ms: float = 0.0   # what we advertise
+    remote_echo_receive_interval_ms: float = 0.0
+    echo_packet_input: int = 0
+    echo_packet_output: int = 0
+    last_down_diag: str = ""         # why the session last left Up ("echo_failed", ...)
 
 
 @dataclass
@@ -93,6 +100,8 @@ class _Entry:
     multihop: bool
     up_since: Optional[float] = None
     drain_until: Optional[float] = None   # set once removed: AdminDown until then
+    echo: Optional[EchoPath] = None       # set when the profile asks for echo and it may run
+    last_down_diag: str = ""
 
 
 def up_down_callback(peer_up: Callable[[str], None], peer_down: Callable[[str], None],
@@ -160,6 +169,7 @@ class BFDManager:
         self._entries: dict[str, _Entry] = {}
         self._by_discr: dict[int, str] = {}
         self._listeners: dict[tuple[int, int], Listener] = {}
+        self._echo_sock: Optional[EchoSocket] = None
         self._calls: "queue.SimpleQueue[tuple[Callable, concurrent.futures.Future]]" = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -179,16 +189,13 @@ class BFDManager:
     def add_session(self, peer_ip: str, local_ip: Optional[str] = None,
                     profile: BFDProfile = BFDProfile("default"), multihop: bool = False) -> None:
         """Start a session to ``peer_ip`` (replacing one to the same peer). ``local_ip`` None:
-        the address the kernel routes from. Raises ``ValueError`` for echo mode (unsupported)
-        and ``TransportError`` when a socket cannot be created."""
-        if profile.echo_mode:
-            raise ValueError(f"BFD profile {profile.name}: echo mode is not supported")
+        the address the kernel routes from. A profile with echo mode runs the echo function on
+        IPv4 single-hop sessions (never on IPv6 or multi hop, as MetalLB and FRR). Raises
+        ``TransportError`` when a socket cannot be created."""
         self._call(lambda: self._add(normalize(peer_ip), local_ip, profile, multihop))
 
     def update_profile(self, peer_ip: str, profile: BFDProfile) -> None:
         """New timers for a running session: a poll sequence while Up, no flap."""
-        if profile.echo_mode:
-            raise ValueError(f"BFD profile {profile.name}: echo mode is not supported")
         self._call(lambda: self._update(normalize(peer_ip), profile))
 
     def remove_session(self, peer_ip: str) -> None:
@@ -200,9 +207,6 @@ class BFDManager:
         """Make the running sessions match ``wanted`` (peer -> SessionSpec): add the missing,
         poll/final the ones whose timers changed, re-create the ones whose local address or
         hop mode changed, AdminDown the ones no longer wanted."""
-        for spec in wanted.values():
-            if spec.profile.echo_mode:
-                raise ValueError(f"BFD profile {spec.profile.name}: echo mode is not supported")
         self._call(lambda: self._sync({normalize(k): v for k, v in wanted.items()}))
 
     def states(self) -> dict[str, str]:
@@ -282,6 +286,8 @@ class BFDManager:
                         self._wake_r.recv(4096)
                     except BlockingIOError:
                         pass
+                elif key.data is self._echo_sock:
+                    self._read_echo()
                 else:
                     self._read(key.data)
             while True:
@@ -298,6 +304,8 @@ class BFDManager:
             e.sender.close()
         for lst in self._listeners.values():
             lst.close()
+        if self._echo_sock is not None:
+            self._echo_sock.close()
 
     def _timers(self, now: float) -> None:
         for peer, e in list(self._entries.items()):
@@ -335,12 +343,62 @@ class BFDManager:
                 continue
             self._apply(peer, e, e.session.receive(pkt, time.monotonic()))
 
+    def _read_echo(self) -> None:
+        now = time.monotonic()
+        for _ in range(MAX_RX_BURST):
+            a = self._echo_sock.recv()
+            if a is None:
+                return
+            # ours coming back: to and from our own address, forwarded exactly once. (The
+            # peer's echo packets, to its own address, pass through our forwarding plane.)
+            if a.src != a.dst or a.ttl != ECHO_TTL_RETURNED:
+                continue
+            try:
+                pkt = decode_echo(a.payload)
+            except PacketError:
+                continue
+            peer = self._by_discr.get(pkt.my_discr)
+            e = self._entries.get(peer) if peer else None
+            if e is None or e.echo is None or e.sender.local != a.dst:
+                continue
+            e.session.echo_returned(pkt, now)
+
+    def _echo_config(self, peer: str, local: str, profile: BFDProfile,
+                     multihop: bool) -> tuple[SessionConfig, Optional[EchoPath]]:
+        """The session's config and echo path: echo only for IPv4 single hop (MetalLB refuses
+        echo with IPv6; RFC 5883 §3 forbids it multi hop) on a directly connected peer."""
+        if not profile.echo_mode or multihop or family_of(peer) != socket.AF_INET:
+            return SessionConfig.from_profile(profile, echo=False), None
+        path = echo_path(peer)
+        if path is None:
+            log.warning("BFD echo needs a directly connected peer; running without echo",
+                        event="bfdEchoUnavailable", peer=peer, profile=profile.name)
+            return SessionConfig.from_profile(profile, echo=False), None
+        if not path.loops_echo:
+            log.warning("IPv4 forwarding is off on the interface to the peer, so this node cannot "
+                        "loop the peer's echo packets; asking the peer for none "
+                        "(Required Min Echo RX 0) and sending ours",
+                        event="bfdEchoNotLooped", peer=peer, interface=path.ifname)
+        if self._echo_sock is None:
+            self._echo_sock = EchoSocket()
+            self._sel.register(self._echo_sock, selectors.EVENT_READ, self._echo_sock)
+        return SessionConfig.from_profile(profile, echo=True, loops_echo=path.loops_echo), path
+
     def _apply(self, peer: str, e: _Entry, acts) -> None:
         for p in acts.send:
             e.sender.send(p.encode())
+        if acts.echo_started and e.echo is not None:
+            e.echo = echo_path(peer.split("%")[0]) or e.echo     # the peer's MAC, fresh
+            log.info("BFD echo started", event="bfdEchoStarted", peer=peer,
+                     interval_ms=e.session.echo_interval_us() / 1000, interface=e.echo.ifname)
+        if acts.echo and e.echo is not None and e.echo.peer_mac and self._echo_sock is not None:
+            for p in acts.echo:
+                self._echo_sock.send(e.echo.ifname, e.echo.peer_mac, e.sender.local, p.encode())
         for old, new, diag in acts.changes:
             if new == State.UP:
                 e.up_since = time.time()
+            elif old == State.UP:
+                e.last_down_diag = diag.name.lower()
             fields = dict(peer=peer, old=old.label, new=new.label, diag=diag.name.lower())
             if new == State.UP:
                 log.info("BFD session up", event="bfdSessionUp", **fields)
@@ -374,20 +432,27 @@ class BFDManager:
         self._listener(fam, MULTI_HOP_PORT if multihop else SINGLE_HOP_PORT)
         local = normalize(local) if local else source_address_for(peer)
         sender = Sender(local, peer, multihop, self._rng)
+        try:
+            cfg, path = self._echo_config(peer, local, profile, multihop)
+        except Exception:
+            sender.close()
+            raise
         now = time.monotonic()
         discr = self._new_discr()
-        s = Session(discr, SessionConfig.from_profile(profile), now, self._rng)
-        self._entries[peer] = _Entry(s, sender, profile, multihop)
+        s = Session(discr, cfg, now, self._rng)
+        self._entries[peer] = _Entry(s, sender, profile, multihop, echo=path)
         self._by_discr[discr] = peer
         log.info("BFD session added", event="bfdSessionAdded", peer=peer, local=local,
-                 profile=profile.name, multihop=multihop, source_port=sender.port)
+                 profile=profile.name, multihop=multihop, source_port=sender.port,
+                 echo=path is not None)
 
     def _update(self, peer: str, profile: BFDProfile) -> None:
         e = self._entries.get(peer)
         if e is None or e.drain_until is not None:
             raise KeyError(f"no BFD session to {peer}")
         e.profile = profile
-        self._apply(peer, e, e.session.set_config(SessionConfig.from_profile(profile), time.monotonic()))
+        cfg, e.echo = self._echo_config(peer, e.sender.local, profile, e.multihop)
+        self._apply(peer, e, e.session.set_config(cfg, time.monotonic()))
 
     def _remove(self, peer: str) -> None:
         e = self._entries.get(peer)
@@ -438,7 +503,12 @@ class BFDManager:
             control_packet_input=s.counters.control_packet_input,
             control_packet_output=s.counters.control_packet_output,
             session_up_events=s.counters.session_up, session_down_events=s.counters.session_down,
-            up_since=e.up_since)
+            up_since=e.up_since, echo_active=s.echo_active,
+            echo_interval_ms=s.echo_interval_us() / 1000,
+            local_echo_receive_interval_ms=s.config.echo_rx_us / 1000,
+            remote_echo_receive_interval_ms=s.remote_min_echo_rx_us / 1000,
+            echo_packet_input=s.counters.echo_packet_input,
+            echo_packet_output=s.counters.echo_packet_output, last_down_diag=e.last_down_diag)
 
 
 def main(argv=None) -> None:
@@ -452,11 +522,14 @@ def main(argv=None) -> None:
     ap.add_argument("--passive", action="store_true")
     ap.add_argument("--multihop", action="store_true")
     ap.add_argument("--minimum-ttl", type=int, default=254)
+    ap.add_argument("--echo", type=int, default=0, metavar="MS",
+                    help="run the echo function with this interval (IPv4 single hop)")
     ap.add_argument("--log-level", default="info")
     a = ap.parse_args(argv)
     logmod.setup(a.log_level)
     profile = BFDProfile("cli", receive_interval_ms=a.rx, transmit_interval_ms=a.tx,
-                         detect_multiplier=a.mult, passive_mode=a.passive, minimum_ttl=a.minimum_ttl)
+                         detect_multiplier=a.mult, passive_mode=a.passive, minimum_ttl=a.minimum_ttl,
+                         echo_mode=a.echo > 0, echo_interval_ms=a.echo or 50)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

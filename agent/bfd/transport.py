@@ -172,3 +172,172 @@ class Sender:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# ---- echo (RFC 5880 §6.4, RFC 5881 §4) --------------------------------------------------------
+# An echo packet is addressed to ourselves (source = destination = our address, UDP 3785 -> 3785,
+# TTL 255) and sent to the peer's MAC, so the peer's forwarding plane sends it straight back.
+# A UDP socket cannot do either half: the kernel would deliver such a packet locally instead of
+# sending it, and drops the returning one as a martian (a local source address arriving from
+# outside, unless accept_local is set). So echo uses one AF_PACKET socket (cooked, ETH_P_IP)
+# with a classic BPF filter that wakes us only for unfragmented UDP to port 3785, IPv4 only:
+# MetalLB refuses echo with IPv6, and FRR loops IPv4 echo in its forwarding plane.
+ECHO_PORT = 3785
+ETH_P_IP = 0x0800
+PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = 26
+ECHO_TTL_RETURNED = 254          # sent with 255, forwarded once by the peer
+
+# cBPF on the IPv4 header (cooked socket: offset 0 is the network header):
+#   0 ldb [9]; 1 jeq #17 ? 2 : 8; 2 ldh [6]; 3 jset #0x1fff ? 8 : 4;
+#   4 ldxb 4*([0]&0xf); 5 ldh [x+2]; 6 jeq #3785 ? 7 : 8; 7 ret #256 (accept); 8 ret #0 (drop)
+_ECHO_FILTER = [
+    (0x30, 0, 0, 9), (0x15, 0, 6, 17), (0x28, 0, 0, 6), (0x45, 4, 0, 0x1FFF),
+    (0xB1, 0, 0, 0), (0x48, 0, 0, 2), (0x15, 0, 1, ECHO_PORT), (0x06, 0, 0, 256),
+    (0x06, 0, 0, 0),
+]
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def echo_datagram(local: str, payload: bytes, ident: int = 0) -> bytes:
+    """The IPv4 + UDP packet of one echo: ``local`` -> ``local``, 3785 -> 3785, TTL 255, CS6."""
+    src = socket.inet_aton(local)
+    ulen = 8 + len(payload)
+    pseudo = src + src + struct.pack("!BBH", 0, socket.IPPROTO_UDP, ulen)
+    udp = struct.pack("!HHHH", ECHO_PORT, ECHO_PORT, ulen, 0) + payload
+    csum = _checksum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, TOS_CS6, 20 + ulen, ident & 0xFFFF, 0, 255,
+                      socket.IPPROTO_UDP, 0, src, src)
+    hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
+    return hdr + udp
+
+
+@dataclass(frozen=True)
+class EchoArrival:
+    src: str
+    dst: str
+    ttl: int
+    payload: bytes
+    ifindex: int
+
+
+def parse_echo_datagram(data: bytes) -> Optional[tuple[str, str, int, bytes]]:
+    """(src, dst, ttl, UDP payload) of an IPv4/UDP packet to port 3785 whose IP header checksum
+    and lengths hold; None for anything else (it is ignored, never trusted)."""
+    if len(data) < 28 or data[0] >> 4 != 4:
+        return None
+    ihl = (data[0] & 0x0F) * 4
+    total = struct.unpack_from("!H", data, 2)[0]
+    if ihl < 20 or total > len(data) or total < ihl + 8 or _checksum(data[:ihl]) != 0:
+        return None
+    if data[9] != socket.IPPROTO_UDP or struct.unpack_from("!H", data, 6)[0] & 0x3FFF:
+        return None                              # not UDP, or a fragment (or MF set)
+    _sport, dport, ulen = struct.unpack_from("!HHH", data, ihl)
+    if dport != ECHO_PORT or ulen < 8 or ihl + ulen > total:
+        return None
+    return (socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), data[8],
+            data[ihl + 8:ihl + ulen])
+
+
+class EchoSocket:
+    """The one AF_PACKET socket that sends our echo packets and sees them come back."""
+
+    def __init__(self):
+        try:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+        except OSError as e:
+            raise TransportError(e.errno, f"cannot open the BFD echo socket (AF_PACKET needs "
+                                 f"CAP_NET_RAW): {e.strerror}") from e
+        try:
+            prog = b"".join(struct.pack("HBBI", *ins) for ins in _ECHO_FILTER)
+            import ctypes
+            buf = ctypes.create_string_buffer(prog)
+            fprog = struct.pack("HL", len(_ECHO_FILTER), ctypes.addressof(buf))
+            s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            self._filter = buf                   # keep the program alive while attached
+            s.setblocking(False)
+        except OSError as e:
+            s.close()
+            raise TransportError(e.errno, f"cannot filter the BFD echo socket: {e.strerror}") from e
+        self.sock = s
+        self._ident = random.randrange(1 << 16)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, ifname: str, peer_mac: bytes, local: str, payload: bytes) -> bool:
+        self._ident += 1
+        try:
+            self.sock.sendto(echo_datagram(local, payload, self._ident),
+                             (ifname, ETH_P_IP, 0, 0, peer_mac))
+            return True
+        except OSError:
+            return False
+
+    def recv(self) -> Optional[EchoArrival]:
+        """The next incoming IPv4/UDP-3785 packet that parses, skipping our own outgoing ones;
+        None when nothing is queued."""
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return None
+            if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
+                continue
+            parsed = parse_echo_datagram(data)
+            if parsed is None:
+                continue
+            src, dst, ttl, payload = parsed
+            return EchoArrival(src, dst, ttl, payload, socket.if_nametoindex(addr[0])
+                               if addr[0] else 0)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass(frozen=True)
+class EchoPath:
+    """Where a session's echo packets go: the interface toward the peer, the peer's MAC, and
+    whether this node's forwarding plane loops the peer's echo packets back (IPv4 forwarding on
+    that interface). ``peer_mac`` None: not resolved yet (no neighbour entry)."""
+    ifname: str
+    peer_mac: Optional[bytes]
+    loops_echo: bool
+
+
+def echo_path(peer: str) -> Optional[EchoPath]:
+    """Look the path up with netlink (pyroute2) in the calling thread's namespace; None when the
+    peer is not directly reachable (echo is single hop only)."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        try:
+            routes = ipr.route("get", dst=peer)
+        except Exception:                        # noqa: BLE001 - no route: no echo
+            return None
+        if not routes or routes[0].get_attr("RTA_GATEWAY"):
+            return None
+        oif = routes[0].get_attr("RTA_OIF")
+        links = ipr.get_links(oif)
+        if not links:
+            return None
+        ifname = links[0].get_attr("IFLA_IFNAME")
+        loops = False
+        spec = links[0].get_attr("IFLA_AF_SPEC")
+        inet = spec.get_attr("AF_INET") if spec is not None else None
+        if inet is not None:
+            loops = bool(inet.get("forwarding"))
+        mac = None
+        for n in ipr.get_neighbours(dst=peer, ifindex=oif):
+            ll = n.get_attr("NDA_LLADDR")
+            if ll and n["state"] not in (0x01, 0x20):          # not INCOMPLETE / FAILED
+                mac = bytes.fromhex(ll.replace(":", ""))
+        return EchoPath(ifname, mac, loops)

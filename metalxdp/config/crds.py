@@ -302,8 +302,8 @@ def bgppeers(conversion: str = "webhook") -> dict:
 def bfdprofiles() -> dict:
     spec = s_obj({
         "detectMultiplier": s_int("Missed packets before the session is declared down.", 2, 255, fmt="int32"),
-        "echoInterval": s_int("Echo interval in ms (echo is not implemented by metalxdp).", 10, 60000, fmt="int32"),
-        "echoMode": s_bool("Must be false: metalxdp's BFD has no echo mode."),
+        "echoInterval": s_int("Echo interval in ms: how often echo packets are sent, and the Required Min Echo RX Interval advertised (echo mode only).", 10, 60000, fmt="int32"),
+        "echoMode": s_bool("Run the BFD echo function (RFC 5880 6.4) on IPv4 single-hop sessions."),
         "minimumTtl": s_int("Minimum incoming TTL (multi-hop).", 1, 254, fmt="int32"),
         "passiveMode": s_bool("Wait for the peer to start the session."),
         "receiveInterval": s_int("Minimum receive interval in ms.", 10, 60000, fmt="int32"),

@@ -72,7 +72,6 @@ UNSUPPORTED_PEER_FIELDS = {
                               "prefixes over IPv4 sessions and IPv6 over IPv6; add one BGPPeer per "
                               "address family instead",
 }
-ECHO_MODE_UNSUPPORTED = ("echoMode is not supported by metalxdp's BFD; remove it or set false")
 
 DEFAULT_HOLD_TIME = 90.0
 
@@ -235,6 +234,7 @@ def _run(resources: Any, secrets: Any, nodes: Any, namespaces: Any,
     bgp_ads += _legacy_bgp_advertisements(run, by_kind.get("AddressPool", []), pool_infos, communities)
     l2_ads += _legacy_l2_advertisements(by_kind.get("AddressPool", []), pool_infos)
     _check_bgp_advertisements_per_pool(run, bgp_ads, pool_infos)
+    _check_bfd_echo_with_ipv6(run, bgp_ads, pools, peers, bfd_profiles)
     for o in by_kind.get("MetalLB", []):
         _metallb_cr(run, o)
 
@@ -314,16 +314,13 @@ def _bfd_profiles(run: _Run, objs: list[_Obj]) -> dict[str, BFDProfile]:
 
 def _bfd_profile(o: _Obj) -> BFDProfile:
     s = o.spec
-    if s.bool("echoMode"):
-        # metalxdp's BFD implements asynchronous mode only; echo packets are never sent.
-        raise s.error("echoMode", ECHO_MODE_UNSUPPORTED)
     return BFDProfile(
         name=o.name,
         receive_interval_ms=s.int("receiveInterval", 10, 60000, default=300),
         transmit_interval_ms=s.int("transmitInterval", 10, 60000, default=300),
         detect_multiplier=s.int("detectMultiplier", 2, 255, default=3),
         echo_interval_ms=s.int("echoInterval", 10, 60000, default=50),
-        echo_mode=False,
+        echo_mode=s.bool("echoMode"),
         passive_mode=s.bool("passiveMode"),
         minimum_ttl=s.int("minimumTtl", 1, 254, default=254),
     )
@@ -824,6 +821,30 @@ def _legacy_bgp_advertisements(run: _Run, objs: list[_Obj], pool_infos: Mapping[
                 continue
             out.append(_AdvInfo(adv, o.label, f.path))
     return out
+
+
+def _check_bfd_echo_with_ipv6(run: _Run, ads: list["_AdvInfo"], pools: Mapping[str, Pool],
+                              peers: Mapping[str, BGPPeer], profiles: Mapping[str, BFDProfile]) -> None:
+    """MetalLB's validateConfig rule: a pool with IPv6 addresses must not be advertised to a
+    peer whose BFD profile has echo mode (echo is IPv4 only)."""
+    def echo(peer: BGPPeer) -> bool:
+        prof = profiles.get(peer.bfd_profile) if peer.bfd_profile else None
+        return bool(prof and prof.echo_mode)
+    for info in sorted(ads, key=lambda i: i.adv.name):
+        adv = info.adv
+        for pool_name in sorted(adv.pools):
+            pool = pools.get(pool_name)
+            if pool is None or 6 not in pool.families:
+                continue
+            targets = sorted(adv.peers) if adv.peers else sorted(peers)
+            bad = [n for n in targets if n in peers and echo(peers[n])]
+            if bad:
+                run.add(ConfigError(info.obj_label, f"{info.field}.peers" if adv.peers else info.field,
+                                    f"pool {pool_name} has bgpadvertisement {adv.name} which references "
+                                    f"peer {bad[0]} which has bfd echo enabled, which is not possible "
+                                    f"(BFD echo is IPv4 only; use a profile without echoMode for "
+                                    f"this peer, or advertise the IPv6 pool to other peers)"))
+                return
 
 
 def _check_bgp_advertisements_per_pool(run: _Run, ads: list[_AdvInfo], pool_infos: Mapping[str, _PoolInfo]) -> None:

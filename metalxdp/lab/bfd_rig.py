@@ -43,10 +43,14 @@ def wait_until(what: str, fn: Callable, timeout: float, interval: float = 0.05):
 
 # ---- FRR bfdd -----------------------------------------------------------------------------
 def frr_add_peer(frr: FRRRouter, peer: str, local: str, rx: int = 300, tx: int = 300,
-                 mult: int = 3, passive: bool = False, multihop: bool = False) -> None:
+                 mult: int = 3, passive: bool = False, multihop: bool = False,
+                 echo: int = 0) -> None:
+    """A bfdd peer; ``echo`` > 0: echo mode with that transmit and receive interval (ms)."""
     head = f"peer {peer}" + (" multihop" if multihop else "") + f" local-address {local}"
     cmds = ["configure terminal", "bfd", head, f"receive-interval {rx}", f"transmit-interval {tx}",
             f"detect-multiplier {mult}", "passive-mode" if passive else "no passive-mode"]
+    if echo:
+        cmds += ["echo-mode", f"echo transmit-interval {echo}", f"echo receive-interval {echo}"]
     frr.vtysh(*cmds)
 
 

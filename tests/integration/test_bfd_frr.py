@@ -260,3 +260,88 @@ def test_sync_follows_the_configuration(lab, bfd, events):
     wait_until("FRR to hear AdminDown", lambda: frr_peer(frr, NODE4)["remote-diagnostic"]
                == "administratively down", 3)
     assert bfd.states() == {}
+
+
+# ---- echo function (RFC 5880 §6.4) against FRR's bfdd in echo mode ---------------------------
+ECHO_PROFILE = BFDProfile("echo", receive_interval_ms=300, transmit_interval_ms=300,
+                          detect_multiplier=3, echo_mode=True, echo_interval_ms=100)
+
+
+def _forwarding(host, on: bool) -> None:
+    host.run(["sysctl", "-qw", f"net.ipv4.conf.{host.ifname}.forwarding={int(on)}"])
+
+
+def test_echo_mode_with_frr_loops_both_ways_and_detects_a_broken_echo_path(lab, bfd, events):
+    """Our echo packets go out addressed to ourselves and FRR's forwarding plane returns them;
+    FRR's come back through ours. When the router stops forwarding, control packets still flow
+    both ways, so only the echo function can take the session down (diagnostic 2)."""
+    _, frr, node = lab
+    _forwarding(node, True)                      # this node loops FRR's echo packets
+    frr_add_peer(frr, NODE4, ROUTER4, rx=300, tx=300, mult=3, echo=100)
+    bfd.add_session(ROUTER4, NODE4, ECHO_PROFILE)
+    wait_until("FRR to see the session Up", lambda: frr_status(frr, NODE4) == "up", 15)
+    wait_until("our side Up", lambda: bfd.states().get(ROUTER4) == "Up", 5)
+    info = wait_until("our echo packets to come back",
+                      lambda: (lambda i: i if i.echo_packet_input >= 10 else None)(bfd.sessions()[ROUTER4]), 10)
+    assert info.echo_active and info.echo_interval_ms == 100
+    assert info.local_echo_receive_interval_ms == 100
+    assert info.remote_echo_receive_interval_ms == 100
+    p = frr_peer(frr, NODE4)
+    assert p["remote-echo-receive-interval"] == 100     # what our control packets advertise
+    c = wait_until("FRR's echo packets to come back through our node",
+                   lambda: (lambda c: c if c and c["echo-packet-input"] >= 10 else None)(frr_counters(frr, NODE4)), 10)
+    assert c["echo-packet-output"] >= c["echo-packet-input"]
+    sent, back = info.echo_packet_output, info.echo_packet_input
+    assert back <= sent
+
+    # the router stops forwarding: our echoes die there, control packets do not
+    router = frr.host
+    up_events = len([e for e in events.states(ROUTER4) if e[1] == "Up"])
+    ctrl_before = bfd.sessions()[ROUTER4].control_packet_input
+    t0 = time.monotonic()
+    _forwarding(router, False)
+    try:
+        # (it comes straight back Up: the control packets still flow, and it fails again)
+        wait_until("the echo function to take our session down",
+                   lambda: bfd.sessions()[ROUTER4].last_down_diag == "echo_failed", 10)
+        took = time.monotonic() - t0
+        assert took < 5, f"detection through echo took {took:.2f} s"
+        assert ("Up", "Down") in events.states(ROUTER4)
+        assert bfd.sessions()[ROUTER4].control_packet_input > ctrl_before   # control still flowed
+    finally:
+        _forwarding(router, True)
+    # forwarding back: the session comes Up again and echo runs again
+    wait_until("our side Up again", lambda: len([e for e in events.states(ROUTER4) if e[1] == "Up"])
+               > up_events and bfd.states().get(ROUTER4) == "Up", 15)
+    n = bfd.sessions()[ROUTER4].echo_packet_input
+    wait_until("echo packets again", lambda: bfd.sessions()[ROUTER4].echo_packet_input > n + 5, 10)
+
+
+def test_echo_without_forwarding_here_asks_frr_for_none(lab, bfd):
+    """This node's forwarding is off, so it cannot loop FRR's echoes: it advertises Required Min
+    Echo RX 0 (FRR sends none) and still runs its own echo through the router."""
+    _, frr, node = lab
+    _forwarding(node, False)
+    frr_add_peer(frr, NODE4, ROUTER4, echo=100)
+    bfd.add_session(ROUTER4, NODE4, ECHO_PROFILE)
+    wait_until("our side Up", lambda: bfd.states().get(ROUTER4) == "Up", 15)
+    wait_until("our echoes back", lambda: bfd.sessions()[ROUTER4].echo_packet_input >= 5, 10)
+    assert bfd.sessions()[ROUTER4].local_echo_receive_interval_ms == 0
+    wait_until("FRR to learn our echo RX 0",
+               lambda: (frr_peer(frr, NODE4) or {}).get("remote-echo-receive-interval") == 0, 5)
+    time.sleep(1)
+    assert (frr_counters(frr, NODE4) or {}).get("echo-packet-output", 0) == 0
+
+
+def test_echo_is_not_used_on_ipv6(lab, bfd):
+    """MetalLB does not use echo with IPv6 (FRR loops IPv4 echo only): an IPv6 session with an
+    echo profile runs without it and advertises Required Min Echo RX 0."""
+    _, frr, node = lab
+    frr_add_peer(frr, NODE6, ROUTER6, echo=100)
+    bfd.add_session(ROUTER6, NODE6, ECHO_PROFILE)
+    wait_until("our side Up", lambda: bfd.states().get(ROUTER6) == "Up", 15)
+    info = bfd.sessions()[ROUTER6]
+    assert not info.echo_active and info.local_echo_receive_interval_ms == 0
+    assert info.echo_packet_output == 0
+    wait_until("FRR to see echo RX 0", lambda: (frr_peer(frr, NODE6) or {}).get(
+        "remote-echo-receive-interval") == 0 and frr_status(frr, NODE6) == "up", 5)

@@ -25,7 +25,8 @@ def test_exposition_uses_metallb_names():
     lines = {l.split("{")[0] for l in text.splitlines() if l and not l.startswith("#")}
     assert lines == {"metallb_bfd_session_up", "metallb_bfd_control_packet_input",
                      "metallb_bfd_control_packet_output", "metallb_bfd_session_up_events",
-                     "metallb_bfd_session_down_events"}
+                     "metallb_bfd_session_down_events", "metallb_bfd_echo_packet_input",
+                     "metallb_bfd_echo_packet_output"}
     assert "_total" not in text
     assert 'metallb_bfd_control_packet_output{peer="192.0.2.1"} 12.0' in text
     for name in lines:                         # every sample has a matching TYPE line

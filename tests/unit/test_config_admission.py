@@ -80,9 +80,17 @@ def test_disable_mp_is_allowed_with_a_warning():
     assert allowed and len(warnings) == 1 and "has no effect" in warnings[0]
 
 
-def test_echo_mode_denied_at_create():
-    allowed, message, _ = review("BFDProfile", "CREATE", bfd("b", echoMode=True), None, [])
-    assert not allowed and "echoMode is not supported" in message
+def test_echo_mode_is_admitted_and_the_ipv6_rule_is_the_controllers():
+    """As MetalLB: each kind's webhook validates its own scope, so a BFDProfile with echo mode is
+    admitted even when an IPv6 pool is advertised to its peer; the controller's parse rejects
+    the whole configuration (case bfd-echo-v6-pool-*)."""
+    from metalxdp.config.parse import validate
+    existing = [peer("r1", bfdProfile="b"), pool("p6", "2001:db8:5::/120"),
+                bgpadv("a", ipAddressPools=["p6"])]
+    assert review("BFDProfile", "CREATE", bfd("b", echoMode=True), None, existing)[0]
+    errors = validate(existing + [bfd("b", echoMode=True)])
+    assert any("has bfd echo enabled, which is not possible" in str(e) for e in errors), errors
+    assert not validate(existing + [bfd("b", echoMode=False)])
 
 
 def test_community_duplicate_alias_across_objects():

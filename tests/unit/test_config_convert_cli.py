@@ -203,14 +203,14 @@ def test_cli_validate_ok(tmp_path):
 def test_cli_validate_prints_one_line_per_error(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text(to_yaml([pool("a", "198.18.0.0/24"), pool("b", "198.18.0.0/25"), pool("c", "198.18.0.300/32"),
-                          obj("BFDProfile", "x", {"echoMode": True})]))
+                          obj("BFDProfile", "x", {"detectMultiplier": 1})]))
     result = run("validate", "-f", str(tmp_path))
     assert result.exit_code == 1
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3, lines
     assert all(str(f) in line for line in lines)
     assert any("IPAddressPool/b: spec.addresses[0]" in line and "overlaps" in line for line in lines)
-    assert any("BFDProfile/x: spec.echoMode" in line for line in lines)
+    assert any("BFDProfile/x: spec.detectMultiplier" in line for line in lines)
 
 
 def test_cli_validate_namespace_and_references(tmp_path):

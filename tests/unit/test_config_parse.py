@@ -193,10 +193,10 @@ def test_peers_on_overlapping_nodes_conflict_only_when_they_share_a_node():
 
 def test_validate_reports_every_problem():
     errors = validate([pool("a", "198.18.0.0/24"), pool("b", "198.18.0.0/25"), pool("c", "nonsense"),
-                       peer("p", holdTime="1s"), bfd("f", echoMode=True), "garbage"])
+                       peer("p", holdTime="1s"), bfd("f", detectMultiplier=1), "garbage"])
     fields = sorted((e.obj, e.field) for e in errors)
     assert fields == sorted([("IPAddressPool/b", "spec.addresses[0]"), ("IPAddressPool/c", "spec.addresses[0]"),
-                             ("BGPPeer/p", "spec.holdTime"), ("BFDProfile/f", "spec.echoMode"),
+                             ("BGPPeer/p", "spec.holdTime"), ("BFDProfile/f", "spec.detectMultiplier"),
                              ("resources[5]", "")])
 
 

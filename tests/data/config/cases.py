@@ -12,9 +12,11 @@ does this): start from an empty metallb-system namespace, apply ``resources[:-1]
 - ``level="valid"``: accepted (``warning`` if set is returned as an admission warning);
 - ``level="parser"``: rejected by the webhook, the message contains ``error_substring``;
 - ``level="schema"``: rejected by the CRD schema (ranges/enums/required), before the webhook;
-- ``level="controller"``: a problem with a referenced Secret (wrong type, no ``password`` key).
-  The webhook ACCEPTS it - like MetalLB it does not read Secrets at admission - and ``parse()``
-  (the controller) rejects it permanently;
+- ``level="controller"``: a problem with a referenced Secret (wrong type, no ``password`` key),
+  or one that spans kinds no single webhook sees together (an IPv6 pool advertised to a peer
+  whose BFD profile has echo mode). The webhook ACCEPTS it - like MetalLB, which does not read
+  Secrets at admission and checks each kind with its own scope - and ``parse()`` (the
+  controller) rejects it permanently;
 - ``level="transient"``: a reference to something that may not exist yet (Secret, BFDProfile,
   Community alias). The webhook ACCEPTS it (MetalLB blanks these at admission); ``parse()``
   with ``strict_transient=True`` reports it as a transient ConfigError.
@@ -238,9 +240,28 @@ CASES: list[Case] = [
          "between 10 and 60000", rule="C.2 BFD ranges"),
     Case("bfd-minimum-ttl", [bfd("b", minimumTtl=255)], "schema", "spec.minimumTtl", "between 1 and 254",
          rule="C.2 BFD ranges"),
-    Case("bfd-echo-mode-false-ok", [bfd("b", echoMode=False)], rule="C.2/C.8 echo mode"),
-    Case("bfd-echo-mode", [bfd("b", echoMode=True)], "parser", "spec.echoMode", "echoMode is not supported",
-         rule="C.2/C.8 echo mode (metalxdp BFD has no echo)"),
+    Case("bfd-echo-mode-false-ok", [bfd("b", echoMode=False)], rule="C.8 echo mode"),
+    Case("bfd-echo-mode", [bfd("b", echoMode=True, echoInterval=100)], rule="C.8 echo mode"),
+    # MetalLB validateConfig: an IPv6 pool must not be advertised to a peer with BFD echo
+    Case("bfd-echo-v6-pool-all-peers", [bfd("b", echoMode=True), peer("r1", bfdProfile="b"),
+                                        pool("p6", "2001:db8:5::/120"), bgpadv("a", ipAddressPools=["p6"])],
+         "controller", "spec", "which has bfd echo enabled, which is not possible", rule="C.8 echo and IPv6"),
+    Case("bfd-echo-v6-pool-named-peer", [bfd("b", echoMode=True), peer("r1", bfdProfile="b"),
+                                         peer("r2", address="198.19.0.2"),
+                                         pool("p6", "198.51.100.0/28", "2001:db8:5::/120"),
+                                         bgpadv("a", ipAddressPools=["p6"], peers=["r1"])],
+         "controller", "spec.peers", "references peer r1 which has bfd echo", rule="C.8 echo and IPv6"),
+    Case("bfd-echo-v6-pool-other-peer-ok", [bfd("b", echoMode=True), peer("r1", bfdProfile="b"),
+                                            peer("r2", address="198.19.0.2"),
+                                            pool("p6", "2001:db8:5::/120"),
+                                            bgpadv("a", ipAddressPools=["p6"], peers=["r2"])],
+         rule="C.8 echo and IPv6"),
+    Case("bfd-echo-v4-pool-ok", [bfd("b", echoMode=True), peer("r1", bfdProfile="b"),
+                                 pool("p4", "198.51.100.0/28"), bgpadv("a", ipAddressPools=["p4"])],
+         rule="C.8 echo and IPv6"),
+    Case("bfd-no-echo-v6-pool-ok", [bfd("b", echoMode=False), peer("r1", bfdProfile="b"),
+                                    pool("p6", "2001:db8:5::/120"), bgpadv("a", ipAddressPools=["p6"])],
+         rule="C.8 echo and IPv6"),
     # ---- C.3 peers ----------------------------------------------------------------------------
     Case("peer-minimal-ok", [peer("a")], rule="C.3 peer"),
     Case("peer-v1beta1-ok", [obj("BGPPeer", "old", {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.19.0.9",
