@@ -82,7 +82,7 @@ class Agent:
         self.l2_services: set[str] = set()                     # services we announce (L2)
         self.membership = None
         self.l2 = L2Announcer(self.node, dataplane, garp, settings.handoff_quiet_s, settings.handoff_max_s)
-        self.bgp = BGPAnnouncer(self.node, settings.bgp_workdir, registry)
+        self.bgp = BGPAnnouncer(self.node, settings.bgp_workdir, registry, wake=lambda: self._wake.set())
         self.status = StatusObjects(api, self.node, settings.namespace, settings.pod_name)
         self.events = EventPoster(api, "metallb-speaker", host=self.node)
         self._announced_metric: set[tuple] = set()

@@ -137,6 +137,8 @@ def sessions_for_peers(peers: Iterable, profiles: Mapping[str, BFDProfile]) -> d
     for p in peers:
         if not p.bfd_profile or p.bfd_profile not in profiles:
             continue
+        if getattr(p, "interface", ""):
+            continue     # BFD over an unnumbered (link-local) session: not supported yet
         out[normalize(str(p.peer_address))] = SessionSpec(
             str(p.source_address) if p.source_address else None, profiles[p.bfd_profile],
             bool(p.ebgp_multihop))

@@ -176,7 +176,7 @@ def plan_for_node(config: Config, node: NodeView, services: list[ServiceView]) -
                 for pname, peer in peers.items():
                     if adv.peers and pname not in adv.peers:
                         continue
-                    if peer.peer_address.version != ip.version:
+                    if ip.version not in peer.families():
                         continue
                     lp = adv.local_pref if (peer.ibgp and adv.local_pref) else None
                     comms, old_lp = merged.get((pname, prefix), (set(), None))

@@ -25,10 +25,14 @@ log = get_logger("agent")
 
 
 class BGPAnnouncer:
-    def __init__(self, node: str, workdir: Path, registry=None):
+    def __init__(self, node: str, workdir: Path, registry=None, wake=None):
+        """``wake``: asks the agent for a reconcile (an unnumbered router was found)."""
         self.node, self.workdir, self.registry = node, workdir, registry
         self.speaker = None
         self.bfd = None
+        self.unnumbered = None
+        self._wake = wake
+        self._waiting: dict[str, str] = {}
         self._peer_by_ip: dict[str, str] = {}
         self._bfd_changed = up_down_callback(lambda name: self.speaker.peer_up(name),
                                              lambda name: self.speaker.peer_down(name),
@@ -39,7 +43,7 @@ class BGPAnnouncer:
         """Send this node's plan to its active peers and keep their BFD sessions; ``addresses``:
         the node's InternalIPs (the speaker's local addresses). None when there is nothing to do
         (no peer selects this node and no speaker runs yet)."""
-        peers = bgpadv.active_peers(cfg, node)
+        peers = self._resolve(bgpadv.active_peers(cfg, node))
         if not peers and self.speaker is None:
             return None
         speaker = self._ensure_speaker(addresses)
@@ -49,8 +53,26 @@ class BGPAnnouncer:
         self._sync_bfd(cfg, peers)
         return plan
 
+    def _resolve(self, peers: dict) -> dict:
+        """Unnumbered peers get the link-local addresses learnt from router advertisements;
+        those still waiting for them are left out (and logged once per reason)."""
+        ifaces = sorted({p.interface for p in peers.values() if p.interface})
+        if not ifaces and self.unnumbered is None:
+            return peers
+        from .unnumbered import Unnumbered, resolve_peers
+        if self.unnumbered is None:
+            self.unnumbered = Unnumbered(on_change=self._wake)
+        ready, waiting = resolve_peers(peers, self.unnumbered.links(ifaces))
+        for name, why in sorted(waiting.items()):
+            if self._waiting.get(name) != why:
+                log.info(f"BGP peer {name} waits: {why}", event="peerWaiting", peer=name, reason=why)
+        self._waiting = waiting
+        return ready
+
     def close(self, restarting: bool = False) -> None:
         """``restarting``: a new agent follows on this node (BGPSpeaker.close)."""
+        if self.unnumbered:
+            self.unnumbered.close()
         if self.bfd:
             self.bfd.close()
         if self.speaker:
@@ -67,11 +89,12 @@ class BGPAnnouncer:
         return self.speaker
 
     def _sync_bfd(self, cfg: Config, peers: dict) -> None:
-        from ..bfd.runner import BFDManager, sessions_for_peers
+        from ..bfd.runner import BFDManager, normalize, sessions_for_peers
         wanted = sessions_for_peers(peers.values(), cfg.bfd_profiles)
         if not wanted and self.bfd is None:
             return
-        self._peer_by_ip = {str(p.peer_address): name for name, p in peers.items()}
+        self._peer_by_ip = {normalize(str(p.peer_address)): name for name, p in peers.items()
+                            if not p.interface}
         if self.bfd is None:
             self.bfd = BFDManager(self._on_bfd_change)
             if self.registry is not None:   # metallb_bfd_* on the agent's metrics endpoint

@@ -21,9 +21,16 @@ One ``neighbor`` block per active BGPPeer, keyed by the peer address. Mapping fr
 | ebgpMultiHop         | ``outgoing-ttl 255``; single-hop eBGP gets ``outgoing-ttl 1``      |
 | enableGracefulRestart| ``capability { graceful-restart 120; }``, ``manual-eor true``: the  |
 |                      | driver sends End-of-RIB after its routes on every new session      |
+| interface            | ``neighbor <router's link-local>``, ``local-address <ours>``,      |
+|                      | ``source-interface <if>`` (ExaBGP takes no ``%scope``: binding the |
+|                      | socket to the device is what lets a link-local connect), families  |
+|                      | ipv4 and ipv6 with ``nexthop { ipv4 unicast ipv6; }`` (RFC 8950)   |
 
 The family is the peer address's own (ipv4 unicast or ipv6 unicast): metalxdp announces IPv4
-prefixes over IPv4 sessions and IPv6 over IPv6.
+prefixes over IPv4 sessions and IPv6 over IPv6. An unnumbered (``interface``) peer carries both,
+every route with our link-local as its next hop (``next-hop self`` would give an IPv4 route the
+router ID, which FRR does not install). Interface peers reach this module already resolved by
+``agent.bgp.unnumbered.resolve_peers``.
 """
 from __future__ import annotations
 
@@ -62,6 +69,9 @@ class RenderError(ValueError):
 def local_address(peer: BGPPeer, node: NodeAddresses) -> IPAddress:
     if peer.source_address is not None:
         return peer.source_address
+    if peer.peer_address is None:
+        raise RenderError(f"BGPPeer/{peer.name}: interface {peer.interface}: the link-local addresses "
+                          f"are not known yet")
     addr = node.for_family(peer.peer_address.version)
     if addr is None:
         raise RenderError(f"BGPPeer/{peer.name}: node {node.name} has no IPv{peer.peer_address.version} "
@@ -91,7 +101,10 @@ def render_exabgp_conf(peers: Sequence[BGPPeer], node: NodeAddresses,
 
 
 def _neighbor(peer: BGPPeer, node: NodeAddresses) -> list[str]:
-    fam = "ipv4" if peer.peer_address.version == 4 else "ipv6"
+    if peer.peer_address is None:
+        raise RenderError(f"BGPPeer/{peer.name}: interface {peer.interface}: the router's link-local "
+                          f"address is not known yet")
+    families = sorted(peer.families())
     hold = int(round(peer.hold_time))
     out = [f"neighbor {peer.peer_address} {{",
            f"\tdescription \"{peer.name}\";",
@@ -105,6 +118,8 @@ def _neighbor(peer: BGPPeer, node: NodeAddresses) -> list[str]:
            "\tpassive false;",
            # one UPDATE per announce: the router sees each change as soon as we send it
            "\tgroup-updates false;"]
+    if peer.interface:
+        out.append(f"\tsource-interface {peer.interface};")
     if peer.peer_port != 179:
         out.append(f"\tconnect {peer.peer_port};")
     if peer.password:
@@ -118,7 +133,12 @@ def _neighbor(peer: BGPPeer, node: NodeAddresses) -> list[str]:
         # End-of-RIB is sent by the driver once it has announced (see BGPSpeaker._session_up)
         out += ["\tmanual-eor true;",
                 "\tcapability {", f"\t\tgraceful-restart {GRACEFUL_RESTART_TIME};", "\t}"]
-    out += ["\tfamily {", f"\t\t{fam} unicast;", "\t}",
+    out += ["\tfamily {", *(f"\t\tipv{v} unicast;" for v in families), "\t}"]
+    if peer.interface:
+        # RFC 8950: IPv4 routes with an IPv6 next hop (ExaBGP drops this block unless both
+        # families are listed, which they are)
+        out += ["\tnexthop {", "\t\tipv4 unicast ipv6;", "\t}"]
+    out += [
             "\tapi {", f"\t\tprocesses [ {API_PROCESS} ];", "\t\tneighbor-changes;",
             *(["\t\treceive {", "\t\t\tparsed;", "\t\t\topen;", "\t\t}"] if peer.dynamic_asn == "external" else []),
             "\t}",
@@ -169,7 +189,8 @@ def exabgp_env(bind: Iterable[IPAddress], log_level: str = "INFO") -> dict[str, 
 def announce_command(peer: BGPPeer, route: Route) -> str:
     """``neighbor <addr> announce route <prefix> next-hop self [...]`` for one route."""
     # origin incomplete ("?"): what MetalLB's speakers send (seed 002's router table shows it)
-    cmd = f"neighbor {peer.peer_address} announce route {route.prefix} next-hop self origin incomplete"
+    nh = str(peer.source_address) if peer.interface and peer.source_address else "self"
+    cmd = f"neighbor {peer.peer_address} announce route {route.prefix} next-hop {nh} origin incomplete"
     legacy = [c.value for c in route.communities if not c.large]
     large = [c.value.removeprefix("large:") for c in route.communities if c.large]
     if legacy:

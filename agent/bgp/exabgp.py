@@ -380,7 +380,10 @@ class BGPSpeaker:
 
     def _start_process(self) -> None:
         env = dict(os.environ)
-        binds = {local_address(p, self.node) for p in self._loaded_peers.values()}
+        # a link-local cannot be bound without its scope, which exabgp_tcp_bind cannot carry:
+        # unnumbered sessions are opened by us only (source-interface), never accepted
+        binds = {a for a in (local_address(p, self.node) for p in self._loaded_peers.values())
+                 if not a.is_link_local}
         env.update(exabgp_env(binds))
         env[TIMERS_ENV] = str(self.timers_path)
         argv = [*self.exabgp, "server", str(self.conf_path)]
@@ -635,8 +638,8 @@ class BGPSpeaker:
         if first and peer is not None and peer.enable_graceful_restart:
             # manual-eor (config_render): End-of-RIB only after our routes, so a restarting
             # node's stale routes are never flushed before the fresh ones reach the router
-            fam = "ipv4" if peer.peer_address.version == 4 else "ipv6"
-            self._send_raw(f"neighbor {peer.peer_address} announce eor {fam} unicast", name, "eor")
+            for v in sorted(peer.families()):
+                self._send_raw(f"neighbor {peer.peer_address} announce eor ipv{v} unicast", name, "eor")
 
     def _session_lost(self, name: str, reason: str) -> None:
         if self._states.get(name):

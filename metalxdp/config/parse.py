@@ -15,10 +15,9 @@ ExaBGP (one speaker per node) and BFD by metalxdp's own implementation, so
 
 * accepted: bfdProfile, keepaliveTime, IPv6 pools with BGP, large communities,
   enableGracefulRestart, passwordSecret, ebgpMultiHop, sourceAddress, routerID, connectTime,
-  localASN, dynamicASN (internal/external, exactly one of peerASN and dynamicASN);
-* rejected with the reason: vrf, interface (unnumbered), dualStackAddressFamily, and BFDProfile ``echoMode: true`` - metalxdp's BFD does not
-  implement echo mode (RFC 5880 section 6.4), so a profile asking for it is refused rather
-  than silently run without echo;
+  localASN, dynamicASN (internal/external, exactly one of peerASN and dynamicASN),
+  interface (BGP unnumbered: exactly one of peerAddress and interface), BFDProfile echoMode;
+* rejected with the reason: vrf, dualStackAddressFamily;
 * ``disableMP``: accepted with a warning that it has no effect (in ``Config.warnings``);
 * FRR-mode rules (MetalLB v0.16's checkFRRPeersCompatible), because there is one BGP speaker
   per node: peers that can be active on the same node share one myASN and one routerID and
@@ -66,8 +65,6 @@ STATUS_KINDS = frozenset({"ServiceL2Status", "ServiceBGPStatus", "ConfigurationS
 UNSUPPORTED_PEER_FIELDS = {
     "vrf": "vrf is not supported: metalxdp speaks BGP through ExaBGP, which has no VRF support; "
            "remove spec.vrf and peer from the default VRF",
-    "interface": "interface (BGP unnumbered) is not supported: ExaBGP needs a peer IP address; "
-                 "set spec.peerAddress instead",
     "dualStackAddressFamily": "dualStackAddressFamily is not supported: metalxdp announces IPv4 "
                               "prefixes over IPv4 sessions and IPv6 over IPv6; add one BGPPeer per "
                               "address family instead",
@@ -416,9 +413,11 @@ def _peer_conflict(run: _Run, o: _Obj, peer: BGPPeer, accepted: list[tuple[_Obj,
                                f"routerID {peer.router_id or '(unset)'} differs from routerID "
                                f"{other.router_id or '(unset)'} of BGPPeer/{other.name}: peers that can be "
                                f"active on the same node must use the same routerID (or leave it unset on all)")
-        if other.peer_address == peer.peer_address:
-            return ConfigError(o.label, "spec.peerAddress",
-                               f"peer address {peer.peer_address} is already used by BGPPeer/{other.name} on "
+        if other.identity == peer.identity:
+            key, what = (("spec.interface", f"interface {peer.interface}") if peer.interface
+                         else ("spec.peerAddress", f"peer address {peer.peer_address}"))
+            return ConfigError(o.label, key,
+                               f"{what} is already used by BGPPeer/{other.name} on "
                                f"the same nodes: one node has one session per address; merge the two peers "
                                f"or give them nodeSelectors that do not overlap")
     return None
@@ -453,8 +452,13 @@ def _peer(run: _Run, o: _Obj, bfd_profiles: Mapping[str, BFDProfile]) -> BGPPeer
                                       "remove it; it only applies to eBGP")
 
     address = _ip(s, "peerAddress", "BGPPeer address")
-    if address is None:
-        raise s.error("peerAddress", "peer has no address: set spec.peerAddress")
+    interface = s.str("interface")
+    if address is None and not interface:
+        raise s.error("peerAddress", "peer has no Address or Interface specified: set spec.peerAddress, "
+                                     "or spec.interface for BGP unnumbered")
+    if address is not None and interface:
+        raise s.error("interface", "peer has both Address and Interface specified: keep spec.peerAddress, "
+                                   "or spec.interface for BGP unnumbered")
     source = _ip(s, "sourceAddress", "source IP")
     router_id = _ip(s, "routerID", "router ID")
     if router_id is not None and router_id.version != 4:
@@ -493,6 +497,12 @@ def _peer(run: _Run, o: _Obj, bfd_profiles: Mapping[str, BFDProfile]) -> BGPPeer
             password = ""
 
     bfd_profile = s.str("bfdProfile")
+    if interface and source is not None:
+        run.warnings.append(f"{o.label}: spec.sourceAddress has no effect with spec.interface: an "
+                            f"unnumbered session runs between the link-local addresses of {interface}")
+    if interface and bfd_profile:
+        run.warnings.append(f"{o.label}: spec.bfdProfile is not run on an unnumbered session (BFD over "
+                            f"link-local is not supported yet); the BGP session runs without BFD")
     if bfd_profile and bfd_profile not in bfd_profiles:
         run.add(s.error("bfdProfile", f"peer {o.name} references BFDProfile {bfd_profile!r} which does "
                                       f"not exist (yet); create it or fix the name", transient=True))
@@ -503,7 +513,7 @@ def _peer(run: _Run, o: _Obj, bfd_profiles: Mapping[str, BFDProfile]) -> BGPPeer
         router_id=router_id, password=password, password_secret=password_secret,
         ebgp_multihop=ebgp_multihop, node_selectors=node_selectors,
         enable_graceful_restart=s.bool("enableGracefulRestart"), bfd_profile=bfd_profile,
-        local_asn=local_asn, dynamic_asn=dynamic_asn,
+        local_asn=local_asn, dynamic_asn=dynamic_asn, interface=interface,
     )
 
 

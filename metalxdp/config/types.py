@@ -157,7 +157,7 @@ class BGPPeer:
     name: str
     my_asn: int
     peer_asn: int
-    peer_address: IPAddress
+    peer_address: Optional[IPAddress]     # None for an ``interface`` (unnumbered) peer
     source_address: Optional[IPAddress] = None
     peer_port: int = 179
     hold_time: float = 90.0        # seconds; 0 = no keepalives
@@ -172,6 +172,20 @@ class BGPPeer:
     bfd_profile: str = ""
     local_asn: int = 0             # localASN: the AS presented to this peer instead of myASN (0: unset)
     dynamic_asn: str = ""          # dynamicASN: "internal" / "external" instead of peerASN ("": unset)
+    interface: str = ""            # BGP unnumbered: the node interface; the agent fills in
+                                   # peer_address (the router's link-local) once it knows it
+
+    def families(self) -> frozenset[int]:
+        """The address families announced to this peer: both over an unnumbered session
+        (RFC 8950 extended next hop, as MetalLB's FRR mode), else the peer address's own."""
+        if self.interface:
+            return frozenset((4, 6))
+        return frozenset((self.peer_address.version,)) if self.peer_address is not None else frozenset()
+
+    @property
+    def identity(self) -> str:
+        """The address, or ``interface:<name>`` for an unnumbered peer (MetalLB's peerIdentifier)."""
+        return f"interface:{self.interface}" if self.interface else str(self.peer_address)
 
     @property
     def local_as(self) -> int:
