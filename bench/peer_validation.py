@@ -11,7 +11,7 @@ stored through the API server (Nodes and Secrets too), MetalLB's cache is given 
 webhook (level ``schema``) are not sent.
 
 A disagreement is expected where metalxdp refuses a field on purpose (the table's "C.1 gate"
-rows: vrf, dualStackAddressFamily) or checks more than MetalLB (listed in
+rows: vrf) or checks more than MetalLB (listed in
 the output as ``stricter``); any other one is printed with both answers. Exit 1 on an
 unexplained disagreement.
 

@@ -186,10 +186,26 @@ def exabgp_env(bind: Iterable[IPAddress], log_level: str = "INFO") -> dict[str, 
     }
 
 
-def announce_command(peer: BGPPeer, route: Route) -> str:
+def next_hop(peer: BGPPeer, route: Route, node: Optional[NodeAddresses] = None) -> str:
+    """``self``, except: an unnumbered peer gets our link-local for every route, and a
+    dualStackAddressFamily peer gets the node's own address for a route of the other family
+    (``self`` would be the session's address, of the wrong family)."""
+    if peer.interface and peer.source_address:
+        return str(peer.source_address)
+    if peer.peer_address is not None and route.prefix.version != peer.peer_address.version:
+        addr = node.for_family(route.prefix.version) if node is not None else None
+        if addr is None:
+            raise RenderError(f"BGPPeer/{peer.name}: node has no IPv{route.prefix.version} address to use "
+                              f"as the next hop of {route.prefix} over the IPv{peer.peer_address.version} "
+                              f"session (dualStackAddressFamily)")
+        return str(addr)
+    return "self"
+
+
+def announce_command(peer: BGPPeer, route: Route, node: Optional[NodeAddresses] = None) -> str:
     """``neighbor <addr> announce route <prefix> next-hop self [...]`` for one route."""
     # origin incomplete ("?"): what MetalLB's speakers send (seed 002's router table shows it)
-    nh = str(peer.source_address) if peer.interface and peer.source_address else "self"
+    nh = next_hop(peer, route, node)
     cmd = f"neighbor {peer.peer_address} announce route {route.prefix} next-hop {nh} origin incomplete"
     legacy = [c.value for c in route.communities if not c.large]
     large = [c.value.removeprefix("large:") for c in route.communities if c.large]

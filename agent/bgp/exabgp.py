@@ -148,6 +148,7 @@ class BGPSpeaker:
         self._reported: set[str] = set()
         self._refused_asn: set[str] = set()   # dynamicASN external peers whose OPEN had our AS
         self._open_checked: set[str] = set()  # ... whose OPEN in this session had another AS
+        self._unroutable: set[tuple] = set()  # (peer, prefix) with no next hop of its family (logged once)
         self._resync_at: Optional[float] = None
         self._closing = False
         self._md5_base: dict[str, int] = {}
@@ -335,6 +336,10 @@ class BGPSpeaker:
             self._reported.discard(new)
             self.metrics.set_session(str(usable[new].peer_address), False)
             self.log.info("peer added", event="peerAdded", peer=new, address=str(usable[new].peer_address))
+        # ExaBGP's reload keeps a running session's capabilities: a peer whose families
+        # changed (dualStackAddressFamily set or cleared) needs a new session to negotiate them
+        refamilied = [n for n in usable if n in self._loaded_peers
+                      and usable[n].families() != self._loaded_peers[n].families()]
         self._loaded_peers = usable
         self._publish()
         if not usable:
@@ -370,6 +375,11 @@ class BGPSpeaker:
                 self._next_start = 0.0
                 return
             self._resync_at = time.monotonic() + RESYNC_AFTER_RELOAD
+            for n in refamilied:
+                # Cease / Other Configuration Change (RFC 4486): reconnects with the new families
+                self._send_raw(f"neighbor {usable[n].peer_address} teardown 6", n, "teardown")
+                self.log.info("BGP session reset: its address families changed", event="peerReset",
+                              peer=n, families=sorted(usable[n].families()))
             self._sync()
         else:
             self._next_start = 0.0   # start at the next tick
@@ -532,7 +542,14 @@ class BGPSpeaker:
             for prefix, route in sorted(want.items(), key=lambda kv: _net_key(kv[0])):
                 if have.get(prefix) == route:
                     continue
-                if self._send_raw(announce_command(peer, route), name, "announce", route):
+                try:
+                    cmd = announce_command(peer, route, self.node)
+                except RenderError as e:
+                    if (name, prefix) not in self._unroutable:
+                        self._unroutable.add((name, prefix))
+                        self.log.error(str(e), event="peerNotUsable", peer=name, prefix=str(prefix))
+                    continue
+                if self._send_raw(cmd, name, "announce", route):
                     have[prefix] = route
                     self.metrics.update_sent(addr)
                     self.log.info("announced", event="serviceAnnounced", peer=name, prefix=str(prefix),

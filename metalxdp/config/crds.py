@@ -280,7 +280,7 @@ def _bgppeer_v1beta2() -> dict:
         "ebgpMultiHop": s_bool("The eBGP peer is more than one hop away."),
         "vrf": s_str("Not supported by metalxdp (rejected by the webhook)."),
         "disableMP": s_bool("Deprecated; has no effect.", False),
-        "dualStackAddressFamily": s_bool("Not supported by metalxdp (rejected by the webhook).", False),
+        "dualStackAddressFamily": s_bool("Announce IPv4 and IPv6 prefixes over this one session (the other family's next hop is the node's address of that family).", False),
     }, "A BGP session to a router.", required=["myASN"])
 
 

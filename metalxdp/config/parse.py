@@ -17,7 +17,8 @@ ExaBGP (one speaker per node) and BFD by metalxdp's own implementation, so
   enableGracefulRestart, passwordSecret, ebgpMultiHop, sourceAddress, routerID, connectTime,
   localASN, dynamicASN (internal/external, exactly one of peerASN and dynamicASN),
   interface (BGP unnumbered: exactly one of peerAddress and interface), BFDProfile echoMode;
-* rejected with the reason: vrf, dualStackAddressFamily;
+  dualStackAddressFamily (both families over one session);
+* rejected with the reason: vrf;
 * ``disableMP``: accepted with a warning that it has no effect (in ``Config.warnings``);
 * FRR-mode rules (MetalLB v0.16's checkFRRPeersCompatible), because there is one BGP speaker
   per node: peers that can be active on the same node share one myASN and one routerID and
@@ -65,9 +66,6 @@ STATUS_KINDS = frozenset({"ServiceL2Status", "ServiceBGPStatus", "ConfigurationS
 UNSUPPORTED_PEER_FIELDS = {
     "vrf": "vrf is not supported: metalxdp speaks BGP through ExaBGP, which has no VRF support; "
            "remove spec.vrf and peer from the default VRF",
-    "dualStackAddressFamily": "dualStackAddressFamily is not supported: metalxdp announces IPv4 "
-                              "prefixes over IPv4 sessions and IPv6 over IPv6; add one BGPPeer per "
-                              "address family instead",
 }
 
 DEFAULT_HOLD_TIME = 90.0
@@ -514,6 +512,7 @@ def _peer(run: _Run, o: _Obj, bfd_profiles: Mapping[str, BFDProfile]) -> BGPPeer
         ebgp_multihop=ebgp_multihop, node_selectors=node_selectors,
         enable_graceful_restart=s.bool("enableGracefulRestart"), bfd_profile=bfd_profile,
         local_asn=local_asn, dynamic_asn=dynamic_asn, interface=interface,
+        dual_stack=s.bool("dualStackAddressFamily"),
     )
 
 

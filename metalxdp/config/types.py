@@ -174,11 +174,12 @@ class BGPPeer:
     dynamic_asn: str = ""          # dynamicASN: "internal" / "external" instead of peerASN ("": unset)
     interface: str = ""            # BGP unnumbered: the node interface; the agent fills in
                                    # peer_address (the router's link-local) once it knows it
+    dual_stack: bool = False       # dualStackAddressFamily: both families over this session
 
     def families(self) -> frozenset[int]:
         """The address families announced to this peer: both over an unnumbered session
         (RFC 8950 extended next hop, as MetalLB's FRR mode), else the peer address's own."""
-        if self.interface:
+        if self.interface or self.dual_stack:
             return frozenset((4, 6))
         return frozenset((self.peer_address.version,)) if self.peer_address is not None else frozenset()
 

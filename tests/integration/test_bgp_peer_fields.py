@@ -393,3 +393,29 @@ def test_hold_time_is_the_one_negotiated(nodes, frr_router):
     hold = {a: frr_router.json(f"show bgp neighbors {a} json")[a]["bgpTimerHoldTimeMsecs"]
             for a in (n1.host.ip4, n2.host.ip4)}
     assert hold == {n1.host.ip4: 6000, n2.host.ip4: 30000}, hold
+
+
+def test_dual_stack_address_family_carries_ipv6_over_the_ipv4_session(nodes, frr_router):
+    """dualStackAddressFamily on an IPv4 peer: the IPv6 VIP goes over the same IPv4 session, with
+    the node's IPv6 address as its next hop (FRR activates the neighbour in both families, as
+    MetalLB's FRR mode does); without it the IPv4 session carries IPv4 only."""
+    (n,) = nodes(1)
+    conf = render_frr_conf(RouterSpec(asn=ROUTER_ASN, router_id="192.0.2.1",
+                                      neighbors=(Neighbor(n.host.ip4, NODE_ASN),)))
+    marker = " address-family ipv6 unicast\n"
+    frr_router.start(conf.replace(marker, marker + f"  neighbor {n.host.ip4} activate\n"))
+    v6 = "2001:db8:0:2::10"
+    res = [cr("IPAddressPool", "bgp", {"addresses": ["203.0.113.0/24", "2001:db8:0:2::/64"]}),
+           cr("BGPAdvertisement", "bgp", {"ipAddressPools": ["bgp"]})]
+    svc = [service(ips=(V4, v6))]
+    plain = parse(res + [peer("p", "node1", peerASN=ROUTER_ASN)])
+    n.apply(plain, svc)
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=60)
+    time.sleep(2)
+    assert frr_router.kernel_nexthops(f"{v6}/128") == set()        # IPv4 only without the field
+    dual = parse(res + [peer("p", "node1", peerASN=ROUTER_ASN, dualStackAddressFamily=True)])
+    n.apply(dual, svc)
+    wait_nexthops(frr_router, f"{v6}/128", {n.host.ip6}, timeout=60)
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=10)
+    summary = frr_router.json("show bgp ipv6 unicast summary json")
+    assert n.host.ip4 in summary["peers"] and summary["peers"][n.host.ip4]["pfxRcd"] >= 1

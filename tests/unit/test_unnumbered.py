@@ -80,3 +80,28 @@ def test_exabgp_config_and_announce_for_an_interface_peer():
     numbered = render_exabgp_conf([NUM], NodeAddresses("n", ipaddress.ip_address("192.0.2.11"), None), ["r"])
     assert "source-interface" not in numbered and "nexthop {" not in numbered
     assert "next-hop self" in announce_command(NUM, r4)
+
+
+@pytest.mark.parametrize("peer,route,node,want", [
+    (NUM, "198.51.100.10/32", None, "self"),
+    (BGPPeer("d", 64513, 64512, ipaddress.ip_address("192.0.2.1"), dual_stack=True), "2001:db8:5::10/128",
+     NodeAddresses("n", ipaddress.ip_address("192.0.2.11"), ipaddress.ip_address("2001:db8::11")), "2001:db8::11"),
+    (BGPPeer("d", 64513, 64512, ipaddress.ip_address("2001:db8::1"), dual_stack=True), "198.51.100.10/32",
+     NodeAddresses("n", ipaddress.ip_address("192.0.2.11"), ipaddress.ip_address("2001:db8::11")), "192.0.2.11"),
+    (BGPPeer("d", 64513, 64512, ipaddress.ip_address("2001:db8::1"), dual_stack=True), "2001:db8:5::10/128",
+     NodeAddresses("n", None, ipaddress.ip_address("2001:db8::11")), "self"),
+])
+def test_next_hop(peer, route, node, want):
+    from agent.bgp.config_render import next_hop
+    assert next_hop(peer, Route(ipaddress.ip_network(route)), node) == want
+
+
+def test_dual_stack_without_an_address_of_the_other_family_is_an_error():
+    from agent.bgp.config_render import RenderError, next_hop
+    p = BGPPeer("d", 64513, 64512, ipaddress.ip_address("192.0.2.1"), dual_stack=True)
+    assert p.families() == {4, 6}
+    with pytest.raises(RenderError, match="no IPv6 address"):
+        next_hop(p, Route(ipaddress.ip_network("2001:db8:5::10/128")),
+                 NodeAddresses("n", ipaddress.ip_address("192.0.2.11"), None))
+    conf = render_exabgp_conf([p], NodeAddresses("n", ipaddress.ip_address("192.0.2.11"), None), ["r"])
+    assert "ipv4 unicast;" in conf and "ipv6 unicast;" in conf and "nexthop {" not in conf
