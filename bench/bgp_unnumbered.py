@@ -65,7 +65,7 @@ def trial(workdir: Path) -> dict:
     try:
         rh = topo.add_host("router", ipv4=["192.0.2.1/24"], forwarding=True)
         node = topo.add_host("node1")
-        router = FRRRouter(rh, workdir / "frr")
+        router = FRRRouter(rh, Path(tempfile.mkdtemp(prefix="metalxdp-frr-")))
         router.start(frr_conf())
         time.sleep(3.0)
         peer = BGPPeer("tor", 64513, 64512, None, hold_time=9.0, keepalive_time=3.0, interface="eth0")
@@ -127,6 +127,7 @@ def main() -> None:
     write_json(Path(a.out), {"benchmark": "bgp_unnumbered", "host": platform.node(),
                              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                              "summary": rows, "trials": trials, "failed": failed})
+    sys.exit(1 if failed or not trials else 0)
 
 
 if __name__ == "__main__":
