@@ -199,12 +199,9 @@ _ECHO_FILTER = [
 
 
 def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    """The Internet checksum (RFC 1071) of ``data``."""
+    from ..packets import ones_complement_sum
+    return ~ones_complement_sum(data) & 0xFFFF
 
 
 def echo_datagram(local: str, payload: bytes, ident: int = 0) -> bytes:

@@ -26,9 +26,7 @@ router's link-local, ``source_address`` = ours) or leaves it out with the reason
 """
 from __future__ import annotations
 
-import ctypes
 import ipaddress
-import os
 import selectors
 import socket
 import struct
@@ -40,6 +38,8 @@ from typing import Callable, Iterable, Mapping, Optional
 from metalxdp.config.types import BGPPeer
 from metalxdp.log import get_logger
 
+from ..bfd.runner import _enter_netns     # the BFD thread enters a namespace the same way
+
 log = get_logger("agent")
 
 ICMP6_RS, ICMP6_RA = 133, 134
@@ -47,7 +47,6 @@ ICMP6_FILTER = 1                     # IPPROTO_ICMPV6 level, linux/icmpv6.h
 ALL_NODES, ALL_ROUTERS = "ff02::1", "ff02::2"
 RA_BURST = (0.0, 1.0, 2.0, 3.0)      # seconds after an interface comes into use
 RA_INTERVAL_S = 10.0
-CLONE_NEWNET = 0x40000000
 NTF_ROUTER = 0x80
 
 
@@ -125,17 +124,6 @@ def valid_ra(data: bytes, src: str, hop_limit: int) -> Optional[str]:
 
 
 # ---- I/O -----------------------------------------------------------------------------------
-def _enter_netns(netns: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 class _Port:
     """One interface in use: its raw ICMPv6 socket and what it heard."""
 

@@ -105,3 +105,31 @@ def test_dual_stack_without_an_address_of_the_other_family_is_an_error():
                  NodeAddresses("n", ipaddress.ip_address("192.0.2.11"), None))
     conf = render_exabgp_conf([p], NodeAddresses("n", ipaddress.ip_address("192.0.2.11"), None), ["r"])
     assert "ipv4 unicast;" in conf and "ipv6 unicast;" in conf and "nexthop {" not in conf
+
+
+def test_announcer_resolves_interface_peers_and_logs_why_one_waits(tmp_path, caplog):
+    """The agent's seam: interface peers go to the speaker resolved, or not at all."""
+    import logging
+
+    from agent.bgp.announcer import BGPAnnouncer
+
+    class FakeUnnumbered:
+        def __init__(self):
+            self.asked = []
+            self.info = {"eth0": LinkInfo("eth0", LL_N, LL_R), "eth1": LinkInfo("eth1", LL_N, None)}
+
+        def links(self, names):
+            self.asked.append(list(names))
+            return {n: self.info[n] for n in names}
+
+    a = BGPAnnouncer("node1", tmp_path)
+    assert a._resolve({"num": NUM}) == {"num": NUM} and a.unnumbered is None   # none started
+    a.unnumbered = FakeUnnumbered()
+    from dataclasses import replace
+    other = replace(UN, name="tor1", interface="eth1")
+    with caplog.at_level(logging.INFO, logger="metalxdp.agent"):
+        out = a._resolve({"tor": UN, "tor1": other, "num": NUM})
+    assert set(out) == {"tor", "num"} and out["tor"].peer_address == LL_R
+    assert a.unnumbered.asked == [["eth0", "eth1"]]
+    assert "no router advertisement heard on eth1" in a._waiting["tor1"]
+    assert any("tor1 waits" in r.getMessage() for r in caplog.records)
