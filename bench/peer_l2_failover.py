@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bench.benchstats import arg_parser, print_table, summary, write_json  # noqa: E402
 from metalxdp.lab import kube_tools as kt  # noqa: E402
 from metalxdp.lab.kube_cluster import ClusterLab, overlay  # noqa: E402
-from metalxdp.lab.spec import NAMESPACE, LabSpec  # noqa: E402
+from metalxdp.lab.spec import NAMESPACE, LabSpec, native_mode  # noqa: E402
 from metalxdp.rig.kubenode import _rss_kb  # noqa: E402
 from metalxdp.rig.procs import RigError, wait_for  # noqa: E402
 
@@ -72,22 +72,11 @@ def l2_resources(lab: ClusterLab) -> list[dict]:
 
 
 def bgp_resources(lab: ClusterLab) -> list[dict]:
-    """The lab's BGP pool, advertisement and peer as MetalLB's native BGP mode accepts them (its
-    webhook refuses IPv6 in a BGP-advertised pool, and keepaliveTime, on native mode: IPv4
-    only, the hold time alone), applied alike to both implementations."""
-    out = []
-    for o in lab.spec.metallb_resources():
-        if o["metadata"]["name"] == "lab-l2" or o["kind"] not in ("IPAddressPool", "BGPAdvertisement", "BGPPeer"):
-            continue
-        o = json.loads(json.dumps(o))
-        if o["kind"] == "IPAddressPool":
-            o["spec"]["addresses"] = [c for c in o["spec"]["addresses"] if ":" not in c]
-        if o["kind"] == "BGPPeer":
-            if ":" in o["spec"]["peerAddress"]:
-                continue
-            o["spec"].pop("keepaliveTime", None)
-        out.append(o)
-    return out
+    """The lab's BGP pool, advertisement and peer as MetalLB's native BGP mode accepts them
+    (metalxdp.lab.spec.native_mode: IPv4 only, the hold time alone), applied alike to both
+    implementations."""
+    return [o for o in native_mode(lab.spec.metallb_resources())
+            if o["metadata"]["name"] != "lab-l2" and o["kind"] in ("IPAddressPool", "BGPAdvertisement", "BGPPeer")]
 
 
 def router_routes(lab: ClusterLab, pool: list[str]) -> dict[str, int]:

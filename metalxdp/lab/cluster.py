@@ -82,6 +82,11 @@ class Lab:
 
     # ---- up ---------------------------------------------------------------------------
     def up(self, spec: LabSpec = LabSpec(), progress: Callable[[str], None] = print) -> dict:
+        if spec.lb not in ("metalxdp", "metallb"):
+            raise RigError(f"unknown load balancer {spec.lb!r}: metalxdp or metallb")
+        if spec.lb == "metallb" and spec.bfd_profile:
+            raise RigError("--bfd with --lb metallb: MetalLB's BFD needs its FRR mode (an FRR per node), "
+                           "which the lab does not build; its native mode has no BFD")
         if self.load().get("id"):
             raise RigError(f"lab {self.name!r} is already up (state {self.state_path}); "
                            f"run `metalxdp lab down` first")
@@ -130,7 +135,7 @@ class Lab:
 
             progress(f"[lab 5/{steps}] Kubernetes: Node objects, namespace {NAMESPACE}, CRDs")
             self._register_nodes(spec, topo)
-            self._install_api(state)
+            self._install_api(state, spec)
 
             progress(f"[lab 6/{steps}] pod networks (198.18.N.0/24, 2001:db8:100:N::/64) and kube-proxy stand-in")
             self._pod_networks(spec, topo)
@@ -141,8 +146,14 @@ class Lab:
             state["pids"]["lab-proxy"] = proxy.pid
             self._save(state)
 
-            progress(f"[lab 7/{steps}] metalxdp: controller, one agent per node (XDP + ExaBGP), lab resources")
-            self._start_metalxdp(state, spec, topo)
+            if spec.lb == "metallb":
+                from . import metallb_peer
+                progress(f"[lab 7/{steps}] MetalLB {metallb_peer.version()}: controller (+ its webhook), "
+                         "one speaker per node (native BGP), lab resources")
+                self._start_metallb(state, spec, topo)
+            else:
+                progress(f"[lab 7/{steps}] metalxdp: controller, one agent per node (XDP + ExaBGP), lab resources")
+                self._start_metalxdp(state, spec, topo)
 
             progress(f"[lab 8/{steps}] done: lab {self.name!r} ({topo.id}) is up")
             state["ready"] = True
@@ -428,12 +439,96 @@ class Lab:
     def set_link(self, host: str, up: bool) -> None:
         self.topology().set_link(host, up)
 
-    def _install_api(self, state: dict) -> None:
+    def _install_api(self, state: dict, spec: LabSpec = LabSpec()) -> None:
         from ..kube import api_client, client
         api = api_client(state["kubeconfig"])
         client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
-        if CRD_DIR.is_dir() and any(CRD_DIR.glob("*.yaml")):
-            kubectl(state["kubeconfig"], "apply", "-f", str(CRD_DIR))
+        crds = CRD_DIR
+        if spec.lb == "metallb":   # MetalLB's own CRDs, from its module
+            from . import metallb_peer
+            metallb_peer.binaries()   # builds (or finds cached) and downloads the module
+            crds = metallb_peer.crd_dir()
+        if crds.is_dir() and any(crds.glob("*.yaml")):
+            kubectl(state["kubeconfig"], "apply", "-f", str(crds))
+            if spec.lb == "metallb":
+                kubectl(state["kubeconfig"], "apply", "-f", "-", input_=json.dumps(metallb_peer.bgppeer_crd_fix()))
+            kubectl(state["kubeconfig"], "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+    def _start_metallb(self, state: dict, spec: LabSpec, topo: Topology) -> None:
+        """MetalLB's controller (with its webhook, registered with the release's own rules) and
+        a speaker per node: metalxdp.lab.metallb_peer."""
+        import base64
+        import secrets as pysecrets
+        import ssl
+        import urllib.request
+        from ..kube import api_client, apply, client
+        from ..rig.procs import free_port
+        from . import metallb_peer as mp
+        if not mp.port_free(mp.WEBHOOK_PORT):
+            raise RigError(f"port {mp.WEBHOOK_PORT} is taken: MetalLB's webhook always listens there (another "
+                           "MetalLB lab or bench/peer_validation.py running?)")
+        kc, logs = state["kubeconfig"], self.dir / "logs"
+        api = api_client(kc)
+        core = client.CoreV1Api(api)
+        bins = mp.binaries()
+        key = pysecrets.token_bytes(128)
+        core.create_namespaced_secret(NAMESPACE, {"metadata": {"name": "memberlist"}, "type": "Opaque",
+                                                  "data": {"secretkey": base64.b64encode(key).decode()}})
+        key_dir = self.dir / "ml_secret_key"       # the Secret as the speaker pod mounts it
+        key_dir.mkdir(parents=True, exist_ok=True)
+        (key_dir / "secretkey").write_bytes(key)
+        ca = mp.serving_certificate()
+        metrics = free_port()
+        ctl = start("controller", mp.controller_argv(bins, kc, NAMESPACE, metrics), logs)
+        state["pids"]["controller"] = ctl.pid
+        state["metallb"] = {"version": mp.version(), "bin": str(bins), "controller_metrics_port": metrics}
+        self._save(state)
+        ctx = ssl.create_default_context(cafile=str(mp.CERT_DIR / "tls.crt"))
+
+        def serving() -> bool:   # any answer at all (a 4xx for an empty body) means it listens
+            try:
+                urllib.request.urlopen(f"https://127.0.0.1:{mp.WEBHOOK_PORT}/validate-metallb-io-v1beta1-ipaddresspool",
+                                       context=ctx, timeout=2)
+            except urllib.error.HTTPError:
+                return True
+            except OSError:
+                return False
+            return True
+        wait_for("MetalLB's webhook on 127.0.0.1:9443", serving, 60, proc=ctl)
+        client.AdmissionregistrationV1Api(api).create_validating_webhook_configuration(mp.webhook_configuration(ca))
+        for n in spec.node_names():
+            h = topo.hosts[n]
+            pod, status = mp.speaker_pod(n, h.ip4, h.ip6)
+            core.create_namespaced_pod(NAMESPACE, pod)
+            core.patch_namespaced_pod_status(pod["metadata"]["name"], NAMESPACE, status)
+            sp = start(f"speaker-{n}", mp.speaker_argv(bins, kc, NAMESPACE, n, h.ip4, key_dir), logs, netns=h.netns)
+            state["pids"][f"speaker-{n}"] = sp.pid
+            self._save(state)
+        for obj in spec.metallb_resources():
+            _apply_retrying(api, obj, 60)
+        self.wait_speakers_joined(spec.node_names())
+
+    def wait_speakers_joined(self, nodes, timeout: float = 60) -> None:
+        """Every MetalLB speaker's memberlist holds every node (its 'node event' log lines)."""
+        import json
+        nodes = list(nodes)
+
+        def joined(n: str) -> set[str]:
+            seen: set[str] = set()
+            try:
+                lines = (self.dir / "logs" / f"speaker-{n}.log").read_text(errors="replace").splitlines()
+            except OSError:
+                return seen
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("msg") == "node event - forcing sync":
+                    (seen.add if rec.get("node event") == "NodeJoin" else seen.discard)(rec.get("node name") or "")
+            return seen
+        wait_for("every MetalLB speaker to see the others (memberlist)",
+                 lambda: all(joined(n) >= set(nodes) - {n} for n in nodes), timeout)
 
     # ---- down -------------------------------------------------------------------------
     def down(self, progress: Callable[[str], None] = print) -> list[str]:
@@ -458,6 +553,10 @@ class Lab:
         if lab_id and (FRR_ROOT / lab_id).exists():
             shutil.rmtree(FRR_ROOT / lab_id, ignore_errors=True)
             removed.append(f"dir {FRR_ROOT / lab_id}")
+        if state.get("metallb"):   # the webhook certificate in controller-runtime's fixed directory
+            from .metallb_peer import CERT_DIR
+            for f in ("tls.crt", "tls.key"):
+                (CERT_DIR / f).unlink(missing_ok=True)
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
             removed.append(f"dir {self.dir}")
@@ -481,12 +580,14 @@ class Lab:
                           "present": h.netns in present}
                       for n, h in topo.hosts.items()},
             "frr_dir": state.get("frr_dir"),
+            "lb": (state.get("spec") or {}).get("lb", "metalxdp"),
+            "metallb": state.get("metallb"),
             "controller": self._controller_state(state),
         }
 
     def _controller_state(self, state: dict) -> dict:
         """Who leads, and whether the configuration is valid (ConfigurationState)."""
-        if not state.get("ready"):
+        if not state.get("ready") or (state.get("spec") or {}).get("lb") == "metallb":
             return {}
         from ..kube import ApiException, api_client, client
         out: dict = {}
@@ -502,6 +603,22 @@ class Lab:
         except (ApiException, OSError, ValueError) as e:
             out.setdefault("error", str(getattr(e, "reason", e)))
         return out
+
+
+def _apply_retrying(api, obj: dict, timeout: float) -> None:
+    """Apply ``obj``, again while a webhook refuses it: MetalLB's answers before its informers
+    hold the objects it checks against. The last refusal is the error when it never passes."""
+    from ..kube import ApiException, apply
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            apply(api, obj)
+            return
+        except ApiException as e:
+            if e.status not in (400, 403, 422, 500) or time.monotonic() > deadline:
+                raise RigError(f"{obj['kind']} {obj['metadata']['name']} refused: {e.status} "
+                               f"{(e.body or e.reason or '')[:800]}") from e
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -551,14 +668,18 @@ def lab() -> None:
               help="receive ms, transmit ms, detect multiplier of the --bfd profile.")
 @click.option("--webhook/--no-webhook", default=True, show_default=True,
               help="Serve the controller's validating webhook (the lab's resources are applied through it).")
-def lab_up(name: str, nodes: int, ibgp: bool, bfd_profile: str, bfd_timers: str, webhook: bool) -> None:
+@click.option("--lb", type=click.Choice(["metalxdp", "metallb"]), default="metalxdp", show_default=True,
+              help="What runs as the load balancer. metallb: MetalLB's own controller and speakers "
+                   "(the release in scripts/metallb/VERSION, built from Go modules on first use and "
+                   "cached; native BGP mode; no --bfd), for side-by-side runs on the same lab.")
+def lab_up(name: str, nodes: int, ibgp: bool, bfd_profile: str, bfd_timers: str, webhook: bool, lb: str) -> None:
     """Build the lab and print how to reach it."""
     try:
         rx, tx, mult = (int(x) for x in bfd_timers.split(","))
     except ValueError:
         raise click.BadParameter("expected RX,TX,MULT, e.g. 300,300,3", param_hint="--bfd-timers")
     spec = LabSpec(nodes=nodes, node_asn=64512 if ibgp else 64513, bfd_profile=bfd_profile,
-                   bfd_timers=(rx, tx, mult), webhook=webhook)
+                   bfd_timers=(rx, tx, mult), webhook=webhook, lb=lb)
     try:
         Lab(name).up(spec)
     except RigError as e:
@@ -592,7 +713,8 @@ def print_status(st: dict) -> None:
     if not st.get("id"):
         click.echo(f"lab {st['name']!r} is not up")
         return
-    click.echo(f"lab {st['name']!r} ({st['id']}): {'up' if st['up'] else 'incomplete'}")
+    lb = f"MetalLB {st['metallb']['version']}" if st.get("lb") == "metallb" and st.get("metallb") else st.get("lb", "metalxdp")
+    click.echo(f"lab {st['name']!r} ({st['id']}): {'up' if st['up'] else 'incomplete'}, load balancer: {lb}")
     click.echo(f"  kubeconfig: {st['kubeconfig']}   (kubectl --kubeconfig {st['kubeconfig']} get nodes -o wide)")
     for n, h in st["hosts"].items():
         click.echo(f"  {n:8} netns {h['netns']:18} {' '.join(h['ipv4'] + h['ipv6'])}")

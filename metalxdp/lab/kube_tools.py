@@ -269,3 +269,73 @@ class PodLogs:
             p.kill()
             out, _ = p.communicate()
         return out or ""
+
+
+class FlowTrace:
+    """Diagnostics for a request that timed out: tcpdump of every TCP SYN, SYN-ACK and RST on
+    each of ``hosts`` (the client, the VIP's node: every interface, so before and after
+    kube-proxy's DNAT) and ``conntrack -E`` on the node hosts, while the block runs. ``report``
+    names the client's SYNs that got no SYN-ACK and what each host saw of those flows."""
+
+    FILTER = "tcp[tcpflags] & (tcp-syn|tcp-rst) != 0 and not port 179 and not port 7946"
+
+    def __init__(self, lab: ClusterLab, hosts: list[str], workdir) -> None:
+        self.lab, self.hosts, self.dir = lab, hosts, workdir
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "FlowTrace":
+        for h in self.hosts:
+            host = self.lab.topo.hosts[h]
+            self.procs.append(host.popen(["tcpdump", "-i", "any", "-nn", "-U", "-w", str(self.dir / f"{h}.pcap"),
+                                          self.FILTER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if h != "client":
+                self.procs.append(host.popen(["conntrack", "-E", "-p", "tcp", "-o", "timestamp"],
+                                             stdout=open(self.dir / f"{h}.conntrack", "w"),
+                                             stderr=subprocess.STDOUT))
+        time.sleep(1)   # tcpdump's filter in place
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.5)
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def _lines(self, host: str) -> list[str]:
+        r = subprocess.run(["tcpdump", "-nn", "-tttt", "-r", str(self.dir / f"{host}.pcap")],
+                           capture_output=True, text=True)
+        return r.stdout.splitlines()
+
+    def report(self, ip: str) -> str:
+        """The client's flows to ``ip`` whose SYN got no SYN-ACK, with every line any host's
+        capture or conntrack log has of that client port."""
+        import re
+        client = self._lines("client")
+        syn, answered = {}, set()
+        for line in client:
+            m = re.search(r"(\S+)\.(\d+) > " + re.escape(ip) + r"\.\d+: Flags \[S\]", line)
+            if m:
+                syn.setdefault(m.group(2), []).append(line)
+            m = re.search(re.escape(ip) + r"\.\d+ > \S+\.(\d+): Flags \[S\.\]", line)
+            if m:
+                answered.add(m.group(1))
+        lost = {p: v for p, v in syn.items() if p not in answered}
+        out = [f"client SYNs to {ip}: {len(syn)} flows, {len(lost)} never answered"]
+        for port, lines in lost.items():
+            out.append(f"-- client port {port}:")
+            out += ["   client: " + x for x in lines]
+            for h in self.hosts:
+                if h == "client":
+                    continue
+                out += [f"   {h}: " + x for x in self._lines(h) if f".{port} " in x or f".{port}:" in x]
+                ct = [x for x in (self.dir / f"{h}.conntrack").read_text(errors="replace").splitlines()
+                      if f"sport={port} " in x or f"dport={port} " in x]
+                out += [f"   {h} ct: " + x for x in ct]
+                ports = {q for x in ct for q in re.findall(r"port=(\d+)", x)} - {port, "80"}
+                out += [f"   {h} (after NAT): " + x for x in self._lines(h)
+                        if any(f".{q} " in x or f".{q}:" in x for q in ports)]
+        return "\n".join(out)

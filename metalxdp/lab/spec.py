@@ -40,6 +40,9 @@ class LabSpec:
     # the controller's monitoring port (/metrics, /healthz, /readyz) on 127.0.0.1; 0: none (the
     # labs' default: several labs side by side would fight over a fixed one)
     controller_metrics_port: int = 0
+    # what runs as the load balancer: "metalxdp" (its controller and agents) or "metallb" (MetalLB's
+    # controller and speakers of scripts/metallb/VERSION, native BGP: metalxdp.lab.metallb_peer)
+    lb: str = "metalxdp"
 
     def _addr(self, lan: str, host: int) -> str:
         net = ipaddress.ip_network(lan)
@@ -73,7 +76,12 @@ class LabSpec:
                           bfd_profiles=profiles, graceful_restart=self.graceful_restart)
 
     def metallb_resources(self) -> list[dict]:
-        """The pools, advertisements and peers the demo applies (same as the Vagrant lab)."""
+        """The pools, advertisements and peers the demo applies (same as the Vagrant lab); with
+        ``lb="metallb"`` as MetalLB's native BGP mode accepts them (``native_mode``)."""
+        objs = self._resources()
+        return native_mode(objs) if self.lb == "metallb" else objs
+
+    def _resources(self) -> list[dict]:
         meta = lambda name: {"name": name, "namespace": NAMESPACE}  # noqa: E731
         bfd = {"bfdProfile": self.bfd_profile} if self.bfd_profile else {}
         if self.graceful_restart:
@@ -98,3 +106,22 @@ class LabSpec:
              "spec": {"myASN": self.node_asn, "peerASN": self.router_asn,
                       "peerAddress": self.router_ip(6), "holdTime": "9s", "keepaliveTime": "3s", **bfd}},
         ]
+
+
+def native_mode(objs: list[dict]) -> list[dict]:
+    """``objs`` as MetalLB's native BGP mode accepts them: its webhook refuses IPv6 addresses in
+    a BGP-advertised pool and ``keepaliveTime`` on a peer, so BGP pools keep their IPv4 ranges,
+    only IPv4 peers stay, with the hold time alone. L2 objects are unchanged."""
+    import copy
+    bgp_pools = {p for o in objs if o["kind"] == "BGPAdvertisement" for p in o["spec"].get("ipAddressPools", [])}
+    out = []
+    for o in objs:
+        o = copy.deepcopy(o)
+        if o["kind"] == "IPAddressPool" and o["metadata"]["name"] in bgp_pools:
+            o["spec"]["addresses"] = [c for c in o["spec"]["addresses"] if ":" not in c]
+        if o["kind"] == "BGPPeer":
+            if ":" in o["spec"].get("peerAddress", ""):
+                continue
+            o["spec"].pop("keepaliveTime", None)
+        out.append(o)
+    return out

@@ -16,7 +16,7 @@ from metalxdp.lab.kube_cluster import overlay
 from metalxdp.lab.spec import NAMESPACE
 from metalxdp.rig.procs import RigError, wait_for
 
-from metalxdp.lab.kube_tools import (PodLogs, Stream, agent_pid, announcer, client_neigh_mac, parse_backend,
+from metalxdp.lab.kube_tools import (FlowTrace, PodLogs, Stream, agent_pid, announcer, client_neigh_mac, parse_backend,
                                      router_nexthops, wait_curl, xdp_prog_id)
 
 pytestmark = pytest.mark.integration
@@ -212,7 +212,7 @@ def test_reapplying_deploy_over_a_running_install_changes_nothing(cluster, workl
     assert r.returncode != 0 and "denied the request" in r.stderr, r.stderr
 
 
-def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_request(cluster, workload):
+def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_request(cluster, workload, tmp_path):
     """A new release rolled out as users roll one: the image tag changed by kustomize and
     re-applied. The DaemonSet replaces one agent pod at a time (maxUnavailable 1), each new agent
     adopts the pinned program; the controller Deployment rolls too. 20 requests per second to
@@ -235,7 +235,8 @@ def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_reque
             hops.append(len(router_nexthops(cluster, bip)))
             done.wait(0.1)
     watcher = threading.Thread(target=watch, daemon=True)
-    with Stream(cluster, ip, rate=20, timeout=2) as l2, Stream(cluster, bip, rate=20, timeout=2) as bgp:
+    trace = FlowTrace(cluster, ["client", *NODES], tmp_path)
+    with trace, Stream(cluster, ip, rate=20, timeout=2) as l2, Stream(cluster, bip, rate=20, timeout=2) as bgp:
         watcher.start()
         t0, wall0 = time.monotonic(), time.time()
         cluster.install(ref=ref)
@@ -260,6 +261,9 @@ def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_reque
         print(cluster.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", "-o",
                               "custom-columns=TIME:.lastTimestamp,NS:.metadata.namespace,OBJ:.involvedObject.name,"
                               "REASON:.reason,SOURCE:.source.host", check=False).stdout[-6000:])
+        print("flows that failed, as the client and the nodes saw them:")
+        print(trace.report(ip))
+        print(trace.report(bip))
     assert l2.failed() == 0 and bgp.failed() == 0
     # each replaced agent left as "restarting" (its pod deleted, its node staying): the VIP
     # never moved. Before, every agent left as dead and its VIPs moved away and back (2 of 877
