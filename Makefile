@@ -40,13 +40,17 @@ metallb:
 	@bash scripts/metallb/build.sh
 
 # every side-by-side benchmark against MetalLB (scripts/metallb/VERSION, built from Go modules):
-# webhook verdicts, controller allocation, L2 failover + footprint + DaemonSet rollout on the
-# cluster lab; each prints both figures and the ratio and writes bench/results/peer_*.json
+# webhook verdicts, controller allocation, controller SIGKILLs, ARP under flood (XDP vs the
+# speaker), BGP announce stages (process labs), L2 failover + SIGKILLs + BGP + footprint +
+# DaemonSet rollout and the migration on the cluster lab; each prints both figures and the
+# ratio and writes bench/results/peer_*.json
+PEER_BENCHES = peer_validation peer_controller "controller_chaos --impl both --kills 10" \
+	peer_arp_flood peer_bgp_stages peer_l2_failover peer_migration
 .PHONY: bench-peer
 bench-peer: setup metallb
-	@for b in peer_validation peer_controller peer_l2_failover peer_migration; do \
-		echo "== bench/$$b.py"; s=$$(date +%s); $(PY) bench/$$b.py || exit 1; \
-		echo "== bench/$$b.py took $$(( $$(date +%s) - s )) s"; done
+	@for b in $(PEER_BENCHES); do \
+		echo "== bench/$$b"; s=$$(date +%s); $(PY) bench/$${b%% *}.py $$(echo "$$b" | cut -s -d' ' -f2-) || exit 1; \
+		echo "== bench/$$b took $$(( $$(date +%s) - s )) s"; done
 
 # what metalxdp costs per node (memory, CPU, cold start to first ARP; cluster lab) and per
 # packet (the XDP program in BPF_PROG_TEST_RUN); writes bench/results/{footprint,xdp_prog_ns}.json

@@ -8,8 +8,15 @@ does three times). A creator adds Services at a steady rate and deletes every fi
 freed addresses are handed out anew; an observer lists the Services every 50 ms and records the
 first IP each one showed, any change, and any IP held by two live Services.
 
-Prints figures and writes bench/results/controller_chaos.json (per-kill values included).
+``--impl metallb`` runs MetalLB's own controller (scripts/metallb/VERSION, built from Go
+modules; one replica, no leader election, as its manifest deploys it) the same way; ``--impl
+both`` runs metalxdp's and then MetalLB's, each on a fresh API server with the same seed (the
+same lives before each kill), in one invocation (issue 16), and writes both side by side.
+
+Prints figures and writes bench/results/controller_chaos.json (per-kill values included;
+``--impl both``: peer_controller_chaos.json).
 Usage: python bench/controller_chaos.py [--kills 100] [--rate 8] [--min-up 0.5] [--max-up 2.5]
+       [--impl metalxdp|metallb|both]
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from bench.benchstats import arg_parser, print_table, summary, write_json  # noq
 from metalxdp.kube import api_client, client  # noqa: E402
 from metalxdp.lab.cluster import CRD_DIR, kubectl  # noqa: E402
 from metalxdp.rig.apiserver import start_control_plane  # noqa: E402
-from metalxdp.rig.procs import start, wait_for  # noqa: E402
+from metalxdp.rig.procs import free_port, start, wait_for  # noqa: E402
 
 NS, CFG_NS = "chaos", "metallb-system"
 
@@ -85,12 +92,37 @@ def main() -> None:
     ap.add_argument("--min-up", type=float, default=1.0, help="shortest controller life before the kill (s)")
     ap.add_argument("--max-up", type=float, default=4.0, help="longest controller life before the kill (s)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--impl", choices=["metalxdp", "metallb", "both"], default="metalxdp",
+                    help="whose controller is killed; both: metalxdp's, then MetalLB's (same seed)")
     a = ap.parse_args()
+    if a.impl != "both":
+        res = run(a, a.impl)
+        write_json(Path(a.out), res)
+        sys.exit(1 if res["duplicate_ips_seen"] or res["changed_ips_seen"] or res["duplicate_ips_final"] else 0)
+    out = {impl: run(a, impl) for impl in ("metalxdp", "metallb")}
+    x, m = out["metalxdp"], out["metallb"]
+    out["settle_ratio_metallb_over_metalxdp"] = (m["all_allocated_after_last_start_s"]
+                                                 / max(0.01, x["all_allocated_after_last_start_s"]))
+    print(f"\n== {a.kills} SIGKILLs each: duplicate IPs seen metalxdp {x['duplicate_ips_seen']} vs MetalLB "
+          f"{m['duplicate_ips_seen']}, changed IPs {x['changed_ips_seen']} vs {m['changed_ips_seen']}, "
+          f"duplicates at the end {x['duplicate_ips_final']} vs {m['duplicate_ips_final']}; every live Service "
+          f"allocated after the last start {x['all_allocated_after_last_start_s']} s vs "
+          f"{m['all_allocated_after_last_start_s']} s")
+    default = str(Path(ap.get_default("out")).with_name("peer_controller_chaos.json"))
+    write_json(Path(a.out if a.out != ap.get_default("out") else default), out)
+
+
+def run(a, impl: str) -> dict:
     rng = random.Random(a.seed)
     work = Path(tempfile.mkdtemp(prefix="mx-chaos-"))
     t_start = time.monotonic()
     cp = start_control_plane(work / "cp", controller_manager=False)
     ctl = None
+    mlb = None
+    if impl == "metallb":
+        from metalxdp.lab.metallb_peer import binaries
+        mlb = binaries()
+    print(f"== {impl}: {a.kills} SIGKILLs of its controller", flush=True)
     try:
         kc = str(cp.kubeconfig)
         kubectl(kc, "apply", "-f", str(CRD_DIR))
@@ -105,6 +137,10 @@ def main() -> None:
              "spec": {"addresses": ["198.18.0.0/20"]}})
 
         def controller(i: int):
+            if mlb is not None:
+                return start(f"metallb-controller-{i}", [
+                    str(mlb / "controller"), "--kubeconfig", kc, "--namespace", CFG_NS, "--webhook-mode", "disabled",
+                    "--disable-cert-rotation", "--port", str(free_port()), "--log-level", "error"], work / "logs")
             return start(f"controller-{i}", [
                 sys.executable, "-m", "metalxdp.cli", "controller", "--kubeconfig", kc,
                 "--namespace", CFG_NS, "--webhook-mode", "disabled", "--metrics-port", "0",
@@ -166,7 +202,7 @@ def main() -> None:
         final = {s.metadata.name: ips_of(s)[0] for s in core.list_namespaced_service(NS).items}
         dup_final = len(final) - len(set(final.values()))
         res = {
-            "kills": a.kills, "services_created": len(created), "services_deleted": len(deleted),
+            "implementation": impl, "kills": a.kills, "services_created": len(created), "services_deleted": len(deleted),
             "services_live": len(live), "observer_snapshots": obs.snapshots,
             "duplicate_ips_seen": len(obs.duplicates), "changed_ips_seen": len(obs.changed),
             "duplicate_ips_final": dup_final,
@@ -182,9 +218,7 @@ def main() -> None:
               f"{obs.snapshots} snapshots; {dup_final} duplicates at the end; every live Service "
               f"allocated {settle:.1f}s after the last start; {killed_mid_work} of the kills hit a "
               f"controller that had allocated during its life")
-        write_json(Path(a.out), res)
-        if obs.duplicates or obs.changed or dup_final:
-            sys.exit(1)
+        return res
     finally:
         if ctl is not None and ctl.popen.poll() is None:
             ctl.stop()
