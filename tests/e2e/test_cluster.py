@@ -261,6 +261,8 @@ def test_rolling_update_to_a_new_image_tag_under_a_request_stream_fails_no_reque
         print(cluster.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", "-o",
                               "custom-columns=TIME:.lastTimestamp,NS:.metadata.namespace,OBJ:.involvedObject.name,"
                               "REASON:.reason,SOURCE:.source.host", check=False).stdout[-6000:])
+        print(f"the client's MACs for {ip} during the rollout: {macs}; router next hops for {bip}: "
+              f"min {min(hops, default=None)}")
         print("flows that failed, as the client and the nodes saw them:")
         print(trace.report(ip))
         print(trace.report(bip))
