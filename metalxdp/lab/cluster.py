@@ -133,7 +133,9 @@ class Lab:
             state["frr_dir"] = str(frr.workdir)
             self._save(state)
 
-            progress(f"[lab 5/{steps}] Kubernetes: Node objects, namespace {NAMESPACE}, CRDs")
+            progress(f"[lab 5/{steps}] Kubernetes: Node objects, namespace {NAMESPACE}, CRDs" +
+                     (" (MetalLB's own; MetalLB is built from Go modules on first use, ~7 min, then cached)"
+                      if spec.lb == "metallb" else ""))
             self._register_nodes(spec, topo)
             self._install_api(state, spec)
 

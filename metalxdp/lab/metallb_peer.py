@@ -54,9 +54,11 @@ def version() -> str:
 def binaries() -> Path:
     """The directory with MetalLB's ``controller`` and ``speaker`` (built once, then cached)."""
     from ..rig.procs import RigError
-    r = subprocess.run(["bash", str(REPO / "scripts" / "metallb" / "build.sh")], capture_output=True, text=True)
+    # build.sh's progress (and on a first run: "building ... (first run only)", ~7 min) goes to
+    # our stderr; its last stdout line is the directory
+    r = subprocess.run(["bash", str(REPO / "scripts" / "metallb" / "build.sh")], stdout=subprocess.PIPE, text=True)
     if r.returncode != 0:
-        raise RigError(f"building MetalLB {version()} failed: {r.stderr.strip()[-1500:]}")
+        raise RigError(f"building MetalLB {version()} failed (scripts/metallb/build.sh said why, above)")
     return Path(r.stdout.strip().splitlines()[-1])
 
 
