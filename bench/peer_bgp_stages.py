@@ -61,9 +61,13 @@ class UpdateWatch:
     def _read(self) -> None:
         ts, src, section = 0.0, "", ""
         for line in self.p.stdout:
-            m = re.match(r"^(\d+\.\d+) IP (\d+\.\d+\.\d+\.\d+)\.\d+ > ", line)
+            m = re.match(r"^(\d+\.\d+) IP", line)   # with -v: "<ts> IP (tos ...)", then "    <src>.<port> > ..."
             if m:
-                ts, src, section = float(m.group(1)), m.group(2), ""
+                ts, src, section = float(m.group(1)), "", ""
+                continue
+            m = re.match(r"^\s+(\d+\.\d+\.\d+\.\d+)\.\d+ > ", line)
+            if m and not src:
+                src = m.group(1)
                 continue
             s = line.strip()
             if s.startswith("Updated routes:"):
