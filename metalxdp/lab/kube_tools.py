@@ -306,36 +306,48 @@ class FlowTrace:
                 p.kill()
 
     def _lines(self, host: str) -> list[str]:
-        r = subprocess.run(["tcpdump", "-nn", "-tttt", "-r", str(self.dir / f"{host}.pcap")],
-                           capture_output=True, text=True)
-        return r.stdout.splitlines()
+        cache = self.__dict__.setdefault("_cache", {})
+        if host not in cache:
+            r = subprocess.run(["tcpdump", "-nn", "-tttt", "-r", str(self.dir / f"{host}.pcap")],
+                               capture_output=True, text=True)
+            cache[host] = r.stdout.splitlines()
+        return cache[host]
 
-    def report(self, ip: str) -> str:
-        """The client's flows to ``ip`` whose SYN got no SYN-ACK, with every line any host's
-        capture or conntrack log has of that client port."""
+    def lost(self, ip: str) -> dict[str, dict]:
+        """The client's flows to ``ip`` whose SYN never got a SYN-ACK back to the client:
+        client port -> {"seq": the SYN's sequence number, "reached": hosts whose capture saw
+        that SYN come in addressed to ``ip`` (after their XDP program: taps run after it)}.
+        NAT keeps the sequence number, so every host's lines of the flow are found by it."""
         import re
-        client = self._lines("client")
         syn, answered = {}, set()
-        for line in client:
-            m = re.search(r"(\S+)\.(\d+) > " + re.escape(ip) + r"\.\d+: Flags \[S\]", line)
+        for line in self._lines("client"):
+            m = re.search(r"\.(\d+) > " + re.escape(ip) + r"\.\d+: Flags \[S\], seq (\d+)", line)
             if m:
-                syn.setdefault(m.group(2), []).append(line)
+                syn.setdefault(m.group(1), m.group(2))
             m = re.search(re.escape(ip) + r"\.\d+ > \S+\.(\d+): Flags \[S\.\]", line)
             if m:
                 answered.add(m.group(1))
-        lost = {p: v for p, v in syn.items() if p not in answered}
-        out = [f"client SYNs to {ip}: {len(syn)} flows, {len(lost)} never answered"]
-        for port, lines in lost.items():
-            out.append(f"-- client port {port}:")
-            out += ["   client: " + x for x in lines]
+        out = {}
+        for port, seq in syn.items():
+            if port in answered:
+                continue
+            reached = {h for h in self.hosts if h != "client" and any(
+                " In " in x and f"> {ip}." in x and f"seq {seq}," in x for x in self._lines(h))}
+            out[port] = {"seq": seq, "reached": reached}
+        return out
+
+    def report(self, ip: str) -> str:
+        """The client's flows to ``ip`` whose SYN got no SYN-ACK, with every line any host's
+        capture has of them (found by the SYN's sequence number, which NAT keeps) and the
+        node's conntrack events of that client port."""
+        lost = self.lost(ip)
+        out = [f"client SYNs to {ip}: {len(lost)} never answered"]
+        for port, f in lost.items():
+            seq, ack = f["seq"], str(int(f["seq"]) + 1)
+            out.append(f"-- client port {port}, SYN seq {seq}, seen arriving at {sorted(f['reached']) or 'no node'}:")
             for h in self.hosts:
-                if h == "client":
-                    continue
-                out += [f"   {h}: " + x for x in self._lines(h) if f".{port} " in x or f".{port}:" in x]
-                ct = [x for x in (self.dir / f"{h}.conntrack").read_text(errors="replace").splitlines()
-                      if f"sport={port} " in x or f"dport={port} " in x]
-                out += [f"   {h} ct: " + x for x in ct]
-                ports = {q for x in ct for q in re.findall(r"port=(\d+)", x)} - {port, "80"}
-                out += [f"   {h} (after NAT): " + x for x in self._lines(h)
-                        if any(f".{q} " in x or f".{q}:" in x for q in ports)]
+                out += [f"   {h}: " + x for x in self._lines(h) if f"seq {seq}," in x or f"ack {ack}," in x]
+                if h != "client":
+                    ct = (self.dir / f"{h}.conntrack").read_text(errors="replace").splitlines()
+                    out += [f"   {h} ct: " + x for x in ct if f"sport={port} " in x or f"dport={port} " in x]
         return "\n".join(out)
