@@ -21,7 +21,6 @@ Writes bench/results/peer_bgp_stages.json (every trial).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
 import statistics
 import subprocess
@@ -37,13 +36,13 @@ sys.path.insert(0, str(ROOT))
 from pyroute2 import NetNS  # noqa: E402
 
 from bench.benchstats import arg_parser, write_json  # noqa: E402
+from bench.bgp_service_latency import pool_routes, service  # noqa: E402  (the same lab-bgp /32s, Service)
 from metalxdp.kube import api_client, client  # noqa: E402
 from metalxdp.lab.cluster import running_lab  # noqa: E402
 from metalxdp.lab.spec import LabSpec  # noqa: E402
 from metalxdp.rig.frr import FRRRouter  # noqa: E402
 from metalxdp.rig.procs import wait_for  # noqa: E402
 
-POOL = ipaddress.ip_network("203.0.113.0/26")
 IMPLS = ("metalxdp", "metallb")
 TIMEOUT = 15.0
 
@@ -79,23 +78,6 @@ class UpdateWatch:
 
     def close(self) -> None:
         self.p.terminate()
-
-
-def pool_routes(ns: NetNS) -> dict[str, int]:
-    out = {}
-    for r in ns.get_routes(family=2):
-        dst = r.get_attr("RTA_DST")
-        if r.get("dst_len") == 32 and dst and ipaddress.ip_address(dst) in POOL:
-            mp = r.get_attr("RTA_MULTIPATH")
-            out[dst] = len(mp) if mp else (1 if r.get_attr("RTA_GATEWAY") else 0)
-    return out
-
-
-def service(name: str) -> dict:
-    return {"metadata": {"name": name, "annotations": {"metallb.io/address-pool": "lab-bgp"}},
-            "spec": {"type": "LoadBalancer", "selector": {"app": "lat"}, "externalTrafficPolicy": "Cluster",
-                     "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
-                     "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP", "name": "http"}]}}
 
 
 class Side:

@@ -247,20 +247,26 @@ class Lab:
             apply(api, obj)
         self.wait_membership_converged(spec.node_names())
 
-    def agent_members(self, node: str) -> set[str]:
-        """The other members ``node``'s agent sees now, replayed from its memberJoined/memberLeft
-        log lines."""
-        import json
-        seen: set[str] = set()
+    def log_records(self, process: str) -> Iterator[dict]:
+        """The JSON log lines of the lab process ``process`` (e.g. agent-node1), parsed; other
+        lines skipped; nothing when it has no log yet."""
         try:
-            lines = (self.dir / "logs" / f"agent-{node}.log").read_text(errors="replace").splitlines()
+            lines = (self.dir / "logs" / f"{process}.log").read_text(errors="replace").splitlines()
         except OSError:
-            return seen
+            return
         for line in lines:
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(rec, dict):
+                yield rec
+
+    def agent_members(self, node: str) -> set[str]:
+        """The other members ``node``'s agent sees now, replayed from its memberJoined/memberLeft
+        log lines."""
+        seen: set[str] = set()
+        for rec in self.log_records(f"agent-{node}"):
             if rec.get("event") == "memberJoined":
                 seen.add(rec.get("member"))
             elif rec.get("event") == "memberLeft":
@@ -512,20 +518,11 @@ class Lab:
 
     def wait_speakers_joined(self, nodes, timeout: float = 60) -> None:
         """Every MetalLB speaker's memberlist holds every node (its 'node event' log lines)."""
-        import json
         nodes = list(nodes)
 
         def joined(n: str) -> set[str]:
             seen: set[str] = set()
-            try:
-                lines = (self.dir / "logs" / f"speaker-{n}.log").read_text(errors="replace").splitlines()
-            except OSError:
-                return seen
-            for line in lines:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
+            for rec in self.log_records(f"speaker-{n}"):
                 if rec.get("msg") == "node event - forcing sync":
                     (seen.add if rec.get("node event") == "NodeJoin" else seen.discard)(rec.get("node name") or "")
             return seen
