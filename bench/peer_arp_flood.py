@@ -100,7 +100,11 @@ def start_impl(impl: str, tmp: Path, kc: str, bins: Path) -> Proc:
                                   "--pod-name", metallb_peer.speaker_pod_name(NODE),
                                   "--host", xf.NODE_IP, "--port", "7472", "--log-level", "info"],
               tmp, netns=xf.NS_NODE)
-    wait_for("MetalLB's speaker answering ARP for the VIP", lambda: bool(arping(1, 0.1)), 60, proc=p)
+    try:
+        wait_for("MetalLB's speaker answering ARP for the VIP", lambda: bool(arping(1, 0.1)), 60, proc=p)
+    except BaseException:
+        p.stop(timeout=5)
+        raise
     return p
 
 
