@@ -147,6 +147,9 @@ class BGPSpeaker:
         self._down_since: dict[str, float] = {}
         self._reported: set[str] = set()
         self._refused_asn: set[str] = set()   # dynamicASN external peers whose OPEN had our AS
+        # peer -> when a reload changed its definition: ExaBGP re-creates such a neighbour on
+        # its next loop turn, and what we sent it before that may not reach the new one
+        self._reannounce: dict[str, float] = {}
         self._open_checked: set[str] = set()  # ... whose OPEN in this session had another AS
         self._unroutable: set[tuple] = set()  # (peer, prefix) with no next hop of its family (logged once)
         self._resync_at: Optional[float] = None
@@ -324,6 +327,7 @@ class BGPSpeaker:
             self._session_lost(gone, "peer removed from configuration" if gone not in self._admin_down
                                else "administratively down")
             self._announced.pop(gone, None)
+            self._reannounce.pop(gone, None)
             self._states.pop(gone, None)
             self._down_since.pop(gone, None)
             self.metrics.forget(str(self._loaded_peers[gone].peer_address))
@@ -340,6 +344,7 @@ class BGPSpeaker:
         # changed (dualStackAddressFamily set or cleared) needs a new session to negotiate them
         refamilied = [n for n in usable if n in self._loaded_peers
                       and usable[n].families() != self._loaded_peers[n].families()]
+        changed = [n for n in usable if n in self._loaded_peers and usable[n] != self._loaded_peers[n]]
         self._loaded_peers = usable
         self._publish()
         if not usable:
@@ -375,6 +380,12 @@ class BGPSpeaker:
                 self._next_start = 0.0
                 return
             self._resync_at = time.monotonic() + RESYNC_AFTER_RELOAD
+            for n in changed:
+                # ExaBGP applies the reload on its next loop turn, after the commands that
+                # follow it here: an announce (an IPv6 VIP on a peer that just gained IPv6) went
+                # to the neighbour about to be replaced and was lost (CI, 1 run in 3 locally).
+                # The session it then re-establishes gets everything again.
+                self._reannounce[n] = time.monotonic()
             for n in refamilied:
                 # Cease / Other Configuration Change (RFC 4486): reconnects with the new families
                 self._send_raw(f"neighbor {usable[n].peer_address} teardown 6", n, "teardown")
@@ -406,6 +417,7 @@ class BGPSpeaker:
                                           stdin=subprocess.DEVNULL, env=env,
                                           start_new_session=True, cwd=self.workdir)
         self._proc_started = time.monotonic()
+        self._reannounce.clear()    # a new process reads the configuration before any command
         self._md5_base = {}
         self._md5_base = self._md5_counters()   # the namespace may have older MD5 traffic
         now = time.monotonic()
@@ -650,6 +662,13 @@ class BGPSpeaker:
             self.metrics.set_session(str(peer.peer_address), True)
             self.log.info("BGP session established", event="sessionUp", peer=name,
                           address=str(peer.peer_address))
+        since = self._reannounce.get(name)
+        if since is not None:
+            # the first session of a re-created neighbour: send it everything. A session up
+            # within RESYNC_AFTER_RELOAD may still be the old neighbour's; keep the mark then
+            self._announced[name] = {}
+            if time.monotonic() - since > RESYNC_AFTER_RELOAD:
+                del self._reannounce[name]
         self._sync()   # retries anything ExaBGP refused before it knew the neighbor
         peer = self._loaded_peers.get(name)
         if first and peer is not None and peer.enable_graceful_restart:

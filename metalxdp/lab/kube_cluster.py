@@ -30,6 +30,27 @@ DEPLOY = REPO / "deploy"
 FRR_ROOT = Path("/run/metalxdp/frr")
 CP_HOST = 5          # the control-plane host: 192.0.2.5 / 2001:db8:0:1::5
 
+# what the kubelet answers when a container's log is gone (replaced or collected)
+NO_LOGS = "unable to retrieve container logs"
+
+
+def cri_log_messages(text: str) -> list[str]:
+    """The messages of a CRI log file ("<time> <stream> <P|F> <message>" per line), partial
+    lines (P) joined to the line that ends them (F); lines in no such form are kept as they are."""
+    out, partial = [], ""
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) >= 3 and parts[1] in ("stdout", "stderr") and parts[2] in ("P", "F"):
+            partial += parts[3] if len(parts) == 4 else ""
+            if parts[2] == "F":
+                out.append(partial)
+                partial = ""
+        elif line:
+            out.append(line)
+    if partial:
+        out.append(partial)
+    return out
+
 
 def overlay(workdir: Path, ref: str, deploy: Path = DEPLOY, name: str = "install") -> Path:
     """A kustomize overlay over ``deploy`` that sets the metalxdp image to ``ref``, as a user
@@ -232,9 +253,29 @@ class ClusterLab:
             logs = self.kubectl("logs", "-n", NAMESPACE, name, f"--tail={lines}", check=False).stdout.strip()
             prev = self.kubectl("logs", "-n", NAMESPACE, name, "--previous", f"--tail={lines}",
                                 check=False).stdout.strip()
+            text = next((t for t in (prev, logs) if t and not t.startswith(NO_LOGS)), "")
+            if not text:
+                # a crash-looping container is replaced (and the dead one collected) between the
+                # status and the log request: seen in CI, the kubelet answered "unable to retrieve
+                # container logs" for every pod. The files under podLogsDir are still there.
+                text = self.pod_log_files_tail(p, lines) or prev or logs or "(no log)"
             state = json.dumps(st[0].get("state") or {}, sort_keys=True)[:300]
-            out.append(f"--- pod {name} on {p['spec'].get('nodeName')}: {state}\n{prev or logs or '(no log)'}")
+            out.append(f"--- pod {name} on {p['spec'].get('nodeName')}: {state}\n{text}")
         return "\n".join(out) or "(every pod Ready)"
+
+    def pod_log_files_tail(self, pod: dict, lines: int = 15) -> str:
+        """The last ``lines`` of the newest non-empty log file the kubelet wrote for ``pod`` (CRI
+        format, podLogsDir of its node), or "" when there is none."""
+        node = self.cluster.nodes.get(pod["spec"].get("nodeName") or "") if self.cluster else None
+        if node is None:
+            return ""
+        m = pod["metadata"]
+        files = (node.spec.workdir / "pod-logs").glob(f"{m['namespace']}_{m['name']}_{m['uid']}/*/*.log*")
+        for f in sorted(files, key=lambda f: f.stat().st_mtime, reverse=True):
+            text = cri_log_messages(f.read_text(errors="replace"))
+            if text:
+                return "\n".join(text[-lines:])
+        return ""
 
     def uninstall(self) -> None:
         d = overlay(self.workdir, self.image_ref or self.images["metalxdp"].ref)

@@ -419,3 +419,22 @@ def test_dual_stack_address_family_carries_ipv6_over_the_ipv4_session(nodes, frr
     wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=10)
     summary = frr_router.json("show bgp ipv6 unicast summary json")
     assert n.host.ip4 in summary["peers"] and summary["peers"][n.host.ip4]["pfxRcd"] >= 1
+
+
+def test_an_edited_peer_keeps_its_routes_across_the_new_session(nodes, frr_router):
+    """Editing a BGPPeer's routerID makes ExaBGP re-create the neighbour (the router ID is part
+    of its name, and so of its RIB's), on the reload's next loop turn: the routes must reach the
+    new session too. Before, the agent counted them as announced and never sent them again."""
+    (n,) = nodes(1)
+    router(frr_router, [(n.host.ip4, NODE_ASN)])
+    apply(n, parse(resources(peer("p", "node1", peerASN=ROUTER_ASN, routerID="198.51.100.7"))))
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=60)
+    apply(n, parse(resources(peer("p", "node1", peerASN=ROUTER_ASN, routerID="198.51.100.8"))))
+
+    def new_session() -> bool:
+        neigh = frr_router.json(f"show bgp neighbors {n.host.ip4} json")[n.host.ip4]
+        return neigh["bgpState"] == "Established" and neigh["remoteRouterId"] == "198.51.100.8"
+    wait_for("the session with the new router ID", new_session, 60)
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=20)
+    time.sleep(3)   # and it stays: no late withdraw
+    assert frr_router.kernel_nexthops(f"{V4}/32") == {n.host.ip4}
