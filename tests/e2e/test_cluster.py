@@ -376,5 +376,11 @@ def test_a_daemonset_without_cap_bpf_fails_with_the_agents_own_reason(cluster):
         with pytest.raises(RigError) as e:
             cluster.wait_installed(timeout=60)
         assert "lacks the capabilities CAP_BPF" in str(e.value), str(e.value)[-3000:]
+        # the report's fallback when the kubelet no longer serves a replaced container's log
+        # (seen in CI): the kubelet's own files say the same
+        agents = [p for p in cluster.pods() if p["metadata"]["name"].startswith("speaker")
+                  and not ((p.get("status") or {}).get("containerStatuses") or [{}])[0].get("ready")]
+        assert agents and all("lacks the capabilities CAP_BPF" in cluster.pod_log_files_tail(p, 50)
+                              for p in agents), [cluster.pod_log_files_tail(p) for p in agents]
     finally:
         cluster.kubectl("delete", "-k", str(d), "--ignore-not-found", "--wait=true", timeout=300)
