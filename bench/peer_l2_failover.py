@@ -18,7 +18,9 @@ of the announcing node's speaker (MetalLB) or agent (metalxdp) gets SIGKILL unde
 and the kubelet restarts the container (the lab's kubelets restart a crashed container within
 1 s, ``crashLoopBackOff.maxContainerRestartPeriod``); failed requests and VIP moves (changes of
 the client's ARP entry for the VIP) are counted until the container is ready again, plus 3 s.
-Then the DaemonSet is restarted (`kubectl rollout restart`) under 20 requests/s: failed requests
+``--fresh-kills`` (default 10) are the same trials with a client that flushes its ARP entry for
+the VIP before every request: a new client, or one whose entry expires, while the announcing
+node's speaker/agent is down. Then the DaemonSet is restarted (`kubectl rollout restart`) under 20 requests/s: failed requests
 and VIP moves are counted the same way.
 
 BGP (``--bgp``, default 10 per implementation): the lab's BGP pool, BGPAdvertisement and BGPPeers
@@ -26,7 +28,7 @@ BGP (``--bgp``, default 10 per implementation): the lab's BGP pool, BGPAdvertise
 pool and polls the router's kernel table every 20 ms: create call sent -> the first route, ->
 all three next hops (ECMP); then delete call sent -> the route gone.
 
-Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--kills 10] [--bgp 10] [--blocks 2]
+Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--kills 10] [--fresh-kills 10] [--bgp 10] [--blocks 2]
 """
 from __future__ import annotations
 
@@ -280,15 +282,17 @@ def _restarts_and_ready(pod: dict) -> tuple[int, bool]:
     return sum(c.get("restartCount", 0) for c in sts), ready
 
 
-def one_kill(lab: ClusterLab, impl, ip: str) -> dict:
+def one_kill(lab: ClusterLab, impl, ip: str, fresh_arp: bool = False) -> dict:
     """SIGKILL the announcing node's speaker/agent process under 20 requests/s; the kubelet
-    restarts its container. Counted until the pod is ready again with one more restart, + 3 s."""
+    restarts its container. Counted until the pod is ready again with one more restart, + 3 s.
+    ``fresh_arp``: the client flushes its neighbour entry for the VIP before every request (a
+    new client, or one whose ARP entry expires, during the restart)."""
     node = kt.announcer(lab, ip)
     if node is None:
         raise RigError(f"nobody answers ARP for {ip}")
     name = speaker_pod(lab, node)["metadata"]["name"]
     restarts0, _ = _restarts_and_ready(speaker_pod(lab, node))
-    with MacWatch(lab, ip) as mw, kt.Stream(lab, ip, rate=20, timeout=1) as s:
+    with MacWatch(lab, ip) as mw, kt.Stream(lab, ip, rate=20, timeout=1, fresh_arp=fresh_arp) as s:
         time.sleep(1)
         t0 = time.monotonic()
         os.kill(impl.pid(node), signal.SIGKILL)
@@ -334,6 +338,9 @@ def main() -> None:
     ap = arg_parser(__doc__, "peer_l2_failover")
     ap.add_argument("--cuts", type=int, default=20, help="cuts per implementation in total")
     ap.add_argument("--kills", type=int, default=10, help="SIGKILL trials per implementation in total")
+    ap.add_argument("--fresh-kills", type=int, default=10,
+                    help="SIGKILL trials per implementation in total with a client that has no ARP entry "
+                         "for the VIP at each request")
     ap.add_argument("--bgp", type=int, default=10, help="BGP Service create/delete trials per implementation in total")
     ap.add_argument("--blocks", type=int, default=2, help="alternating blocks per implementation")
     a = ap.parse_args()
@@ -346,6 +353,7 @@ def main() -> None:
     footprint: dict[str, dict] = {}
     rollouts: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     kills: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
+    fresh: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     bgp: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     t_all = time.monotonic()
     try:
@@ -381,6 +389,12 @@ def main() -> None:
                     print(f"  {impl.name} SIGKILL {len(kills[impl.name])}: {r['node']} -> {r['failed']} of "
                           f"{r['requests']} failed, VIP moves {r['vip_moves']}, ready again after "
                           f"{r['ready_again_s']:.1f} s")
+                for i in range(a.fresh_kills // a.blocks):
+                    r = one_kill(lab, impl, ip, fresh_arp=True)
+                    r["block"] = block
+                    fresh[impl.name].append(r)
+                    print(f"  {impl.name} SIGKILL, fresh ARP {len(fresh[impl.name])}: {r['node']} -> {r['failed']} "
+                          f"of {r['requests']} failed, ready again after {r['ready_again_s']:.1f} s")
                 if a.bgp:      # warm-up, not counted: the sessions are up and the first route is in
                     one_bgp(lab, w, 1000 + block)
                 for i in range(a.bgp // a.blocks):
@@ -409,17 +423,20 @@ def main() -> None:
         print(f"DaemonSet rollout restart under 20 req/s, {k}: "
               f"{sum(r['failed'] for r in v)} of {sum(r['requests'] for r in v)} requests failed, "
               f"VIP moves {[r['vip_moves'] for r in v]}")
-    kill_rows = {}
-    for k, v in kills.items():
-        if v:
-            kill_rows[k] = {"trials": len(v), "requests": sum(r["requests"] for r in v),
-                            "failed": sum(r["failed"] for r in v),
-                            "failed_per_trial": summary([r["failed"] for r in v], "n", 0),
-                            "vip_moves_per_trial": summary([r["vip_moves"] for r in v], "n", 0),
-                            "ready_again_s": summary([r["ready_again_s"] for r in v], "s", 2)}
-            print(f"SIGKILL of the {'speaker' if k == 'metallb' else 'agent'} under 20 req/s, {k}: "
-                  f"{kill_rows[k]['failed']} of {kill_rows[k]['requests']} requests failed over {len(v)} kills, "
-                  f"VIP moves {[r['vip_moves'] for r in v]}")
+    def kill_summary(v: list[dict]) -> dict:
+        return {"trials": len(v), "requests": sum(r["requests"] for r in v),
+                "failed": sum(r["failed"] for r in v),
+                "failed_per_trial": summary([r["failed"] for r in v], "n", 0),
+                "vip_moves_per_trial": summary([r["vip_moves"] for r in v], "n", 0),
+                "ready_again_s": summary([r["ready_again_s"] for r in v], "s", 2)}
+    kill_rows = {k: kill_summary(v) for k, v in kills.items() if v}
+    fresh_rows = {k: kill_summary(v) for k, v in fresh.items() if v}
+    for label, rows_ in (("", kill_rows), (", client without an ARP entry at each request", fresh_rows)):
+        for k, r in rows_.items():
+            trials_ = (kills if rows_ is kill_rows else fresh)[k]
+            print(f"SIGKILL of the {'speaker' if k == 'metallb' else 'agent'} under 20 req/s{label}, {k}: "
+                  f"{r['failed']} of {r['requests']} requests failed over {r['trials']} kills, "
+                  f"VIP moves {[t['vip_moves'] for t in trials_]}")
     bgp_rows = {}
     for k, v in bgp.items():
         if v:
@@ -434,6 +451,7 @@ def main() -> None:
         "summary": rows, "p50_ratio_metallb_over_metalxdp": round(ratio, 2) if ratio else None,
         "failed_cuts": {k: sum(1 for t in v if t["seconds"] is None) for k, v in trials.items()},
         "footprint_rss_mb": footprint, "rollouts": rollouts, "kills": kill_rows, "kill_trials": kills,
+        "kills_fresh_arp": fresh_rows, "kill_fresh_arp_trials": fresh,
         "bgp": bgp_rows, "bgp_trials": bgp, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
 
 

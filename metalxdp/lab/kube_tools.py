@@ -107,10 +107,14 @@ def node_memory_mb(lab: ClusterLab) -> dict[str, dict[str, float]]:
 
 class Stream:
     """Requests from the client at ``rate`` per second; results as (time, ok); the failed ones
-    also in ``failures`` as (time, curl exit code)."""
+    also in ``failures`` as (time, curl exit code). ``fresh_arp``: the client forgets its
+    neighbour entry for ``ip`` before each request, as a new client (or one whose entry
+    expired) would have none: each request needs an ARP/NDP answer first."""
 
-    def __init__(self, lab: ClusterLab, ip: str, rate: float = 20, timeout: float = 1):
+    def __init__(self, lab: ClusterLab, ip: str, rate: float = 20, timeout: float = 1,
+                 fresh_arp: bool = False):
         self.lab, self.ip, self.gap, self.timeout = lab, ip, 1 / rate, timeout
+        self.fresh_arp = fresh_arp
         self.results: list[tuple[float, bool]] = []
         self.failures: list[tuple[float, int]] = []
         self.slow: list[tuple[float, float, int]] = []
@@ -122,6 +126,8 @@ class Stream:
     TIMINGS = "\n%{time_connect} %{time_starttransfer} %{local_port} %{remote_ip}"
 
     def _one(self, t: float) -> None:
+        if self.fresh_arp:
+            self.lab.topo.hosts["client"].run(["ip", "neigh", "flush", "to", self.ip], check=False)
         rc, out = client_request(self.lab, self.ip, timeout=self.timeout, write_out=self.TIMINGS)
         took = time.monotonic() - t
         if took > 0.5:   # slow ones, to tell a dropped SYN (~1 s) from a starved host
