@@ -56,6 +56,25 @@ def wait_service_ips(lab: Lab, name: str, count: int = 1, timeout: float = 60, n
     return got
 
 
+def ready_endpoints(lab: Lab, service: str, namespace: str = "default") -> int:
+    """How many ready endpoints the EndpointSlices of ``service`` list (kube-controller-manager
+    writes them; the agents read them)."""
+    r = kubectl(lab.kubeconfig(), "get", "endpointslices", "-n", namespace, "-l",
+                f"kubernetes.io/service-name={service}", "-o", "json", check=False)
+    if r.returncode != 0:
+        return 0
+    return sum(1 for s in json.loads(r.stdout).get("items") or [] for e in s.get("endpoints") or []
+               if (e.get("conditions") or {}).get("ready", True))
+
+
+def wait_ready_endpoints(lab: Lab, service: str, timeout: float = 60, namespace: str = "default") -> float:
+    """Wait until ``service`` has a ready endpoint in an EndpointSlice; return the seconds it took."""
+    t0 = time.monotonic()
+    wait_for(f"an EndpointSlice with a ready endpoint for {service}",
+             lambda: ready_endpoints(lab, service, namespace) > 0, timeout)
+    return time.monotonic() - t0
+
+
 def curl(lab: Lab, ip: str, port: int = 80, host: str = "client", timeout: float = 1.0) -> Optional[str]:
     """GET http://ip:port/ from ``host``; the body, or None."""
     url = f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
