@@ -46,6 +46,19 @@ from .status_objects import StatusObjects
 
 log = get_logger("agent")
 
+# How the reconcile loop batches events: an event that finds the loop idle (its last pass ended
+# IDLE_AFTER_S ago or more) is handled at once; one that arrives while passes follow each
+# other waits COALESCE_S for the rest of the burst. (Until stop 36 every pass waited 10 ms,
+# which was 10 ms on every single Service's announce and withdraw.)
+COALESCE_S = 0.01
+IDLE_AFTER_S = 0.02
+
+
+def idle_since(last_pass: Optional[float], now: float) -> bool:
+    """True when an event arriving at ``now`` starts a burst: handle it without waiting."""
+    return last_pass is None or now - last_pass >= IDLE_AFTER_S
+
+
 JOIN_WAIT_S = 2.0   # longest wait for another member before the first election (a lone node waits once)
 
 
@@ -230,8 +243,9 @@ class Agent:
             if self._stop.is_set():
                 return
             self._wake.clear()
-            time.sleep(0.01)      # coalesce bursts of events
-            self._wake.clear()
+            if not idle_since(self._last_pass, time.monotonic()):
+                time.sleep(COALESCE_S)      # a burst is under way: gather the rest of it
+                self._wake.clear()
             self.reconcile_counted()
             self._last_pass = time.monotonic()
 

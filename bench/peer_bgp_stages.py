@@ -49,10 +49,11 @@ TIMEOUT = 15.0
 
 class UpdateWatch:
     """tcpdump of BGP on the router: wall-clock time of the first UPDATE announcing each /32
-    from each node (``first[(prefix, node_ip)]``)."""
+    from each node (``first[(prefix, node_ip)]``), and of the first withdrawing it (``gone``)."""
 
     def __init__(self, netns: str):
         self.first: dict[tuple[str, str], float] = {}
+        self.gone: dict[tuple[str, str], float] = {}
         self.p = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-i", "eth0", "-nn", "-tt", "-v", "-l",
                                    "tcp port 179"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         threading.Thread(target=self._read, daemon=True).start()
@@ -73,8 +74,8 @@ class UpdateWatch:
                 section = "up"
             elif s.startswith("Withdrawn routes:"):
                 section = "down"
-            elif section == "up" and re.match(r"^\d+\.\d+\.\d+\.\d+/32", s):
-                self.first.setdefault((s.split()[0].split("/")[0], src), ts)
+            elif section in ("up", "down") and re.match(r"^\d+\.\d+\.\d+\.\d+/32", s):
+                (self.first if section == "up" else self.gone).setdefault((s.split()[0].split("/")[0], src), ts)
 
     def close(self) -> None:
         self.p.terminate()
@@ -122,9 +123,9 @@ class Side:
         row["stage_nodes_spread"] = round(row["update_all"] - row["update_first"], 1)
         row["stage_router"] = round(row["route_all"] - row["update_all"], 1)
         self.core.delete_namespaced_service(name, "default")
-        for k in list(self.watch.first):
-            if k[0] == ip:
-                del self.watch.first[k]
+        for d in (self.watch.first, self.watch.gone):
+            for k in [k for k in d if k[0] == ip]:
+                del d[k]
         wait_for(f"{ip} withdrawn", lambda: ip not in pool_routes(self.ns), 30, interval=0.02)
         time.sleep(0.3)
         return row

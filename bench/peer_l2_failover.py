@@ -25,13 +25,16 @@ and VIP moves are counted the same way.
 
 BGP (``--bgp``, default 10 per implementation): the lab's BGP pool, BGPAdvertisement and BGPPeers
 (native BGP mode for MetalLB) are applied too; a trial creates an ETP Cluster Service in the BGP
-pool and polls the router's kernel table every 20 ms: create call sent -> the first route, ->
-all three next hops (ECMP); then delete call sent -> the route gone.
+pool (through the API client) and polls the router's kernel table every 5 ms (netlink): create
+call returned -> the IP in the status, -> each node's UPDATE at the router (tcpdump), -> the first
+route, -> all three next hops (ECMP); then delete call returned -> the withdrawing UPDATEs, -> the
+route gone. (Until stop 34 the calls were kubectl runs and the table was polled every 20 ms.)
 
 Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--kills 10] [--fresh-kills 10] [--bgp 10] [--blocks 2]
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -44,11 +47,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pyroute2 import IPRoute  # noqa: E402
+
 from bench.benchstats import arg_parser, print_table, summary, write_json  # noqa: E402
+from bench.peer_bgp_stages import UpdateWatch  # noqa: E402
+from metalxdp.kube import api_client, client  # noqa: E402
 from metalxdp.lab import kube_tools as kt  # noqa: E402
 from metalxdp.lab.kube_cluster import ClusterLab, overlay  # noqa: E402
 from metalxdp.lab.spec import NAMESPACE, LabSpec, native_mode  # noqa: E402
-from metalxdp.rig.kubenode import _rss_kb  # noqa: E402
+from metalxdp.rig.kubenode import _children, _rss_kb  # noqa: E402
 from metalxdp.rig.procs import RigError, wait_for  # noqa: E402
 
 VERSION = (ROOT / "scripts" / "metallb" / "VERSION").read_text().strip()
@@ -81,62 +88,125 @@ def bgp_resources(lab: ClusterLab) -> list[dict]:
             if o["metadata"]["name"] != "lab-l2" and o["kind"] in ("IPAddressPool", "BGPAdvertisement", "BGPPeer")]
 
 
-def router_routes(lab: ClusterLab, pool: list[str]) -> dict[str, int]:
-    """The router's kernel routes inside ``pool``: prefix -> number of next hops."""
-    import ipaddress
-    nets = [ipaddress.ip_network(c) for c in pool]
-    out = lab.topo.hosts["router"].run(["ip", "-j", "-4", "route", "show"], check=False).stdout
-    got = {}
-    for r in json.loads(out or "[]"):
-        dst = r.get("dst", "")
-        try:
-            net = ipaddress.ip_network(dst if "/" in dst else dst + "/32")
-        except ValueError:
-            continue
-        if any(net.subnet_of(n) for n in nets if n.version == net.version):
-            got[dst] = len(r.get("nexthops") or []) or 1
-    return got
+
+def tree_memory_mb(pid: int) -> dict:
+    """RSS and PSS summed over ``pid`` and its descendants (smaps_rollup), and each process's
+    RSS by name. RSS counts a page shared by two processes (libpython, libssl) twice; PSS
+    splits it between them, so the PSS sum is the share of the node's memory the pod holds."""
+    out = {"rss_mb": 0.0, "pss_mb": 0.0, "processes": {}}
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        stack += _children(p)
+        f = {}
+        for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:]:
+            k, _, rest = line.partition(":")
+            f[k] = int(rest.split()[0])
+        argv = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+        text = " ".join(a.decode(errors="replace") for a in argv if a)
+        name = ("relay" if "api_relay" in text else "exabgp" if "exabgp" in text
+                else "agent" if " agent" in text else Path(argv[0].decode(errors="replace")).name)
+        out["rss_mb"] += f["Rss"] / 1024
+        out["pss_mb"] += f["Pss"] / 1024
+        out["processes"][name] = round(out["processes"].get(name, 0) + f["Rss"] / 1024, 1)
+    out["rss_mb"], out["pss_mb"] = round(out["rss_mb"], 1), round(out["pss_mb"], 1)
+    return out
+
+class BGPProbe:
+    """What one_bgp measures with: the API client (the create/delete call returned = t0), the
+    router's kernel table through netlink (polled every 5 ms), and tcpdump of BGP on the router
+    (the moment each node's UPDATE for the /32 arrived, announcing or withdrawing it)."""
+
+    def __init__(self, lab: ClusterLab):
+        router = lab.topo.hosts["router"]
+        self.core = client.CoreV1Api(api_client(lab.kubeconfig))
+        # IPRoute(netns=...), not NetNS: NetNS setns()es the calling thread and returns through
+        # /proc/1/ns/net, which a container may not let us open (EACCES): the API client
+        # then dialled 127.0.0.1 inside the router
+        self.ns, self.watch = IPRoute(netns=router.netns), UpdateWatch(router.netns)
+        self.nodes = [lab.topo.hosts[n].ip4 for n in lab.spec.node_names()]
+        self.pool = [ipaddress.ip_network(c) for c in lab.spec.bgp_pool if ":" not in c]
+
+    def routes(self) -> dict[str, int]:
+        out = {}
+        for r in self.ns.get_routes(family=2):
+            dst = r.get_attr("RTA_DST")
+            if r.get("dst_len") == 32 and dst and any(ipaddress.ip_address(dst) in n for n in self.pool):
+                mp = r.get_attr("RTA_MULTIPATH")
+                out[dst] = len(mp) if mp else (1 if r.get_attr("RTA_GATEWAY") else 0)
+        return out
+
+    def close(self) -> None:
+        self.watch.close()
+        self.ns.close()
 
 
-def one_bgp(lab: ClusterLab, w, k: int) -> dict:
-    """Create call sent -> first route and all next hops at the router; delete -> route gone."""
-    pool = [c for c in lab.spec.bgp_pool if ":" not in c]
-    before = router_routes(lab, pool)
+def one_bgp(lab: ClusterLab, w, k: int, probe: BGPProbe) -> dict:
+    """Create call returned -> the IP in the Service's status, each node's UPDATE at the router,
+    the first route and all next hops in its kernel; delete call returned -> the first and last
+    withdrawing UPDATE, the route gone. Stages: controller = ip; node = first UPDATE - ip;
+    router = all next hops - last UPDATE."""
+    before = probe.routes()
     name = f"bgp-{k}"
-    obj = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": w.ns, "annotations": {"metallb.io/address-pool": "lab-bgp"}},
+    obj = {"metadata": {"name": name, "annotations": {"metallb.io/address-pool": "lab-bgp"}},
            "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ipFamilies": ["IPv4"],
                     "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
-    t0 = time.monotonic()
-    lab.kubectl("apply", "-f", "-", input_=json.dumps(obj))
-    first = full = None
-    prefix = None
-    nodes = len(lab.spec.node_names())
-    deadline = t0 + 120
-    while time.monotonic() < deadline and full is None:
-        new = {p: n for p, n in router_routes(lab, pool).items() if p not in before}
+    probe.watch.first.clear()
+    probe.watch.gone.clear()
+    probe.core.create_namespaced_service(w.ns, obj)
+    t0, wall0 = time.monotonic(), time.time()
+    ip = ip_t = first = full = None
+    nodes, turn = len(probe.nodes), 0
+    while time.monotonic() < t0 + 120 and full is None:
+        now, turn = time.monotonic(), turn + 1
+        if ip is None and turn % 4 == 1:     # the status every 4th turn (~20 ms)
+            s = probe.core.read_namespaced_service(name, w.ns)
+            ing = (s.status.load_balancer.ingress or []) if s.status and s.status.load_balancer else []
+            if ing:
+                ip, ip_t = ing[0].ip, now - t0
+        new = {p: n for p, n in probe.routes().items() if p not in before}
         if new:
             prefix, hops = next(iter(new.items()))
-            first = first or time.monotonic() - t0
+            first = first or now - t0
             if hops >= nodes:
-                full = time.monotonic() - t0
-        time.sleep(0.02)
+                full = now - t0
+        time.sleep(0.005)
     if full is None:
         raise RigError(f"{name}: no route with {nodes} next hops at the router within 120 s (first: {first})")
     time.sleep(1)
-    t1 = time.monotonic()
-    lab.kubectl("-n", w.ns, "delete", "service", name, "--wait=false")
+    ups = [probe.watch.first.get((prefix, n)) for n in probe.nodes]
+    t1, wall1 = time.monotonic(), time.time()
+    probe.core.delete_namespaced_service(name, w.ns)
     gone = None
     while time.monotonic() < t1 + 120:
-        if prefix not in router_routes(lab, pool):
+        if prefix not in probe.routes():
             gone = time.monotonic() - t1
             break
-        time.sleep(0.02)
+        time.sleep(0.005)
     if gone is None:
         raise RigError(f"{name}: {prefix} still routed 120 s after the delete")
     time.sleep(1)
-    return {"prefix": prefix, "first_route_s": round(first, 3), "all_next_hops_s": round(full, 3),
-            "withdrawn_s": round(gone, 3)}
+    downs = [probe.watch.gone.get((prefix, n)) for n in probe.nodes]
+    rel = lambda v, w0: None if v is None else round(v - w0, 3)  # noqa: E731
+    row = {"prefix": prefix, "ip_s": None if ip_t is None else round(ip_t, 3),
+           "first_update_s": rel(min(u for u in ups if u) if any(ups) else None, wall0),
+           "last_update_s": rel(max(ups) if all(ups) else None, wall0),
+           "first_route_s": round(first, 3), "all_next_hops_s": round(full, 3),
+           "first_withdraw_update_s": rel(min(d for d in downs if d) if any(downs) else None, wall1),
+           "last_withdraw_update_s": rel(max(downs) if all(downs) else None, wall1),
+           "withdrawn_s": round(gone, 3)}
+    if row["ip_s"] is not None and row["first_update_s"] is not None:
+        row["stage_node_s"] = round(row["first_update_s"] - row["ip_s"], 3)
+    if row["last_update_s"] is not None:
+        row["stage_router_s"] = round(full - row["last_update_s"], 3)
+    if row["last_withdraw_update_s"] is not None:
+        row["stage_router_withdraw_s"] = round(gone - row["last_withdraw_update_s"], 3)
+    return row
+
+
+BGP_FIELDS = ("ip_s", "first_update_s", "last_update_s", "first_route_s", "all_next_hops_s", "stage_node_s",
+              "stage_router_s", "first_withdraw_update_s", "last_withdraw_update_s", "withdrawn_s",
+              "stage_router_withdraw_s")
 
 
 def apply_through_webhook(lab: ClusterLab, objs: list[dict]) -> None:
@@ -351,6 +421,7 @@ def main() -> None:
     lab = ClusterLab(Path(tempfile.mkdtemp(prefix="peer-l2-")), spec=LabSpec())
     trials: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     footprint: dict[str, dict] = {}
+    footprint_detail: dict[str, dict] = {}
     rollouts: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     kills: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
     fresh: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
@@ -376,6 +447,8 @@ def main() -> None:
                 if impl.name not in footprint:
                     time.sleep(5)
                     footprint[impl.name] = {n: impl.rss_mb(n) for n in lab.spec.node_names()}
+                    footprint_detail[impl.name] = {n: tree_memory_mb(impl.pid(n)) for n in lab.spec.node_names()}
+                    print(f"  {impl.name} memory per node: {footprint_detail[impl.name]}")
                 for i in range(per_block):
                     r = one_cut(lab, ip)
                     r["block"] = block
@@ -395,14 +468,19 @@ def main() -> None:
                     fresh[impl.name].append(r)
                     print(f"  {impl.name} SIGKILL, fresh ARP {len(fresh[impl.name])}: {r['node']} -> {r['failed']} "
                           f"of {r['requests']} failed, ready again after {r['ready_again_s']:.1f} s")
+                probe = BGPProbe(lab) if a.bgp else None
                 if a.bgp:      # warm-up, not counted: the sessions are up and the first route is in
-                    one_bgp(lab, w, 1000 + block)
+                    one_bgp(lab, w, 1000 + block, probe)
                 for i in range(a.bgp // a.blocks):
-                    r = one_bgp(lab, w, len(bgp[impl.name]))
+                    r = one_bgp(lab, w, len(bgp[impl.name]), probe)
                     r["block"] = block
                     bgp[impl.name].append(r)
                     print(f"  {impl.name} BGP {len(bgp[impl.name])}: {r['prefix']} first route {r['first_route_s']:.2f} s, "
-                          f"all next hops {r['all_next_hops_s']:.2f} s, withdrawn {r['withdrawn_s']:.2f} s after the delete")
+                          f"all next hops {r['all_next_hops_s']:.2f} s, withdrawn {r['withdrawn_s']:.2f} s after the delete "
+                          f"(IP {r['ip_s']}, UPDATEs {r['first_update_s']}-{r['last_update_s']}, "
+                          f"withdrawing UPDATEs {r['first_withdraw_update_s']}-{r['last_withdraw_update_s']} s)")
+                if probe:
+                    probe.close()
                 r = one_rollout(lab, ip)
                 rollouts[impl.name].append(r)
                 print(f"  {impl.name} rollout restart of the DaemonSet: {r}")
@@ -419,6 +497,9 @@ def main() -> None:
         print(f"p50 ratio MetalLB / metalxdp: {ratio:.1f}x")
     for k, v in footprint.items():
         print(f"RSS per node, {k}: {v} MB")
+    for k, v in footprint_detail.items():
+        print(f"PSS per node, {k}: { {n: m['pss_mb'] for n, m in v.items()} } MB; RSS by process: "
+              f"{ {n: m['processes'] for n, m in v.items()} }")
     for k, v in rollouts.items():
         print(f"DaemonSet rollout restart under 20 req/s, {k}: "
               f"{sum(r['failed'] for r in v)} of {sum(r['requests'] for r in v)} requests failed, "
@@ -440,9 +521,12 @@ def main() -> None:
     bgp_rows = {}
     for k, v in bgp.items():
         if v:
-            bgp_rows[k] = {f: summary([r[f] for r in v], "s", 3) for f in ("first_route_s", "all_next_hops_s", "withdrawn_s")}
+            bgp_rows[k] = {f: summary(vals, "s", 3) for f in BGP_FIELDS
+                           if (vals := [r[f] for r in v if r.get(f) is not None])}
     if bgp_rows.get("metalxdp") and bgp_rows.get("metallb"):
-        for f in ("first_route_s", "all_next_hops_s", "withdrawn_s"):
+        for f in BGP_FIELDS:
+            if f not in bgp_rows["metalxdp"] or f not in bgp_rows["metallb"]:
+                continue
             mx, ml = bgp_rows["metalxdp"][f]["p50_s"], bgp_rows["metallb"][f]["p50_s"]
             print(f"BGP {f[:-2].replace('_', ' ')}: metalxdp p50 {mx:.3f} s, MetalLB p50 {ml:.3f} s "
                   f"(MetalLB/metalxdp {ml / mx:.2f}x)" if mx else f"BGP {f}: metalxdp {mx}, MetalLB {ml}")
@@ -450,7 +534,7 @@ def main() -> None:
         "metallb_version": VERSION, "cuts_per_impl": a.cuts, "blocks": a.blocks,
         "summary": rows, "p50_ratio_metallb_over_metalxdp": round(ratio, 2) if ratio else None,
         "failed_cuts": {k: sum(1 for t in v if t["seconds"] is None) for k, v in trials.items()},
-        "footprint_rss_mb": footprint, "rollouts": rollouts, "kills": kill_rows, "kill_trials": kills,
+        "footprint_rss_mb": footprint, "footprint_memory": footprint_detail, "rollouts": rollouts, "kills": kill_rows, "kill_trials": kills,
         "kills_fresh_arp": fresh_rows, "kill_fresh_arp_trials": fresh,
         "bgp": bgp_rows, "bgp_trials": bgp, "trials": trials, "seconds_total": round(time.monotonic() - t_all, 1)})
 

@@ -11,8 +11,10 @@ Every public method only queues work and returns: one worker thread owns the Exa
 the API connection and all state, so nothing needs a lock except the small snapshot read by
 ``session_states``/``announced``.
 
-How it talks to ExaBGP: ExaBGP runs ``api_relay.py`` as its API process; the relay connects to a
-Unix socket this driver listens on (``<workdir>/api.sock``) and copies lines both ways. We send
+How it talks to ExaBGP: ExaBGP's API process connects to a Unix socket this driver listens on
+(``<workdir>/api.sock``). Started through ``exabgp_timers.py`` (the default), ExaBGP makes that
+connection itself, in its own process; under any other ExaBGP command it forks ``api_relay.py``,
+which connects and copies lines both ways (same bytes, one process more). We send
 ``neighbor <addr> announce|withdraw route ...``; ExaBGP answers ``done``/``error`` per command
 and sends JSON events (neighbor state connected/up/down with a reason; a NOTIFICATION from
 the peer shows up as the reason).
@@ -61,6 +63,7 @@ RELAY = Path(__file__).resolve().parent / "api_relay.py"
 RELAY_FLAGS = ("-I", "-S")
 TIMERS_WRAPPER = Path(__file__).resolve().parent / "exabgp_timers.py"
 TIMERS_ENV = "METALXDP_EXABGP_TIMERS"    # exabgp_timers.ENV (that file imports nothing of ours)
+API_SOCKET_ENV = "METALXDP_EXABGP_API_SOCKET"  # exabgp_timers.API_SOCKET_ENV: no relay process
 TICK = 0.2                  # seconds between health checks of the process when idle
 RESYNC_AFTER_RELOAD = 1.0   # seconds: ExaBGP applies a reload on its next loop turn
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n
@@ -407,6 +410,9 @@ class BGPSpeaker:
                  if not a.is_link_local}
         env.update(exabgp_env(binds))
         env[TIMERS_ENV] = str(self.timers_path)
+        # the wrapper connects ExaBGP's API to our socket in its own process; the relay in
+        # exabgp.conf runs only under an ExaBGP started some other way ($METALXDP_EXABGP)
+        env[API_SOCKET_ENV] = str(self.sock_path)
         argv = [*self.exabgp, "server", str(self.conf_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]

@@ -20,16 +20,29 @@ It replaces two small ExaBGP objects (``reactor.peer.KA``'s send timer, ``Peer._
 start, for the pinned ExaBGP 5.0 line. If those internals are not there, it says so on stderr
 and runs ExaBGP unchanged (the timers then behave as ExaBGP's defaults).
 
+It also attaches ExaBGP's API process to the agent's Unix socket **inside ExaBGP's own
+process** when ``$METALXDP_EXABGP_API_SOCKET`` names that socket: the ``process ctl`` whose
+command line ends with that path (``api_relay.py <socket>``) is not forked; ExaBGP reads its
+commands from, and writes its acks and events to, a connection to the socket instead
+(``SocketHelper``). That is the same byte stream the relay would carry, without the relay's
+process (~10 MB RSS per node) and one hop less on every announce. Without the variable, or if
+ExaBGP's process table is not where the 5.0 line keeps it, the relay is forked as before.
+
 Standalone on purpose: it runs under ExaBGP's Python, not the agent's packages.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import select
+import socket
 import sys
 import time
 
 ENV = "METALXDP_EXABGP_TIMERS"
+API_SOCKET_ENV = "METALXDP_EXABGP_API_SOCKET"
+CONNECT_TIMEOUT = 1.0    # seconds ExaBGP's reactor may wait on the agent's socket
 
 
 def timers_for(address: str) -> dict:
@@ -89,11 +102,128 @@ def install() -> bool:
     return True
 
 
+class _Writer:
+    """ExaBGP's pipe to the helper's stdin: acks and JSON events, sent whole. ExaBGP sets the
+    descriptor non-blocking (it means the read side), so a full socket buffer waits here."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+            except BlockingIOError:
+                select.select([], [self.sock], [], 1.0)
+            except OSError as e:
+                # ExaBGP gives a helper up on EPIPE only (anything else it retries forever)
+                raise BrokenPipeError(errno.EPIPE, f"the agent's API socket: {e}") from None
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Reader:
+    """ExaBGP's pipe from the helper's stdout: it polls ``fileno()`` and ``os.read``s it."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+class SocketHelper:
+    """What ExaBGP's ``Processes`` uses of a ``subprocess.Popen`` (stdin, stdout, poll,
+    terminate, kill, wait), over a connection to the agent's API socket. ``poll()`` reports
+    an exit once the agent closed its end, which is when a relay would have exited."""
+
+    def __init__(self, path: str, timeout: float = CONNECT_TIMEOUT):
+        # one attempt, bounded: this runs on ExaBGP's reactor thread (a relay may retry for
+        # seconds in its own process, we may not). The agent listens before it starts ExaBGP,
+        # so the attempt succeeds at once; if it fails ExaBGP logs "could not start process"
+        # and the agent, with no API connection after RELAY_WAIT, starts ExaBGP again.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as e:
+            sock.close()
+            print(f"metalxdp: ExaBGP's API could not connect to {path}: {e}", file=sys.stderr, flush=True)
+            raise
+        sock.settimeout(None)
+        self.sock, self.returncode, self.pid = sock, None, os.getpid()
+        self.stdin, self.stdout = _Writer(sock), _Reader(sock)
+        print(f"metalxdp: ExaBGP's API attached to {path} in process {self.pid} (no relay)",
+              file=sys.stderr, flush=True)
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                if not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    self.returncode = 0          # the agent closed its end
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.returncode = 0
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.returncode is None:
+            self.returncode = -15
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    kill = terminate
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+class _SubprocessFor:
+    """``subprocess`` as ExaBGP's process table sees it: Popen of the command ending with
+    ``path`` is a ``SocketHelper``; every other command (and name) is the real module's."""
+
+    def __init__(self, real, path: str):
+        self._real, self._path = real, path
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def Popen(self, args, *a, **kw):  # noqa: N802 - subprocess's name
+        argv = args.split() if isinstance(args, str) else list(args)
+        if argv and argv[-1] == self._path:
+            return SocketHelper(self._path)
+        return self._real.Popen(args, *a, **kw)
+
+
+def install_api_socket() -> bool:
+    path = os.environ.get(API_SOCKET_ENV)
+    if not path:
+        return False
+    try:
+        from exabgp.reactor.api import processes
+        real = processes.subprocess
+        real.Popen  # noqa: B018 - the 5.0 line forks helpers through this module reference
+    except (ImportError, AttributeError) as e:
+        print(f"metalxdp: ExaBGP's process table not found ({e}); the API relay is forked",
+              file=sys.stderr)
+        return False
+    processes.subprocess = _SubprocessFor(real, path)
+    return True
+
+
 if __name__ == "__main__":
     # this file's directory holds the agent's exabgp.py: it must not shadow ExaBGP itself
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     install()
+    install_api_socket()
     from exabgp.application.main import main
     sys.argv[0] = "exabgp"
     sys.exit(main())

@@ -301,10 +301,26 @@ def test_exabgp_killed_is_restarted_and_routes_come_back(lab, frr_router, logs):
     assert logs.events("exabgpDied")
 
 
+def test_exabgp_api_is_attached_in_its_own_process_without_a_relay(lab, frr_router, logs):
+    """The default ExaBGP command (exabgp_timers.py) connects ExaBGP's API to the agent's socket
+    in ExaBGP's process: no relay is forked, and announcing works through it."""
+    nodes = lab(1)
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    n = nodes[0]
+    n.apply(parse(lab_resources()), [service()])
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=30)
+    pid = n.speaker._proc.pid      # `ip netns exec` execs ExaBGP: the same pid
+    assert Path(f"/proc/{pid}/task/{pid}/children").read_text().split() == []
+    assert "(no relay)" in n.speaker.log_path.read_text()
+
+
 def test_exabgp_whose_api_relay_never_connects_is_restarted(lab, frr_router, logs, monkeypatch, tmp_path):
     """An ExaBGP that runs but cannot be driven (its API relay never reaches the agent) holds its
-    sessions with nothing announced: the agent restarts it after RELAY_WAIT and announces."""
+    sessions with nothing announced: the agent restarts it after RELAY_WAIT and announces.
+    (The relay is what ExaBGP forks when it is not started through exabgp_timers.py: the
+    variable that makes the wrapper attach the API in-process is renamed away here.)"""
     import agent.bgp.exabgp as exabgp_mod
+    monkeypatch.setattr(exabgp_mod, "API_SOCKET_ENV", "METALXDP_TEST_NOT_THE_API_SOCKET")
     marker = tmp_path / "first-relay-started"
     relay = tmp_path / "relay.py"
     # the first relay hangs without connecting; later ones are the real relay
