@@ -43,7 +43,8 @@ metallb:
 # webhook verdicts, controller allocation, controller SIGKILLs, ARP under flood (XDP vs the
 # speaker), BGP announce stages (process labs), L2 failover + SIGKILLs + BGP + footprint +
 # DaemonSet rollout and the migration on the cluster lab; each prints both figures and the
-# ratio and writes bench/results/peer_*.json
+# ratio and writes bench/results/peer_*.json; bench/peer_summary.py then prints every row of
+# both, with the ratio, from those files
 PEER_BENCHES = peer_validation peer_controller "controller_chaos --impl both --kills 10" \
 	peer_arp_flood peer_bgp_stages peer_l2_failover peer_migration
 .PHONY: bench-peer
@@ -51,6 +52,7 @@ bench-peer: setup metallb
 	@for b in $(PEER_BENCHES); do \
 		echo "== bench/$$b"; s=$$(date +%s); $(PY) bench/$${b%% *}.py $$(echo "$$b" | cut -s -d' ' -f2-) || exit 1; \
 		echo "== bench/$$b took $$(( $$(date +%s) - s )) s"; done
+	@$(PY) bench/peer_summary.py
 
 # what metalxdp costs per node (memory, CPU, cold start to first ARP; cluster lab) and per
 # packet (the XDP program in BPF_PROG_TEST_RUN); writes bench/results/{footprint,xdp_prog_ns}.json

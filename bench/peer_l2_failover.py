@@ -25,10 +25,11 @@ and VIP moves are counted the same way.
 
 BGP (``--bgp``, default 10 per implementation): the lab's BGP pool, BGPAdvertisement and BGPPeers
 (native BGP mode for MetalLB) are applied too; a trial creates an ETP Cluster Service in the BGP
-pool (through the API client) and polls the router's kernel table every 5 ms (netlink): create
-call returned -> the IP in the status, -> each node's UPDATE at the router (tcpdump), -> the first
-route, -> all three next hops (ECMP); then delete call returned -> the withdrawing UPDATEs, -> the
-route gone. (Until stop 34 the calls were kubectl runs and the table was polled every 20 ms.)
+pool (through the API client) while a poller in the router's namespace reads its kernel table
+every 5 ms (netlink, wall-clock stamped): create call sent -> the IP in the status, -> each
+node's UPDATE at the router (tcpdump), -> the first route, -> all three next hops (ECMP); then
+delete call sent -> the withdrawing UPDATEs, -> the route gone. (Until stop 35 the calls were
+kubectl runs and the table was polled with `ip route` every 20 ms.)
 
 Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--kills 10] [--fresh-kills 10] [--bgp 10] [--blocks 2]
 """
@@ -41,13 +42,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pyroute2 import IPRoute  # noqa: E402
 
 from bench.benchstats import arg_parser, print_table, summary, write_json  # noqa: E402
 from bench.peer_bgp_stages import UpdateWatch  # noqa: E402
@@ -112,39 +114,73 @@ def tree_memory_mb(pid: int) -> dict:
     out["rss_mb"], out["pss_mb"] = round(out["rss_mb"], 1), round(out["pss_mb"], 1)
     return out
 
+# Runs inside the router's namespace (ip netns exec): its kernel routes in the pool, polled every
+# 5 ms through netlink, one JSON line {"t": wall time, "routes": {prefix: next hops}} per change.
+# A process of its own: pyroute2's netns support forks a child to make the socket, and in this
+# many-threaded bench that child once carried on as the bench, in the router (API calls refused).
+ROUTE_POLLER = r"""
+import ipaddress, json, sys, time
+from pyroute2 import IPRoute
+nets = [ipaddress.ip_network(n) for n in sys.argv[1:]]
+ipr, last = IPRoute(), None
+while True:
+    cur = {}
+    for r in ipr.get_routes(family=2):
+        dst = r.get_attr("RTA_DST")
+        if r.get("dst_len") == 32 and dst and any(ipaddress.ip_address(dst) in n for n in nets):
+            mp = r.get_attr("RTA_MULTIPATH")
+            cur[dst] = len(mp) if mp else (1 if r.get_attr("RTA_GATEWAY") else 0)
+    if cur != last:
+        print(json.dumps({"t": time.time(), "routes": cur}), flush=True)
+        last = cur
+    time.sleep(0.005)
+"""
+
+
 class BGPProbe:
     """What one_bgp measures with: the API client (the create/delete call returned = t0), the
-    router's kernel table through netlink (polled every 5 ms), and tcpdump of BGP on the router
-    (the moment each node's UPDATE for the /32 arrived, announcing or withdrawing it)."""
+    router's kernel table through netlink (ROUTE_POLLER, every 5 ms, wall-clock stamped), and
+    tcpdump of BGP on the router (the moment each node's UPDATE for the /32 arrived, announcing
+    or withdrawing it)."""
 
     def __init__(self, lab: ClusterLab):
         router = lab.topo.hosts["router"]
         self.core = client.CoreV1Api(api_client(lab.kubeconfig))
-        # IPRoute(netns=...), not NetNS: NetNS setns()es the calling thread and returns through
-        # /proc/1/ns/net, which a container may not let us open (EACCES): the API client
-        # then dialled 127.0.0.1 inside the router
-        self.ns, self.watch = IPRoute(netns=router.netns), UpdateWatch(router.netns)
+        self.watch = UpdateWatch(router.netns)
         self.nodes = [lab.topo.hosts[n].ip4 for n in lab.spec.node_names()]
-        self.pool = [ipaddress.ip_network(c) for c in lab.spec.bgp_pool if ":" not in c]
+        pool = [c for c in lab.spec.bgp_pool if ":" not in c]
+        self.history: list[tuple[float, dict]] = []
+        self._lock = threading.Lock()
+        self.poller = subprocess.Popen(["ip", "netns", "exec", router.netns, sys.executable, "-c", ROUTE_POLLER,
+                                        *pool], stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_for("the router's route poller", lambda: bool(self.history), 30)
+
+    def _read(self) -> None:
+        for line in self.poller.stdout:
+            d = json.loads(line)
+            with self._lock:
+                self.history.append((d["t"], d["routes"]))
 
     def routes(self) -> dict[str, int]:
-        out = {}
-        for r in self.ns.get_routes(family=2):
-            dst = r.get_attr("RTA_DST")
-            if r.get("dst_len") == 32 and dst and any(ipaddress.ip_address(dst) in n for n in self.pool):
-                mp = r.get_attr("RTA_MULTIPATH")
-                out[dst] = len(mp) if mp else (1 if r.get_attr("RTA_GATEWAY") else 0)
-        return out
+        with self._lock:
+            return dict(self.history[-1][1])
+
+    def when(self, since: float, pred) -> Optional[float]:
+        """Wall time of the first change at or after ``since`` whose routes satisfy ``pred``."""
+        with self._lock:
+            return next((t for t, r in self.history if t >= since and pred(r)), None)
 
     def close(self) -> None:
         self.watch.close()
-        self.ns.close()
+        self.poller.kill()
+        self.poller.wait()
 
 
 def one_bgp(lab: ClusterLab, w, k: int, probe: BGPProbe) -> dict:
-    """Create call returned -> the IP in the Service's status, each node's UPDATE at the router,
-    the first route and all next hops in its kernel; delete call returned -> the first and last
-    withdrawing UPDATE, the route gone. Stages: controller = ip; node = first UPDATE - ip;
+    """Create call sent -> the IP in the Service's status (read back-to-back, each read ~5-10
+    ms), each node's UPDATE at the router, the first route and all next hops in its kernel;
+    delete call sent -> the first and last withdrawing UPDATE, the route gone. Stages: controller = ip; node = first UPDATE - ip;
     router = all next hops - last UPDATE."""
     before = probe.routes()
     name = f"bgp-{k}"
@@ -153,38 +189,37 @@ def one_bgp(lab: ClusterLab, w, k: int, probe: BGPProbe) -> dict:
                     "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
     probe.watch.first.clear()
     probe.watch.gone.clear()
+    wall0 = time.time()
     probe.core.create_namespaced_service(w.ns, obj)
-    t0, wall0 = time.monotonic(), time.time()
-    ip = ip_t = first = full = None
-    nodes, turn = len(probe.nodes), 0
-    while time.monotonic() < t0 + 120 and full is None:
-        now, turn = time.monotonic(), turn + 1
-        if ip is None and turn % 4 == 1:     # the status every 4th turn (~20 ms)
+    ip = ip_t = None
+    nodes = len(probe.nodes)
+    new_routes = lambda r: {p: n for p, n in r.items() if p not in before}  # noqa: E731
+    while time.time() < wall0 + 120:
+        if ip is None:
             s = probe.core.read_namespaced_service(name, w.ns)
             ing = (s.status.load_balancer.ingress or []) if s.status and s.status.load_balancer else []
             if ing:
-                ip, ip_t = ing[0].ip, now - t0
-        new = {p: n for p, n in probe.routes().items() if p not in before}
-        if new:
-            prefix, hops = next(iter(new.items()))
-            first = first or now - t0
-            if hops >= nodes:
-                full = now - t0
-        time.sleep(0.005)
-    if full is None:
-        raise RigError(f"{name}: no route with {nodes} next hops at the router within 120 s (first: {first})")
+                ip, ip_t = ing[0].ip, time.time() - wall0
+        if any(n >= nodes for n in new_routes(probe.routes()).values()):
+            break
+        time.sleep(0.01)
+    first_t = probe.when(wall0, lambda r: bool(new_routes(r)))
+    full_t = probe.when(wall0, lambda r: any(n >= nodes for n in new_routes(r).values()))
+    if full_t is None:
+        raise RigError(f"{name}: no route with {nodes} next hops at the router within 120 s "
+                       f"(first: {first_t and first_t - wall0})")
+    prefix = next(p for p, n in new_routes(probe.routes()).items() if n >= nodes)
+    first, full = first_t - wall0, full_t - wall0
     time.sleep(1)
     ups = [probe.watch.first.get((prefix, n)) for n in probe.nodes]
-    t1, wall1 = time.monotonic(), time.time()
+    wall1 = time.time()
     probe.core.delete_namespaced_service(name, w.ns)
-    gone = None
-    while time.monotonic() < t1 + 120:
-        if prefix not in probe.routes():
-            gone = time.monotonic() - t1
-            break
-        time.sleep(0.005)
-    if gone is None:
+    while time.time() < wall1 + 120 and prefix in probe.routes():
+        time.sleep(0.01)
+    gone_t = probe.when(wall1, lambda r: prefix not in r)
+    if gone_t is None:
         raise RigError(f"{name}: {prefix} still routed 120 s after the delete")
+    gone = gone_t - wall1
     time.sleep(1)
     downs = [probe.watch.gone.get((prefix, n)) for n in probe.nodes]
     rel = lambda v, w0: None if v is None else round(v - w0, 3)  # noqa: E731
