@@ -77,11 +77,6 @@ class StatusObjects:
             self._stopping = True
             self._cond.notify_all()
 
-    def idle(self, timeout: float = 10.0) -> bool:
-        """Wait until every wanted set handed to the writer has been written (tests, shutdown)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._pending or self._stopping, timeout)
-
     def _offer(self, kind: str, want: dict) -> None:
         with self._cond:
             self._pending[kind] = want

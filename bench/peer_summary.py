@@ -69,8 +69,9 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
             if a.get("trials") and b.get("trials"):
                 out.append((what, f"{a['failed']} of {a['requests']} ({a['trials']} kills)",
                             f"{b['failed']} of {b['requests']} ({b['trials']} kills)",
-                            _ratio(a["failed"] / a["requests"] or 1e-9, b["failed"] / b["requests"] or 1e-9)
-                            if a["failed"] or b["failed"] else "tie (none lost)"))
+                            _ratio(a["failed"] / a["requests"], b["failed"] / b["requests"])
+                            if a["failed"] and b["failed"] else "tie (none lost)" if not (a["failed"] or b["failed"])
+                            else "metalxdp lost none" if not a["failed"] else "MetalLB lost none (metalxdp behind)"))
         except (TypeError, KeyError, ZeroDivisionError):
             missing(what, "peer_l2_failover")
     try:
