@@ -11,6 +11,7 @@ The speaker and the BFD manager start on first need (a node with no peer runs ne
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -84,8 +85,11 @@ class BGPAnnouncer:
             from .exabgp import BGPSpeaker
             v4 = next((ipaddress.ip_address(a) for a in addresses if ":" not in a), None)
             v6 = next((ipaddress.ip_address(a) for a in addresses if ":" in a), None)
+            # ExaBGP's reactor on a thread of the agent (one interpreter per node, not two);
+            # METALXDP_EXABGP_IN_PROCESS=0 starts it as a process, as before
+            in_process = os.environ.get("METALXDP_EXABGP_IN_PROCESS", "1") not in ("0", "false", "no")
             self.speaker = BGPSpeaker(NodeAddresses(self.node, v4, v6), self.workdir / self.node,
-                                      registry=self.registry)
+                                      registry=self.registry, in_process=in_process)
         return self.speaker
 
     def _sync_bfd(self, cfg: Config, peers: dict) -> None:

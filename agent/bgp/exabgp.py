@@ -55,6 +55,7 @@ from metalxdp.log import get_logger
 from .advertise import Route
 from .config_render import (NodeAddresses, RenderError, announce_command, exabgp_env,
                             local_address, render_exabgp_conf, render_timers, withdraw_command)
+from .exabgp_inproc import InProcessExaBGP
 from .metrics import BGPMetrics
 
 RELAY = Path(__file__).resolve().parent / "api_relay.py"
@@ -99,7 +100,8 @@ class BGPSpeaker:
 
     def __init__(self, node: NodeAddresses, workdir: Path, *, netns: Optional[str] = None,
                  exabgp: Optional[Sequence[str]] = None, registry=None,
-                 not_established_after: float = 15.0, log_component: str = "agent"):
+                 not_established_after: float = 15.0, log_component: str = "agent",
+                 in_process: bool = False):
         """node: the node's name and addresses (default session source addresses).
         workdir: private directory for exabgp.conf, exabgp.log and the API socket.
         netns: run ExaBGP inside this network namespace (``ip netns exec``); None = ours.
@@ -107,11 +109,16 @@ class BGPSpeaker:
         registry: prometheus registry for the metrics (default: the global one).
         not_established_after: seconds after which a configured session that never came up
             is reported (with the MD5 counters of the namespace when the peer has a password).
+        in_process: run ExaBGP's reactor on a thread of this process (``exabgp_inproc``) rather
+            than as a process: what the agent does. Only without ``netns`` and ``exabgp``, with
+            ExaBGP importable, and for one speaker per process; otherwise a process is started.
         """
         self.node = node
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.netns = netns
+        self.in_process = bool(in_process and netns is None and exabgp is None
+                               and not os.environ.get("METALXDP_EXABGP"))
         self.exabgp = list(exabgp or default_exabgp())
         self.metrics = BGPMetrics(registry)
         self.log = get_logger(log_component)
@@ -416,12 +423,14 @@ class BGPSpeaker:
         argv = [*self.exabgp, "server", str(self.conf_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
-        with open(self.log_path, "ab") as logf:
-            logf.write(f"--- starting {' '.join(argv)} at {time.strftime('%H:%M:%S')}\n".encode())
-            logf.flush()
-            self._proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=env,
-                                          start_new_session=True, cwd=self.workdir)
+        self._proc = self._start_in_process(env) if self.in_process else None
+        if self._proc is None:
+            with open(self.log_path, "ab") as logf:
+                logf.write(f"--- starting {' '.join(argv)} at {time.strftime('%H:%M:%S')}\n".encode())
+                logf.flush()
+                self._proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, env=env,
+                                              start_new_session=True, cwd=self.workdir)
         self._proc_started = time.monotonic()
         self._reannounce.clear()    # a new process reads the configuration before any command
         self._md5_base = {}
@@ -431,13 +440,36 @@ class BGPSpeaker:
             self._down_since[n] = now
             self._reported.discard(n)
         self.log.info("ExaBGP started", event="exabgpStarted", pid=self._proc.pid,
-                      peers=sorted(self._loaded_peers), restarts=self._restarts)
+                      peers=sorted(self._loaded_peers), restarts=self._restarts,
+                      inProcess=isinstance(self._proc, InProcessExaBGP))
+
+    def _start_in_process(self, env: dict) -> Optional["InProcessExaBGP"]:
+        """ExaBGP's reactor on a thread of ours (None: it cannot be, a process is started)."""
+        try:
+            with open(self.log_path, "ab") as logf:
+                logf.write(f"--- starting ExaBGP in process {os.getpid()} on {self.conf_path} "
+                           f"at {time.strftime('%H:%M:%S')}\n".encode())
+            return InProcessExaBGP(self.conf_path, env, timers_path=self.timers_path,
+                                   api_socket=self.sock_path, log_path=self.log_path)
+        except (RuntimeError, ImportError) as e:
+            self.log.warning(f"ExaBGP cannot run in this process ({e}); starting it as a process",
+                             event="exabgpInProcessUnavailable", reason=str(e))
+            self.in_process = False
+            return None
 
     def _stop_process(self, signals=None) -> None:
         if self._proc is None:
             return
         p, self._proc = self._proc, None
-        for sig, wait in signals or ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        if isinstance(p, InProcessExaBGP):
+            # SIGTERM's path in ExaBGP, asked for through its signal state; ``signals`` (SIGKILL
+            # when a new agent follows) cannot apply to a thread: the sessions close either way
+            # (the process lets the kernel close them, this closes them from ExaBGP's shutdown)
+            if not p.stop(5.0):
+                self.log.error("ExaBGP's reactor did not stop within 5s", event="exabgpDied",
+                               reason="reactor did not stop")
+            signals = ()
+        for sig, wait in signals if signals is not None else ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
             try:
                 os.killpg(p.pid, sig)
             except ProcessLookupError:
@@ -456,9 +488,10 @@ class BGPSpeaker:
         now = time.monotonic()
         if self._proc is not None and self._proc.poll() is not None:
             code = self._proc.returncode
-            pgid, self._proc = self._proc.pid, None
+            pgid, inproc, self._proc = self._proc.pid, isinstance(self._proc, InProcessExaBGP), None
             try:   # its API relay (same process group) may outlive it: end the whole group
-                os.killpg(pgid, signal.SIGKILL)
+                if not inproc:
+                    os.killpg(pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             self.log.error(f"ExaBGP exited with code {code}; restarting it and re-announcing",

@@ -43,10 +43,18 @@ import time
 ENV = "METALXDP_EXABGP_TIMERS"
 API_SOCKET_ENV = "METALXDP_EXABGP_API_SOCKET"
 CONNECT_TIMEOUT = 1.0    # seconds ExaBGP's reactor may wait on the agent's socket
+# ExaBGP on a thread of the agent (exabgp_inproc.py) names the file here, not in the
+# environment, and sends these notes to ExaBGP's log rather than to the agent's stderr
+TIMERS_PATH: "str | None" = None
+_installed = False
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def timers_for(address: str) -> dict:
-    path = os.environ.get(ENV)
+    path = TIMERS_PATH or os.environ.get(ENV)
     if not path:
         return {}
     try:
@@ -65,12 +73,15 @@ def keepalive_interval(negotiated: int, configured) -> int:
 
 
 def install() -> bool:
+    global _installed
+    if _installed:     # once per process: a second call would wrap the wrappers
+        return True
     try:
         from exabgp.reactor import peer as peer_mod
         orig_ka, orig_init, orig_delay = peer_mod.KA, peer_mod.Peer.__init__, peer_mod.Delay
     except (ImportError, AttributeError) as e:
-        print(f"metalxdp: ExaBGP internals not found ({e}); keepaliveTime and connectTime "
-              f"are not applied", file=sys.stderr)
+        note(f"metalxdp: ExaBGP internals not found ({e}); keepaliveTime and connectTime "
+             f"are not applied")
         return False
 
     class KA(orig_ka):
@@ -99,6 +110,7 @@ def install() -> bool:
 
     peer_mod.KA = KA
     peer_mod.Peer.__init__ = peer_init
+    _installed = True
     return True
 
 
@@ -151,13 +163,12 @@ class SocketHelper:
             sock.connect(path)
         except OSError as e:
             sock.close()
-            print(f"metalxdp: ExaBGP's API could not connect to {path}: {e}", file=sys.stderr, flush=True)
+            note(f"metalxdp: ExaBGP's API could not connect to {path}: {e}")
             raise
         sock.settimeout(None)
         self.sock, self.returncode, self.pid = sock, None, os.getpid()
         self.stdin, self.stdout = _Writer(sock), _Reader(sock)
-        print(f"metalxdp: ExaBGP's API attached to {path} in process {self.pid} (no relay)",
-              file=sys.stderr, flush=True)
+        note(f"metalxdp: ExaBGP's API attached to {path} in process {self.pid} (no relay)")
 
     def poll(self):
         if self.returncode is None:
@@ -202,17 +213,19 @@ class _SubprocessFor:
         return self._real.Popen(args, *a, **kw)
 
 
-def install_api_socket() -> bool:
-    path = os.environ.get(API_SOCKET_ENV)
+def install_api_socket(path: "str | None" = None) -> bool:
+    """Attach the ``process`` whose command ends with ``path`` (default: $METALXDP_EXABGP_API_SOCKET)
+    to that socket instead of forking it. Called again with another path, the latest applies."""
+    path = path or os.environ.get(API_SOCKET_ENV)
     if not path:
         return False
     try:
         from exabgp.reactor.api import processes
         real = processes.subprocess
+        real = getattr(real, "_real", real)    # installed before: replace, do not stack
         real.Popen  # noqa: B018 - the 5.0 line forks helpers through this module reference
     except (ImportError, AttributeError) as e:
-        print(f"metalxdp: ExaBGP's process table not found ({e}); the API relay is forked",
-              file=sys.stderr)
+        note(f"metalxdp: ExaBGP's process table not found ({e}); the API relay is forked")
         return False
     processes.subprocess = _SubprocessFor(real, path)
     return True

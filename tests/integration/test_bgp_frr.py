@@ -314,6 +314,83 @@ def test_exabgp_api_is_attached_in_its_own_process_without_a_relay(lab, frr_rout
     assert "(no relay)" in n.speaker.log_path.read_text()
 
 
+class InProcessNode:
+    """A node namespace running tests/integration/inproc_speaker.py: one process whose
+    BGPSpeaker has ExaBGP's reactor on a thread, as the agent has (driven over stdin)."""
+
+    def __init__(self, host: Host, workdir: Path):
+        import subprocess
+        import sys
+        self.host = host
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, sys.executable,
+             str(Path(__file__).with_name("inproc_speaker.py")), host.name, host.ip4, host.ip6,
+             str(workdir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.log_path = workdir / "exabgp.log"
+
+    def ask(self, op: str, **kw) -> dict:
+        import json
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, f"the in-process speaker exited (code {self.proc.wait(5)})"
+        return json.loads(line)
+
+    def apply(self, resources: list[dict], vips=(V4, V6)) -> None:
+        self.ask("apply", resources=resources, services=[{"key": "default/web", "ips": list(vips)}])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask("close")
+            finally:
+                self.proc.wait(15)
+
+
+@pytest.fixture
+def inproc_node(topology, workroot):
+    h = topology.add_host("node1", ipv4=["192.0.2.11/24"], ipv6=["2001:db8:0:1::11/64"])
+    n = InProcessNode(h, workroot / "node1")
+    yield n
+    n.close()
+
+
+def test_exabgp_in_the_speakers_own_process_announces_withdraws_and_survives_a_crash(inproc_node, frr_router):
+    """What the agent runs: ExaBGP's reactor on a thread of the process that drives it (no
+    ExaBGP process, no relay). Against FRR: announce, withdraw; a reactor that raises is
+    restarted in the same process and announces again; close ends the sessions."""
+    n = inproc_node
+    spec = RouterSpec(asn=ROUTER_ASN, router_id="192.0.2.1",
+                      neighbors=(Neighbor(n.host.ip4, NODE_ASN), Neighbor(n.host.ip6, NODE_ASN)))
+    frr_router.start(render_frr_conf(spec))
+    n.apply(lab_resources())
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=30)
+    st = n.ask("state")
+    assert st["inProcess"] is True, st
+    assert st["children"] == [], f"a process was forked: {st['children']}"
+    assert "exabgp" in st["threads"], st["threads"]
+    log = n.log_path.read_text()
+    assert "(no relay)" in log and "starting ExaBGP in process" in log
+    # withdraw: the route leaves the router's kernel
+    n.apply(lab_resources(), vips=(V6,))
+    wait_nexthops(frr_router, f"{V4}/32", set(), timeout=30)
+    # a reactor that raises (a bug in ExaBGP, say): its sockets close, the speaker starts a
+    # new one in the same process on its back-off, and the route comes back
+    n.apply(lab_resources())
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=30)
+    n.ask("crash")
+    wait_for("the speaker to see its reactor gone and restart it",
+             lambda: n.ask("state")["health"]["restarts"] >= 1, 30)
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=60)
+    assert "injected by the test" in n.log_path.read_text()
+    st = n.ask("state")
+    assert st["inProcess"] is True and st["children"] == [], st
+    # close: ExaBGP's shutdown in-process closes the sessions; FRR drops the route
+    n.close()
+    assert n.proc.returncode == 0
+    wait_nexthops(frr_router, f"{V4}/32", set(), timeout=30)
+
+
 def test_exabgp_whose_api_relay_never_connects_is_restarted(lab, frr_router, logs, monkeypatch, tmp_path):
     """An ExaBGP that runs but cannot be driven (its API relay never reaches the agent) holds its
     sessions with nothing announced: the agent restarts it after RELAY_WAIT and announces.

@@ -286,11 +286,34 @@ def test_bgp_metrics_on_agent_endpoint(lab, made):
         wait_for(f"BGP metrics on {node}'s agent", ok, 30)
 
 
-def test_exabgp_killed_is_restarted_and_routes_come_back(lab, made):
+def test_agents_run_exabgp_in_their_own_process(lab, made):
+    """The agent's default: ExaBGP's reactor on a thread of the agent, no ExaBGP process in any
+    node's namespace; the routes of every node reach the router through it."""
+    made.backend("web-i", "node1", {"app": "web-i"})
+    made.service("bgp-i", pool="lab-bgp", selector={"app": "web-i"})
+    vip = lt.wait_service_ips(lab, "bgp-i")[0]
+    wait_hops(lab, vip, set(NODE4.values()))
+    for node in NODE4:
+        assert node_pids(lab, node, "exabgp") == [], f"an ExaBGP process runs on {node}"
+        started = lt.agent_log_events(lab, node, "exabgpStarted")
+        assert started and started[-1].get("inProcess") is True, started
+
+
+def test_exabgp_killed_is_restarted_and_routes_come_back(lab, made, monkeypatch):
+    """ExaBGP as a process (METALXDP_EXABGP_IN_PROCESS=0): SIGKILL, and the agent restarts it."""
+    def restore() -> None:
+        monkeypatch.delenv("METALXDP_EXABGP_IN_PROCESS", raising=False)
+        lab.restart_agent("node2")
+        wait_established(lab, {NODE4["node2"], NODE6["node2"]})
+    made.undo.append(restore)
+    monkeypatch.setenv("METALXDP_EXABGP_IN_PROCESS", "0")     # the lab's agents inherit it
+    lab.restart_agent("node2")
+    monkeypatch.delenv("METALXDP_EXABGP_IN_PROCESS")
     made.backend("web-k", "node1", {"app": "web-k"})
     made.service("bgp-k", pool="lab-bgp", selector={"app": "web-k"})
     vip = lt.wait_service_ips(lab, "bgp-k")[0]
     wait_hops(lab, vip, set(NODE4.values()))
+    wait_for("node2's ExaBGP process", lambda: node_pids(lab, "node2", "exabgp_timers.py server"), 30)
     old = node_pids(lab, "node2", "exabgp_timers.py server")
     assert len(old) == 1, old
     os.kill(old[0], signal.SIGKILL)
