@@ -462,9 +462,10 @@ class BGPSpeaker:
             return
         p, self._proc = self._proc, None
         if isinstance(p, InProcessExaBGP):
-            # SIGTERM's path in ExaBGP, asked for through its signal state; ``signals`` (SIGKILL
-            # when a new agent follows) cannot apply to a thread: the sessions close either way
-            # (the process lets the kernel close them, this closes them from ExaBGP's shutdown)
+            # SIGTERM's path in ExaBGP, asked for through its signal state. ``signals`` (SIGKILL
+            # when a new agent follows) cannot apply to a thread and need not: ExaBGP's shutdown
+            # closes the TCP sessions without a NOTIFICATION, as a killed process's end does, so
+            # a router with graceful restart keeps the routes as stale (tests/e2e rollout test)
             if not p.stop(5.0):
                 self.log.error("ExaBGP's reactor did not stop within 5s", event="exabgpDied",
                                reason="reactor did not stop")

@@ -19,12 +19,12 @@ class BGPMetrics:
         self.announced_prefixes = Gauge("metallb_bgp_announced_prefixes_total",
                                         "Number of prefixes currently being advertised on the BGP session",
                                         ["peer"], registry=reg)
-        # metalxdp's own: the ExaBGP process behind the sessions
+        # metalxdp's own: the ExaBGP behind the sessions (a thread of the agent, or a process)
         self.speaker_up = Gauge("metalxdp_bgp_speaker_up",
-                                "1 while the node's ExaBGP process runs and is driven by the agent",
+                                "1 while the node's ExaBGP runs and is driven by the agent",
                                 registry=reg)
         self.speaker_restarts = Counter("metalxdp_bgp_speaker_restarts",
-                                        "ExaBGP processes restarted after they died or could not "
+                                        "ExaBGP restarted after it died (or its reactor raised) or could not "
                                         "be driven", registry=reg)
         self.speaker_crash_looping = Gauge("metalxdp_bgp_speaker_crash_looping",
                                            "1 while ExaBGP fails again and again (restarts backing off)",
