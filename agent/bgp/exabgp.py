@@ -55,6 +55,7 @@ from metalxdp.log import get_logger
 from .advertise import Route
 from .config_render import (NodeAddresses, RenderError, announce_command, exabgp_env,
                             local_address, render_exabgp_conf, render_timers, withdraw_command)
+from . import exabgp_inproc
 from .exabgp_inproc import InProcessExaBGP
 from .metrics import BGPMetrics
 
@@ -118,7 +119,7 @@ class BGPSpeaker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.netns = netns
         self.in_process = bool(in_process and netns is None and exabgp is None
-                               and not os.environ.get("METALXDP_EXABGP"))
+                               and not os.environ.get("METALXDP_EXABGP") and exabgp_inproc.available())
         self.exabgp = list(exabgp or default_exabgp())
         self.metrics = BGPMetrics(registry)
         self.log = get_logger(log_component)
@@ -445,13 +446,17 @@ class BGPSpeaker:
 
     def _start_in_process(self, env: dict) -> Optional["InProcessExaBGP"]:
         """ExaBGP's reactor on a thread of ours (None: it cannot be, a process is started)."""
+        with open(self.log_path, "ab") as logf:
+            logf.write(f"--- starting ExaBGP in process {os.getpid()} on {self.conf_path} "
+                       f"at {time.strftime('%H:%M:%S')}\n".encode())
+        # the reactor stopped a moment ago may still be on its last loop turn (it holds the
+        # listening socket: a process started now could not bind it, found by tests/e2e)
+        exabgp_inproc.wait_for_previous(5.0)
         try:
-            with open(self.log_path, "ab") as logf:
-                logf.write(f"--- starting ExaBGP in process {os.getpid()} on {self.conf_path} "
-                           f"at {time.strftime('%H:%M:%S')}\n".encode())
             return InProcessExaBGP(self.conf_path, env, timers_path=self.timers_path,
                                    api_socket=self.sock_path, log_path=self.log_path)
-        except (RuntimeError, ImportError) as e:
+        except RuntimeError as e:
+            # another speaker of this process runs one (one reactor per process): a process
             self.log.warning(f"ExaBGP cannot run in this process ({e}); starting it as a process",
                              event="exabgpInProcessUnavailable", reason=str(e))
             self.in_process = False

@@ -43,12 +43,15 @@ _patched = False
 
 
 def available() -> bool:
-    """ExaBGP 5 is importable in this interpreter (the agent's image has it)."""
-    try:
-        import exabgp.reactor.loop  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    """ExaBGP is importable in this interpreter (the agent's image has it), without importing it."""
+    import importlib.util
+    return importlib.util.find_spec("exabgp") is not None
+
+
+def wait_for_previous(timeout: float) -> bool:
+    """Wait until no reactor runs in this process (a stopped one finishing its loop turn)."""
+    active = _active
+    return active is None or active.wait(timeout) is not None
 
 
 def _patch_once() -> None:
@@ -172,6 +175,7 @@ class InProcessExaBGP:
         self._reactor = reactor
         if self._stop_requested:       # stop() came before the reactor existed
             reactor.signal.stop_requested = True
+            reactor.signal.received = reactor.signal.SHUTDOWN
         return reactor.run()
 
     def _close_sockets(self) -> None:

@@ -76,8 +76,14 @@ def test_bgp_service_routed_with_a_next_hop_per_node_ipv4_and_ipv6(cluster, work
                               policy="RequireDualStack")
     node_v4 = {cluster.topo.hosts[n].ip4 for n in NODES}
     node_v6 = {cluster.topo.hosts[n].ip6 for n in NODES}
-    wait_for("three IPv4 next hops", lambda: router_nexthops(cluster, v4) == node_v4, 60)
-    wait_for("three IPv6 next hops", lambda: router_nexthops(cluster, v6) == node_v6, 60)
+    try:
+        wait_for("three IPv4 next hops", lambda: router_nexthops(cluster, v4) == node_v4, 60)
+        wait_for("three IPv6 next hops", lambda: router_nexthops(cluster, v6) == node_v6, 60)
+    except RigError:
+        # what the speakers said (their BGP events), to see which node did not announce
+        print(cluster.kubectl("logs", "-n", NAMESPACE, "-l", "component=speaker", "--tail=200",
+                              "--prefix", check=False).stdout[-12000:])
+        raise
     assert parse_backend(wait_curl(cluster, v4))["pod"].startswith("webb-")
     assert parse_backend(wait_curl(cluster, v6))["pod"].startswith("webb-")
 
