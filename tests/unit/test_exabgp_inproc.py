@@ -38,6 +38,14 @@ PRELUDE = textwrap.dedent('''
     def start():
         return InProcessExaBGP(conf, exabgp_env([]), timers_path=w / "timers.json",
                                api_socket=sock, log_path=w / "exabgp.log")
+    def eof(conn):
+        """True once the reactor closed its end of the API (everything before it read), else why."""
+        try:
+            while conn.recv(4096):
+                pass
+            return True
+        except OSError as e:
+            return repr(e)
     out = {{}}
 ''')
 
@@ -64,18 +72,11 @@ def test_the_api_attaches_commands_are_answered_and_stop_ends_it(tmp_path):
         out["running"] = h.poll()
         t = time.monotonic(); out["stopped"] = h.stop(5.0); out["stop_s"] = time.monotonic() - t
         out["code"] = h.returncode
-        rest = b""
-        try:
-            while True:
-                b = conn.recv(4096)
-                if not b: break
-                rest += b
-        except OSError: pass
-        out["eof"] = True
+        out["eof"] = eof(conn)
     ''')
     assert "198.51.100.9" in out["answer"] and out["running"] is None
     assert out["stopped"] and out["code"] == 0 and out["stop_s"] < 5
-    assert out["eof"]
+    assert out["eof"] is True, out["eof"]
     # ExaBGP's own lines went to exabgp.log, not to the root logger (the agent's JSON log)
     assert "ROOT" not in logs, logs
     assert "performing shutdown" in (tmp_path / "exabgp.log").read_text()
@@ -119,15 +120,7 @@ def test_a_reactor_that_raises_exits_70_with_the_traceback_and_closes_its_api(tm
             time.sleep(0.01)
         h._reactor.processes.received = boom
         out["code"] = h.wait(10)
-        data = b""
-        try:
-            while True:
-                b = conn.recv(4096)
-                if not b: break
-                data += b
-            out["eof"] = True
-        except OSError as e:
-            out["eof"] = str(e)
+        out["eof"] = eof(conn)
     ''')
     assert out == {"code": 70, "eof": True}
     log = (tmp_path / "exabgp.log").read_text()
