@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -131,7 +132,22 @@ class InProcessExaBGP:
         if r is not None:
             r.signal.stop_requested = True
             r.signal.received = r.signal.SHUTDOWN
-        return self.wait(timeout) is not None
+        if self.wait(timeout) is not None:
+            return True
+        # stuck (seen once in CI, cause unknown): say where, close what a process's end would
+        # have closed (port 179, the sessions, the API) and free the slot, so the next start
+        # can bind; the thread is abandoned (a daemon thread with nothing left to serve)
+        self._log(f"metalxdp: ExaBGP's reactor did not stop within {timeout:.0f}s; it was at:\n"
+                  + "".join(traceback.format_stack(sys._current_frames().get(self._thread.ident))))
+        self._close_sockets()
+        self._release()
+        return False
+
+    def _release(self) -> None:
+        global _active
+        with _lock:
+            if _active is self:
+                _active = None
 
     # ---- the thread ---------------------------------------------------------------------
     def _log(self, message: str) -> None:

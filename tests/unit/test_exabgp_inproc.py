@@ -125,3 +125,27 @@ def test_a_reactor_that_raises_exits_70_with_the_traceback_and_closes_its_api(tm
     assert out == {"code": 70, "eof": True}
     log = (tmp_path / "exabgp.log").read_text()
     assert "ExaBGP's reactor raised" in log and "injected by the test" in log
+
+
+def test_a_stuck_reactor_is_reported_its_sockets_closed_and_its_slot_freed(tmp_path):
+    """A reactor that does not come back to its loop (blocked in a call): stop() gives up after
+    its timeout, logs where the thread was, closes the API connection and lets a new one start."""
+    out, _ = run(tmp_path, '''
+        h = start()
+        conn, _ = listener.accept(); conn.settimeout(10)
+        while h._reactor is None or h._reactor.processes is None:
+            time.sleep(0.01)
+        def stuck():
+            time.sleep(60)
+            return iter(())
+        h._reactor.processes.received = stuck
+        time.sleep(0.2)
+        out["stopped"] = h.stop(1.0)
+        out["eof"] = eof(conn)
+        h2 = start()
+        listener.accept()
+        out["second"] = h2.poll() is None and h2.stop(5.0)
+    ''')
+    assert out == {"stopped": False, "eof": True, "second": True}
+    log = (tmp_path / "exabgp.log").read_text()
+    assert "did not stop within 1s" in log and "in stuck" in log
