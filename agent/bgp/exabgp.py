@@ -27,7 +27,10 @@ forgotten from ``_announced`` and retried on the next resync (one second after a
 every session ``up``).
 
 Peer changes re-render exabgp.conf and send ExaBGP ``reload``: unchanged sessions stay up,
-removed peers are closed (NOTIFICATION Cease), new ones are opened. ``peer_down`` (BFD said
+removed peers are closed (NOTIFICATION Cease), new ones are opened. ExaBGP silently drops a
+reload that arrives while any peer has updates queued (two BFD sessions coming back 0.1 s apart
+did it: the second peer never came back), so after each reload the speaker asks ExaBGP for its
+neighbours (``show neighbor json``) and sends the reload again until they are the configured ones. ``peer_down`` (BFD said
 the path is dead) takes the peer out of the rendered configuration the same way, so the session
 stays down until ``peer_up``.
 """
@@ -68,6 +71,10 @@ TIMERS_ENV = "METALXDP_EXABGP_TIMERS"    # exabgp_timers.ENV (that file imports 
 API_SOCKET_ENV = "METALXDP_EXABGP_API_SOCKET"  # exabgp_timers.API_SOCKET_ENV: no relay process
 TICK = 0.2                  # seconds between health checks of the process when idle
 RESYNC_AFTER_RELOAD = 1.0   # seconds: ExaBGP applies a reload on its next loop turn
+# seconds between checks (``show neighbor json``) that a reload reached ExaBGP, and re-sends of
+# one that did not: ExaBGP drops a reload that arrives while a peer has updates queued
+# (reactor/loop.py: the signal is re-armed before its ``_pending_adjribout`` check)
+RELOAD_VERIFY = (1.0, 1.0, 2.0, 5.0)
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n
 STABLE_AFTER = 30.0         # a process alive this long resets the restart backoff
 CRASH_LOOP_AFTER = 3        # this many restarts without a stable run is a crash loop
@@ -164,6 +171,9 @@ class BGPSpeaker:
         self._open_checked: set[str] = set()  # ... whose OPEN in this session had another AS
         self._unroutable: set[tuple] = set()  # (peer, prefix) with no next hop of its family (logged once)
         self._resync_at: Optional[float] = None
+        self._verify_at: Optional[float] = None   # when to check that the last reload took
+        self._verify_tries = 0
+        self._extra_seen: list[str] = []
         self._closing = False
         self._md5_base: dict[str, int] = {}
 
@@ -391,6 +401,8 @@ class BGPSpeaker:
                 self._next_start = 0.0
                 return
             self._resync_at = time.monotonic() + RESYNC_AFTER_RELOAD
+            self._verify_tries = 0
+            self._verify_at = time.monotonic() + RELOAD_VERIFY[0]
             for n in changed:
                 # ExaBGP applies the reload on its next loop turn, after the commands that
                 # follow it here: an announce (an IPv6 VIP on a peer that just gained IPv6) went
@@ -530,6 +542,10 @@ class BGPSpeaker:
         if self._resync_at is not None and now >= self._resync_at:
             self._resync_at = None
             self._sync()
+        if self._verify_at is not None and now >= self._verify_at:
+            self._verify_at = None
+            if self._alive():
+                self._send_raw("show neighbor json", "", "neighbors")
         self._check_not_established(now)
 
     def _schedule_restart(self, now: float, why: str) -> None:
@@ -634,6 +650,9 @@ class BGPSpeaker:
                         del have[route.prefix]
                         self._resync_at = self._resync_at or time.monotonic() + RESYNC_AFTER_RELOAD
             return
+        if line.startswith("["):
+            self._on_neighbors(line)
+            return
         if not line.startswith("{"):
             return   # "reload in progress" and similar chatter
         try:
@@ -684,6 +703,35 @@ class BGPSpeaker:
         else:
             self._refused_asn.discard(name)
             self._open_checked.add(name)   # _session_up then announces
+
+    def _on_neighbors(self, line: str) -> None:
+        """``show neighbor json``'s answer: if ExaBGP's neighbours are not the configured ones,
+        the last reload was dropped (see the module docstring): send it again, and check again."""
+        try:
+            have = {str((n.get("peer") or {}).get("address")) for n in json.loads(line)}
+        except (ValueError, AttributeError, TypeError):
+            return
+        want = {str(p.peer_address) for p in self._loaded_peers.values()}
+        if have == want or not self._alive():
+            self._extra_seen = []
+            return
+        missing, extra = sorted(want - have), sorted(have - want)
+        if not missing and extra != self._extra_seen:
+            # a removed neighbour stays listed until its session has closed: lost only if it
+            # is still there at the next check
+            self._extra_seen = extra
+            self._verify_at = time.monotonic() + RELOAD_VERIFY[-1]
+            return
+        self._extra_seen = []
+        self._verify_tries += 1
+        self.log.warning("ExaBGP did not apply the last reload; sending it again",
+                         event="exabgpReloadLost", missing=missing, extra=extra,
+                         attempt=self._verify_tries)
+        self.metrics.reloads_lost.inc()
+        if self._send_raw("reload"):
+            self._resync_at = time.monotonic() + RESYNC_AFTER_RELOAD
+            self._verify_at = time.monotonic() + RELOAD_VERIFY[min(self._verify_tries,
+                                                                    len(RELOAD_VERIFY) - 1)]
 
     def _peer_name(self, addr: Optional[str]) -> Optional[str]:
         if not addr:

@@ -26,6 +26,9 @@ class BGPMetrics:
         self.speaker_restarts = Counter("metalxdp_bgp_speaker_restarts",
                                         "ExaBGP restarted after it died (or its reactor raised) or could not "
                                         "be driven", registry=reg)
+        self.reloads_lost = Counter("metalxdp_bgp_speaker_reloads_lost",
+                                    "Reloads ExaBGP did not apply (seen in show neighbor) and that "
+                                    "were sent again", registry=reg)
         self.speaker_crash_looping = Gauge("metalxdp_bgp_speaker_crash_looping",
                                            "1 while ExaBGP fails again and again (restarts backing off)",
                                            registry=reg)

@@ -538,6 +538,26 @@ def test_bfd_bringing_both_peers_back_at_once_does_not_kill_exabgp(lab, frr_rout
     assert not deaths, f"ExaBGP died and was restarted: {deaths}"
 
 
+def test_a_reload_exabgp_drops_is_sent_again(lab, frr_router, logs):
+    """ExaBGP drops a reload that arrives while any peer has updates queued (its reactor re-arms
+    the signal before checking ``_pending_adjribout``): seen in CI when BFD brought a node's two
+    sessions back one after the other and the second never came up. A peer with nobody at its
+    address keeps its routes queued for ever, so every reload is dropped here; the speaker
+    sees the new peer missing from ``show neighbor json`` and sends the reload again."""
+    nodes = lab(1)
+    n = nodes[0]
+    frr_router.start(render_frr_conf(router_spec(nodes)))
+    config = parse(lab_resources() + [peer_cr("nobody", "192.0.2.99")])
+    no_v6 = replace(config, peers={k: v for k, v in config.peers.items() if k != "router-v6"})
+    n.apply(no_v6, [service()])
+    wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4})
+    n.apply(config, [service()])                  # router-v6 appears: ExaBGP is told to reload
+    wait_nexthops(frr_router, f"{V6}/128", {n.host.ip6}, timeout=30)
+    lost = logs.events("exabgpReloadLost")
+    assert lost and lost[0]["missing"] == ["2001:db8:0:1::1"], lost
+    assert frr_router.kernel_nexthops(f"{V4}/32") == {n.host.ip4}
+
+
 def test_adding_a_peer_keeps_the_existing_session(lab, frr_router):
     nodes = lab(1)
     n = nodes[0]
