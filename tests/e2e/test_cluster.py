@@ -384,9 +384,19 @@ def test_a_daemonset_without_cap_bpf_fails_with_the_agents_own_reason(cluster):
         assert "lacks the capabilities CAP_BPF" in str(e.value), str(e.value)[-3000:]
         # the report's fallback when the kubelet no longer serves a replaced container's log
         # (seen in CI): the kubelet's own files say the same
-        agents = [p for p in cluster.pods() if p["metadata"]["name"].startswith("speaker")
-                  and not ((p.get("status") or {}).get("containerStatuses") or [{}])[0].get("ready")]
-        assert agents and all("lacks the capabilities CAP_BPF" in cluster.pod_log_files_tail(p, 50)
-                              for p in agents), [cluster.pod_log_files_tail(p) for p in agents]
+        # (a container that has just been restarted may not have written it yet: up to 60 s; the
+        # tail is 200 lines because BCC's "could not open bpf map" lines come before it)
+        def agents():
+            return [p for p in cluster.pods() if p["metadata"]["name"].startswith("speaker")
+                    and not ((p.get("status") or {}).get("containerStatuses") or [{}])[0].get("ready")]
+        deadline = time.monotonic() + 60
+        while True:
+            pods = agents()
+            if (pods and all("lacks the capabilities CAP_BPF" in cluster.pod_log_files_tail(p, 200) for p in pods)
+                    or time.monotonic() > deadline):
+                break
+            time.sleep(2)
+        assert pods and all("lacks the capabilities CAP_BPF" in cluster.pod_log_files_tail(p, 200)
+                            for p in pods), [cluster.pod_log_files_tail(p, 200)[-1500:] for p in pods]
     finally:
         cluster.kubectl("delete", "-k", str(d), "--ignore-not-found", "--wait=true", timeout=300)
