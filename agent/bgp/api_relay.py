@@ -16,6 +16,9 @@ import threading
 import time
 
 CONNECT_TIMEOUT = 10.0   # seconds to wait for the driver's socket before giving up
+# the first line the driver reads: which start of ExaBGP this relay belongs to (the driver
+# refuses a relay of an ExaBGP it has already stopped); same line as exabgp_timers.hello
+TOKEN_ENV, HELLO = "METALXDP_EXABGP_API_TOKEN", "metalxdp-hello"
 
 
 def _connect(path: str) -> socket.socket:
@@ -65,6 +68,8 @@ def main() -> None:
         _say(f"could not connect: {e}")
         raise
     _say("connected")
+    if os.environ.get(TOKEN_ENV):
+        sock.sendall(f"{HELLO} {os.environ[TOKEN_ENV]}\n".encode())
     threading.Thread(target=_stdin_to_socket, args=(sock,), daemon=True).start()
     out = sys.stdout.buffer
     # driver -> ExaBGP, line by line, flushed at once: ExaBGP reads commands as they arrive

@@ -43,6 +43,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -60,6 +61,7 @@ from .config_render import (NodeAddresses, RenderError, announce_command, exabgp
                             local_address, render_exabgp_conf, render_timers, withdraw_command)
 from . import exabgp_inproc
 from .exabgp_inproc import InProcessExaBGP
+from .exabgp_timers import API_TOKEN_ENV, HELLO
 from .metrics import BGPMetrics
 
 RELAY = Path(__file__).resolve().parent / "api_relay.py"
@@ -83,6 +85,8 @@ CRASH_LOOP_AFTER = 3        # this many restarts without a stable run is a crash
 def restart_delay(restarts: int) -> float:
     """Seconds to wait before restart number ``restarts`` (0-based) of a run of failures."""
     return RESTART_BACKOFF[min(restarts, len(RESTART_BACKOFF) - 1)]
+HELLO_WAIT = 2.0            # seconds a new API connection has to send its hello line
+HELLO_MAX = 128             # bytes of it read one by one (the rest is read as lines)
 RELAY_WAIT = 5.0            # seconds a started ExaBGP may run without its API relay connecting
 # ExaBGP's "down" reason when the peer sent a NOTIFICATION: "notification received (6,2)"
 NOTIFICATION_REASON = re.compile(r"notification received \((\d+),\s*(\d+)\)")
@@ -159,6 +163,7 @@ class BGPSpeaker:
         self._health_snapshot: dict = {"running": False, "restarts": 0, "crashLooping": False,
                                        "lastExit": None, "nextStartIn": 0.0}
         self._conn: Optional[socket.socket] = None
+        self._api_token: Optional[str] = None    # the hello the running ExaBGP's API sends
         self._pending: collections.deque = collections.deque()  # (peer, kind, route) per command
         self._states: dict[str, bool] = {}
         self._up_since: dict[str, float] = {}   # peer -> time.time() the session came up
@@ -261,14 +266,19 @@ class BGPSpeaker:
                 conn, _ = self._listener.accept()
             except OSError:
                 return   # listener closed
-            self._q.put(("conn", conn))
             threading.Thread(target=self._read_loop, args=(conn,), daemon=True).start()
 
     def _read_loop(self, conn: socket.socket) -> None:
+        token, first = read_hello(conn)
+        self._q.put(("conn", conn, token))
         try:
             with conn.makefile("r", encoding="utf-8", errors="replace") as f:
                 for line in f:
+                    if first:
+                        line, first = first + line, ""
                     self._q.put(("line", conn, line.rstrip("\n")))
+            if first:
+                self._q.put(("line", conn, first))
         except (OSError, ValueError):
             pass
         self._q.put(("eof", conn))
@@ -313,9 +323,18 @@ class BGPSpeaker:
                 self._apply_peers()
             self._publish()
         elif kind == "conn":
+            conn, token = item[1], item[2]
+            if token is not None and token != self._api_token:
+                # the API of an ExaBGP stopped since (a restart moments after a start): taken
+                # for the new one's, its end restarted the new one, whose own late connection
+                # then restarted the next (in-process, every 0.1 s: found by test_bfd_lab)
+                self.log.info("API connection of a stopped ExaBGP refused",
+                               event="exabgpStaleApi")
+                _close(conn)
+                return
             if self._conn is not None:
-                self._conn.close()
-            self._conn = item[1]
+                _close(self._conn)
+            self._conn = conn
             self._pending.clear()
             self._announced = {}   # a new relay means a new (or respawned) API client: resend
             self._sync()
@@ -330,6 +349,8 @@ class BGPSpeaker:
                 self.log.warning("ExaBGP's API relay went away; restarting ExaBGP",
                                  event="exabgpDied", reason="api relay closed")
                 self._stop_process()
+                # a failure like an exit: counted, backed off, and seen by health()
+                self._schedule_restart(time.monotonic(), "api relay closed")
             self._announced = {}
 
     def _effective_peers(self) -> dict[str, BGPPeer]:
@@ -433,6 +454,8 @@ class BGPSpeaker:
         # the wrapper connects ExaBGP's API to our socket in its own process; the relay in
         # exabgp.conf runs only under an ExaBGP started some other way ($METALXDP_EXABGP)
         env[API_SOCKET_ENV] = str(self.sock_path)
+        # the API connection of this start says so in its first line (see exabgp_timers)
+        self._api_token = env[API_TOKEN_ENV] = secrets.token_hex(8)
         argv = [*self.exabgp, "server", str(self.conf_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
@@ -501,6 +524,16 @@ class BGPSpeaker:
         for n in list(self._states):
             self._session_lost(n, "ExaBGP stopped")
         self._announced = {}
+        self._forget_api()
+
+    def _forget_api(self) -> None:
+        """The ExaBGP that the API connection and token belonged to is gone: its connection
+        (whose end may still be queued) is not the next one's, nor is a late connection of it."""
+        self._api_token = None
+        if self._conn is not None:
+            _close(self._conn)
+            self._conn = None
+        self._pending.clear()
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -517,7 +550,7 @@ class BGPSpeaker:
             for n in list(self._states):
                 self._session_lost(n, "ExaBGP died")
             self._announced = {}
-            self._conn = None
+            self._forget_api()
             self._schedule_restart(now, f"exit code {code}")
         if self._proc is None and self._loaded_peers and not self._closing and now >= self._next_start:
             if self._rendered is None or not self.conf_path.exists():
@@ -840,6 +873,36 @@ class BGPSpeaker:
                  "upSince": self._up_since.get(n) if self._states.get(n) else None,
                  "prefixesSent": len(self._announced.get(n, {}))}
                 for n, p in sorted(self._want_peers.items())]
+
+
+def read_hello(conn: socket.socket, wait: float = HELLO_WAIT) -> tuple[Optional[str], str]:
+    """The token in an API connection's ``metalxdp-hello <token>`` line, and what it read that
+    was not one (an ExaBGP or relay that sends none: accepted as before, without a token)."""
+    first = b""
+    try:
+        conn.settimeout(wait)
+        while not first.endswith(b"\n") and len(first) < HELLO_MAX:
+            b = conn.recv(1)
+            if not b:
+                break
+            first += b
+        conn.settimeout(None)
+    except OSError:
+        pass
+    text = first.decode("utf-8", errors="replace")
+    if text.startswith(HELLO + " ") and text.endswith("\n"):
+        return text[len(HELLO) + 1:].strip() or None, ""
+    return None, text
+
+
+def _close(conn: socket.socket) -> None:
+    """Close an API connection so its reader thread sees the end now (a bare close() leaves
+    the descriptor open while the reader's file object holds it)."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()
 
 
 def open_asn(open_msg: dict) -> Optional[int]:

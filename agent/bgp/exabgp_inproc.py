@@ -184,6 +184,9 @@ class InProcessExaBGP:
 
         exabgp_timers.TIMERS_PATH = str(self._timers)
         exabgp_timers.note = self._log
+        # this start's API token (the connection's hello), kept on this reactor's thread: the
+        # environment already holds the next start's once a stopped reactor opens its API
+        exabgp_timers.thread_state.token = self._env.get(exabgp_timers.API_TOKEN_ENV)
         exabgp_timers.install()
         exabgp_timers.install_api_socket(str(self._api))
         log.init(getenv())

@@ -28,6 +28,12 @@ commands from, and writes its acks and events to, a connection to the socket ins
 process (~10 MB RSS per node) and one hop less on every announce. Without the variable, or if
 ExaBGP's process table is not where the 5.0 line keeps it, the relay is forked as before.
 
+Either way the connection's first line is ``metalxdp-hello <token>``, the token the agent gave
+this start of ExaBGP (``$METALXDP_EXABGP_API_TOKEN``; on a thread of the agent, the reactor
+thread's own): a connection made by an ExaBGP the agent has already stopped names an older
+token and is refused, instead of being taken for the new one's and then, when it closes,
+restarting the new one (an in-process restart loop, found by test_bfd_lab).
+
 Standalone on purpose: it runs under ExaBGP's Python, not the agent's packages.
 """
 from __future__ import annotations
@@ -38,15 +44,26 @@ import os
 import select
 import socket
 import sys
+import threading
 import time
 
 ENV = "METALXDP_EXABGP_TIMERS"
 API_SOCKET_ENV = "METALXDP_EXABGP_API_SOCKET"
+API_TOKEN_ENV = "METALXDP_EXABGP_API_TOKEN"
+HELLO = "metalxdp-hello"
+# the token of the ExaBGP reactor running on this thread (exabgp_inproc.py): several reactors,
+# one stopping and one starting, share this module and the environment, not a thread
+thread_state = threading.local()
 CONNECT_TIMEOUT = 1.0    # seconds ExaBGP's reactor may wait on the agent's socket
 # ExaBGP on a thread of the agent (exabgp_inproc.py) names the file here, not in the
 # environment, and sends these notes to ExaBGP's log rather than to the agent's stderr
 TIMERS_PATH: "str | None" = None
 _installed = False
+
+
+def hello(token: str) -> bytes:
+    """The first line on the agent's API socket: which start of ExaBGP this connection is."""
+    return f"{HELLO} {token}\n".encode()
 
 
 def note(message: str) -> None:
@@ -164,6 +181,14 @@ class SocketHelper:
         except OSError as e:
             sock.close()
             note(f"metalxdp: ExaBGP's API could not connect to {path}: {e}")
+            raise
+        token = getattr(thread_state, "token", None) or os.environ.get(API_TOKEN_ENV)
+        try:
+            if token:
+                sock.sendall(hello(token))
+        except OSError as e:
+            sock.close()
+            note(f"metalxdp: ExaBGP's API could not greet {path}: {e}")
             raise
         sock.settimeout(None)
         self.sock, self.returncode, self.pid = sock, None, os.getpid()

@@ -355,16 +355,21 @@ def inproc_node(topology, workroot):
     n.close()
 
 
-def test_exabgp_in_the_speakers_own_process_announces_withdraws_and_survives_a_crash(inproc_node, frr_router):
-    """What the agent runs: ExaBGP's reactor on a thread of the process that drives it (no
-    ExaBGP process, no relay). Against FRR: announce, withdraw; a reactor that raises is
-    restarted in the same process and announces again; close ends the sessions."""
-    n = inproc_node
+def announced_through_frr(n: InProcessNode, frr_router) -> None:
+    """FRR peering with the in-process node on both families, and the node's V4 route in FRR."""
     spec = RouterSpec(asn=ROUTER_ASN, router_id="192.0.2.1",
                       neighbors=(Neighbor(n.host.ip4, NODE_ASN), Neighbor(n.host.ip6, NODE_ASN)))
     frr_router.start(render_frr_conf(spec))
     n.apply(lab_resources())
     wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=30)
+
+
+def test_exabgp_in_the_speakers_own_process_announces_withdraws_and_survives_a_crash(inproc_node, frr_router):
+    """What the agent runs: ExaBGP's reactor on a thread of the process that drives it (no
+    ExaBGP process, no relay). Against FRR: announce, withdraw; a reactor that raises is
+    restarted in the same process and announces again; close ends the sessions."""
+    n = inproc_node
+    announced_through_frr(n, frr_router)
     st = n.ask("state")
     assert st["inProcess"] is True, st
     assert st["children"] == [], f"a process was forked: {st['children']}"
@@ -382,7 +387,8 @@ def test_exabgp_in_the_speakers_own_process_announces_withdraws_and_survives_a_c
     before = starts()
     n.ask("crash")
     # seen either as the reactor's exit or, first, as its API connection closing: both restart
-    # it (only the first counts in health()["restarts"], so the log's starts are counted)
+    # it and count in health()["restarts"], which is back to 0 once it is stable; the log's
+    # starts are what stays
     wait_for("the speaker to see its reactor gone and start a new one",
              lambda: "reactor returned 70" in n.log_path.read_text() and starts() > before, 30)
     wait_nexthops(frr_router, f"{V4}/32", {n.host.ip4}, timeout=60)
@@ -393,6 +399,32 @@ def test_exabgp_in_the_speakers_own_process_announces_withdraws_and_survives_a_c
     n.close()
     assert n.proc.returncode == 0
     wait_nexthops(frr_router, f"{V4}/32", set(), timeout=30)
+
+
+def test_an_api_connection_naming_another_start_of_exabgp_is_refused(inproc_node, frr_router):
+    """An API connection whose hello names another start of ExaBGP (one stopped a moment after
+    it started, whose API connected late) is refused and closed; the running ExaBGP and its own
+    connection are untouched. Before, it was taken for the running one's, and its end restarted
+    the running reactor, whose own late connection then restarted the next: every 0.1 s for
+    seconds, in test_bfd_lab with ExaBGP in-process."""
+    import socket
+    from agent.bgp.exabgp_timers import hello
+    n = inproc_node
+    announced_through_frr(n, frr_router)
+    wait_for("ExaBGP running", lambda: n.ask("state")["health"]["running"], 30)
+    starts = n.log_path.read_text().count("--- starting ExaBGP in process")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.settimeout(10)
+    stale.connect(str(n.log_path.with_name("api.sock")))
+    stale.sendall(hello("0123456789abcdef"))
+    assert stale.recv(1) == b"", "the speaker did not close a connection naming another start"
+    stale.close()
+    # the running ExaBGP still takes commands: a withdraw reaches the router
+    n.apply(lab_resources(), vips=(V6,))
+    wait_nexthops(frr_router, f"{V4}/32", set(), timeout=30)
+    st = n.ask("state")
+    assert st["health"]["running"] and st["health"]["restarts"] == 0, st["health"]
+    assert n.log_path.read_text().count("--- starting ExaBGP in process") == starts
 
 
 def test_exabgp_whose_api_relay_never_connects_is_restarted(lab, frr_router, logs, monkeypatch, tmp_path):

@@ -11,6 +11,8 @@ import subprocess
 
 import pytest
 
+from agent.bgp import exabgp_timers
+from agent.bgp.exabgp import read_hello
 from agent.bgp.exabgp_timers import SocketHelper, _SubprocessFor
 
 
@@ -140,3 +142,56 @@ def test_the_pinned_exabgp_forks_helpers_through_the_module_reference_we_replace
     src = inspect.getsource(processes.Processes._start)
     assert "subprocess.Popen(" in src and processes.subprocess is subprocess
     assert "os.read(proc.stdout.fileno()" in inspect.getsource(processes.Processes.received)
+
+
+def test_the_hello_names_the_reactor_threads_start_before_the_environments(listener, monkeypatch):
+    """In the agent a stopping reactor and a starting one share the environment (which holds the
+    newest token): the token of the reactor's own thread wins."""
+    import threading
+    path, ls = listener
+    monkeypatch.setenv(exabgp_timers.API_TOKEN_ENV, "newest")
+    SocketHelper(path)
+    agent, _ = ls.accept()
+    assert agent.recv(100) == b"metalxdp-hello newest\n"
+
+    def on_a_reactor_thread():
+        exabgp_timers.thread_state.token = "older"
+        SocketHelper(path)
+    t = threading.Thread(target=on_a_reactor_thread)
+    t.start()
+    t.join(5)
+    agent2, _ = ls.accept()
+    assert agent2.recv(100) == b"metalxdp-hello older\n"
+
+
+def test_no_token_no_hello(listener, monkeypatch):
+    path, ls = listener
+    monkeypatch.delenv(exabgp_timers.API_TOKEN_ENV, raising=False)
+    helper = SocketHelper(path)
+    agent, _ = ls.accept()
+    helper.stdin.write(b"done\n")
+    assert agent.recv(100) == b"done\n"
+
+
+@pytest.mark.parametrize("sent, close, token, rest, then", [
+    (b"metalxdp-hello 0a1b\ndone\n", False, "0a1b", "", b"done\n"),
+    (b"metalxdp-hello 0a1b\n", True, "0a1b", "", b""),
+    (b"done\n{\"type\": \"state\"}\n", False, None, "done\n", b'{"type": "state"}\n'),
+    (b"metalxdp-hello \n", True, None, "", b""),           # no token in it
+    (b"metalxdp-hello 0a1b", True, None, "metalxdp-hello 0a1b", b""),   # cut short: not a hello
+    (b"", True, None, "", b""),                              # closed at once
+    (b"neighbor 192.0.2.1", False, None, "neighbor 192.0.2.1", b""),    # no line within the wait
+])
+def test_read_hello(sent, close, token, rest, then):
+    a, b = socket.socketpair()
+    a.sendall(sent)
+    if close:
+        a.close()
+    assert read_hello(b, wait=0.3) == (token, rest)
+    b.settimeout(0.3)
+    try:
+        got = b.recv(100)
+    except socket.timeout:
+        got = b""
+    assert got == then
+    b.close()
