@@ -236,12 +236,53 @@ def one_bgp(lab: ClusterLab, w, k: int, probe: BGPProbe) -> dict:
         row["stage_router_s"] = round(full - row["last_update_s"], 3)
     if row["last_withdraw_update_s"] is not None:
         row["stage_router_withdraw_s"] = round(gone - row["last_withdraw_update_s"], 3)
+    row["_walls"] = (wall0, wall1)
     return row
 
 
 BGP_FIELDS = ("ip_s", "first_update_s", "last_update_s", "first_route_s", "all_next_hops_s", "stage_node_s",
               "stage_router_s", "first_withdraw_update_s", "last_withdraw_update_s", "withdrawn_s",
-              "stage_router_withdraw_s")
+              "stage_router_withdraw_s", "agent_announce_first_s", "agent_withdraw_first_s",
+              "agent_to_wire_announce_s", "agent_to_wire_withdraw_s")
+
+
+def _log_wall(ts: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def agent_stamps(lab: ClusterLab, probe: "BGPProbe", row: dict, wall0: float, wall1: float) -> None:
+    """metalxdp only: when each node's agent sent ExaBGP the announce and the withdraw of the
+    trial's /32 (its serviceAnnounced/serviceWithdrawn log lines, IPv4 peer), added to ``row``
+    as seconds after the create/delete call, and per node how long from there to that node's
+    UPDATE at the router (ExaBGP and the wire: the agent's share of the node stage is the rest)."""
+    sent: dict[str, dict[str, float]] = {"serviceAnnounced": {}, "serviceWithdrawn": {}}
+    for node in lab.spec.node_names():
+        pod = speaker_pod(lab, node)["metadata"]["name"]
+        out = lab.kubectl("-n", NAMESPACE, "logs", pod, "-c", "speaker", "--since=60s", check=False).stdout
+        for line in out.splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if (r.get("event") in sent and r.get("prefix", "").split("/")[0] == row["prefix"]
+                    and not str(r.get("peer", "")).endswith("v6")):
+                t = _log_wall(r["ts"])
+                sent[r["event"]].setdefault(lab.topo.hosts[node].ip4, t)
+    ann = {ip: t for ip, t in sent["serviceAnnounced"].items() if t >= wall0 - 0.05 and t < wall1}
+    wd = {ip: t for ip, t in sent["serviceWithdrawn"].items() if t >= wall1 - 0.05}
+    if ann:
+        row["agent_announce_first_s"] = round(min(ann.values()) - wall0, 3)
+        waits = [probe.watch.first[(row["prefix"], ip)] - t for ip, t in ann.items()
+                 if (row["prefix"], ip) in probe.watch.first]
+        if waits:
+            row["agent_to_wire_announce_s"] = round(sorted(waits)[len(waits) // 2], 3)
+    if wd:
+        row["agent_withdraw_first_s"] = round(min(wd.values()) - wall1, 3)
+        waits = [probe.watch.gone[(row["prefix"], ip)] - t for ip, t in wd.items()
+                 if (row["prefix"], ip) in probe.watch.gone]
+        if waits:
+            row["agent_to_wire_withdraw_s"] = round(sorted(waits)[len(waits) // 2], 3)
 
 
 def apply_through_webhook(lab: ClusterLab, objs: list[dict]) -> None:
@@ -274,6 +315,19 @@ class MetalXDP:
 
     def rss_mb(self, node: str) -> float:
         return round(_rss_kb(self.pid(node)) / 1024, 1)
+
+
+class MetalXDPExaBGPProcess(MetalXDP):
+    """metalxdp with ExaBGP as a process of its own (METALXDP_EXABGP_IN_PROCESS=0 on the
+    DaemonSet), for the A/B against the default (ExaBGP's reactor on a thread of the agent)."""
+    name = "metalxdp-exabgp-process"
+
+    def install(self) -> None:
+        super().install()
+        self.lab.kubectl("-n", NAMESPACE, "set", "env", "daemonset/speaker", "-c", "speaker",
+                         "METALXDP_EXABGP_IN_PROCESS=0")
+        self.lab.kubectl("-n", NAMESPACE, "rollout", "status", "daemonset/speaker", "--timeout=300s", timeout=310)
+        self.lab.wait_installed()
 
 
 class MetalLB:
@@ -448,19 +502,24 @@ def main() -> None:
                          "for the VIP at each request")
     ap.add_argument("--bgp", type=int, default=10, help="BGP Service create/delete trials per implementation in total")
     ap.add_argument("--blocks", type=int, default=2, help="alternating blocks per implementation")
+    ap.add_argument("--rollouts", type=int, default=1, help="DaemonSet rollout restarts per block and implementation")
+    ap.add_argument("--exabgp-process", action="store_true",
+                    help="a third arm: metalxdp with METALXDP_EXABGP_IN_PROCESS=0 (ExaBGP as a process), "
+                         "for the A/B against the default")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # the lab comes down (finally) on kill too
     sys.stdout.reconfigure(line_buffering=True)
     manifest = metallb_manifest()
     images = metallb_images()
     lab = ClusterLab(Path(tempfile.mkdtemp(prefix="peer-l2-")), spec=LabSpec())
-    trials: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
+    names = ["metalxdp", "metallb"] + (["metalxdp-exabgp-process"] if a.exabgp_process else [])
+    trials: dict[str, list[dict]] = {n: [] for n in names}
     footprint: dict[str, dict] = {}
     footprint_detail: dict[str, dict] = {}
-    rollouts: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
-    kills: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
-    fresh: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
-    bgp: dict[str, list[dict]] = {"metalxdp": [], "metallb": []}
+    rollouts: dict[str, list[dict]] = {n: [] for n in names}
+    kills: dict[str, list[dict]] = {n: [] for n in names}
+    fresh: dict[str, list[dict]] = {n: [] for n in names}
+    bgp: dict[str, list[dict]] = {n: [] for n in names}
     t_all = time.monotonic()
     try:
         lab.up(progress=print, install=False)
@@ -468,6 +527,8 @@ def main() -> None:
             for _, tar in images.values():
                 node.import_image(tar)
         impls = [MetalXDP(lab, bgp=a.bgp > 0), MetalLB(lab, manifest, bgp=a.bgp > 0)]
+        if a.exabgp_process:
+            impls.append(MetalXDPExaBGPProcess(lab, bgp=a.bgp > 0))
         per_block = a.cuts // a.blocks
         kills_per_block = a.kills // a.blocks
         for block in range(a.blocks):
@@ -508,6 +569,9 @@ def main() -> None:
                     one_bgp(lab, w, 1000 + block, probe)
                 for i in range(a.bgp // a.blocks):
                     r = one_bgp(lab, w, len(bgp[impl.name]), probe)
+                    walls = r.pop("_walls")
+                    if impl.name.startswith("metalxdp"):
+                        agent_stamps(lab, probe, r, *walls)
                     r["block"] = block
                     bgp[impl.name].append(r)
                     print(f"  {impl.name} BGP {len(bgp[impl.name])}: {r['prefix']} first route {r['first_route_s']:.2f} s, "
@@ -516,9 +580,10 @@ def main() -> None:
                           f"withdrawing UPDATEs {r['first_withdraw_update_s']}-{r['last_withdraw_update_s']} s)")
                 if probe:
                     probe.close()
-                r = one_rollout(lab, ip)
-                rollouts[impl.name].append(r)
-                print(f"  {impl.name} rollout restart of the DaemonSet: {r}")
+                for i in range(a.rollouts):
+                    r = one_rollout(lab, ip)
+                    rollouts[impl.name].append(r)
+                    print(f"  {impl.name} rollout restart of the DaemonSet: {r}")
                 w.close()
                 impl.uninstall()
     finally:
@@ -558,13 +623,17 @@ def main() -> None:
         if v:
             bgp_rows[k] = {f: summary(vals, "s", 3) for f in BGP_FIELDS
                            if (vals := [r[f] for r in v if r.get(f) is not None])}
-    if bgp_rows.get("metalxdp") and bgp_rows.get("metallb"):
+    for arm in [n for n in names if n.startswith("metalxdp") and bgp_rows.get(n)]:
         for f in BGP_FIELDS:
-            if f not in bgp_rows["metalxdp"] or f not in bgp_rows["metallb"]:
+            if f not in bgp_rows[arm]:
                 continue
-            mx, ml = bgp_rows["metalxdp"][f]["p50_s"], bgp_rows["metallb"][f]["p50_s"]
-            print(f"BGP {f[:-2].replace('_', ' ')}: metalxdp p50 {mx:.3f} s, MetalLB p50 {ml:.3f} s "
-                  f"(MetalLB/metalxdp {ml / mx:.2f}x)" if mx else f"BGP {f}: metalxdp {mx}, MetalLB {ml}")
+            mx = bgp_rows[arm][f]["p50_s"]
+            if f not in bgp_rows.get("metallb", {}):
+                print(f"BGP {f[:-2].replace('_', ' ')}: {arm} p50 {mx:.3f} s")
+                continue
+            ml = bgp_rows["metallb"][f]["p50_s"]
+            print(f"BGP {f[:-2].replace('_', ' ')}: {arm} p50 {mx:.3f} s, MetalLB p50 {ml:.3f} s "
+                  f"(MetalLB/{arm} {ml / mx:.2f}x)" if mx else f"BGP {f}: {arm} {mx}, MetalLB {ml}")
     write_json(Path(a.out), {
         "metallb_version": VERSION, "cuts_per_impl": a.cuts, "blocks": a.blocks,
         "summary": rows, "p50_ratio_metallb_over_metalxdp": round(ratio, 2) if ratio else None,

@@ -85,10 +85,9 @@ class BGPAnnouncer:
             from .exabgp import BGPSpeaker
             v4 = next((ipaddress.ip_address(a) for a in addresses if ":" not in a), None)
             v6 = next((ipaddress.ip_address(a) for a in addresses if ":" in a), None)
-            # ExaBGP as a process by default; METALXDP_EXABGP_IN_PROCESS=1 runs its reactor on a
-            # thread of the agent (one interpreter per node, ~10 MB less), opt-in since CI saw
-            # its API connection close and ExaBGP restart every 0.1 s for 3 s (cause not found)
-            in_process = os.environ.get("METALXDP_EXABGP_IN_PROCESS", "0") in ("1", "true", "yes")
+            # ExaBGP's reactor on a thread of the agent (one interpreter per node, not two);
+            # METALXDP_EXABGP_IN_PROCESS=0 starts it as a process, as before
+            in_process = os.environ.get("METALXDP_EXABGP_IN_PROCESS", "1") not in ("0", "false", "no")
             self.speaker = BGPSpeaker(NodeAddresses(self.node, v4, v6), self.workdir / self.node,
                                       registry=self.registry, in_process=in_process)
         return self.speaker

@@ -286,29 +286,17 @@ def test_bgp_metrics_on_agent_endpoint(lab, made):
         wait_for(f"BGP metrics on {node}'s agent", ok, 30)
 
 
-def test_an_agent_asked_to_runs_exabgp_in_its_own_process(lab, made, monkeypatch):
-    """METALXDP_EXABGP_IN_PROCESS=1 (opt-in): ExaBGP's reactor on a thread of node1's agent, no
-    ExaBGP process in its namespace; the other nodes run the default, a process. The routes of
-    every node reach the router."""
-    def restore() -> None:
-        monkeypatch.delenv("METALXDP_EXABGP_IN_PROCESS", raising=False)
-        lab.restart_agent("node1")
-        wait_established(lab, {NODE4["node1"], NODE6["node1"]})
-    made.undo.append(restore)
-    monkeypatch.setenv("METALXDP_EXABGP_IN_PROCESS", "1")     # the lab's agents inherit it
-    lab.restart_agent("node1")
-    monkeypatch.delenv("METALXDP_EXABGP_IN_PROCESS")
-    wait_established(lab, {NODE4["node1"], NODE6["node1"]})
+def test_agents_run_exabgp_in_their_own_process(lab, made):
+    """The agent's default: ExaBGP's reactor on a thread of the agent, no ExaBGP process in any
+    node's namespace; the routes of every node reach the router through it."""
     made.backend("web-i", "node1", {"app": "web-i"})
     made.service("bgp-i", pool="lab-bgp", selector={"app": "web-i"})
     vip = lt.wait_service_ips(lab, "bgp-i")[0]
     wait_hops(lab, vip, set(NODE4.values()))
-    assert node_pids(lab, "node1", "exabgp") == [], "an ExaBGP process runs on node1"
-    started = lt.agent_log_events(lab, "node1", "exabgpStarted")
-    assert started and started[-1].get("inProcess") is True, started
-    assert node_pids(lab, "node2", "exabgp"), "no ExaBGP process on node2 (the default)"
-    started = lt.agent_log_events(lab, "node2", "exabgpStarted")
-    assert started and started[-1].get("inProcess") is False, started
+    for node in NODE4:
+        assert node_pids(lab, node, "exabgp") == [], f"an ExaBGP process runs on {node}"
+        started = lt.agent_log_events(lab, node, "exabgpStarted")
+        assert started and started[-1].get("inProcess") is True, started
 
 
 def test_exabgp_killed_is_restarted_and_routes_come_back(lab, made, monkeypatch):
