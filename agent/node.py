@@ -43,6 +43,7 @@ from .metrics import SLOW_RECONCILE_S, AgentMetrics, announcement_changes, proce
 from .nodeview import node_internal_ips, node_view_from_k8s
 from . import reasons
 from .status_objects import StatusObjects
+from .wake_filter import WakeFilter
 
 log = get_logger("agent")
 
@@ -111,9 +112,23 @@ class Agent:
             with self._pending_lock:
                 self._pending_updates += 1
             self._wake.set()
-        self.services = Informer(api, "/api/v1/services", poke)
-        self.nodes = Informer(api, "/api/v1/nodes", poke)
-        self.slices = Informer(api, "/apis/discovery.k8s.io/v1/endpointslices", poke)
+
+        # Services, slices and Nodes wake the pass only when they can change what it decides
+        # (agent.wake_filter); every event is still counted and cached
+        self.wake_filter = WakeFilter(settings.lb_class, settings.ignore_exclude_lb)
+
+        def poke_if(relevant):
+            def handler(typ: str, obj: dict) -> None:
+                if relevant(typ, obj):
+                    poke(typ, obj)
+                else:
+                    with self._pending_lock:
+                        self._pending_updates += 1
+            return handler
+        self.services = Informer(api, "/api/v1/services", poke_if(self.wake_filter.service))
+        self.nodes = Informer(api, "/api/v1/nodes", poke_if(self.wake_filter.node))
+        self.slices = Informer(api, "/apis/discovery.k8s.io/v1/endpointslices",
+                               poke_if(self.wake_filter.endpoint_slice))
         self.secrets = Informer(api, f"/api/v1/namespaces/{settings.namespace}/secrets", poke)
         self.config_informers = config_informers(api, settings.namespace, poke)
         self.informers = [self.services, self.nodes, self.slices, self.secrets, *self.config_informers]

@@ -236,13 +236,13 @@ def one_bgp(lab: ClusterLab, w, k: int, probe: BGPProbe) -> dict:
         row["stage_router_s"] = round(full - row["last_update_s"], 3)
     if row["last_withdraw_update_s"] is not None:
         row["stage_router_withdraw_s"] = round(gone - row["last_withdraw_update_s"], 3)
-    row["_walls"] = (wall0, wall1)
+    row["_walls"] = (wall0, wall1, f"{w.ns}/{name}")
     return row
 
 
 BGP_FIELDS = ("ip_s", "first_update_s", "last_update_s", "first_route_s", "all_next_hops_s", "stage_node_s",
               "stage_router_s", "first_withdraw_update_s", "last_withdraw_update_s", "withdrawn_s",
-              "stage_router_withdraw_s", "agent_announce_first_s", "agent_withdraw_first_s",
+              "stage_router_withdraw_s", "controller_allocated_s", "agent_announce_first_s", "agent_withdraw_first_s",
               "agent_to_wire_announce_s", "agent_to_wire_withdraw_s")
 
 
@@ -251,11 +251,22 @@ def _log_wall(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def agent_stamps(lab: ClusterLab, probe: "BGPProbe", row: dict, wall0: float, wall1: float) -> None:
-    """metalxdp only: when each node's agent sent ExaBGP the announce and the withdraw of the
-    trial's /32 (its serviceAnnounced/serviceWithdrawn log lines, IPv4 peer), added to ``row``
-    as seconds after the create/delete call, and per node how long from there to that node's
-    UPDATE at the router (ExaBGP and the wire: the agent's share of the node stage is the rest)."""
+def agent_stamps(lab: ClusterLab, probe: "BGPProbe", row: dict, wall0: float, wall1: float, key: str) -> None:
+    """metalxdp only: when the controller assigned the trial's IP (its ipAllocated log line), and
+    when each node's agent sent ExaBGP the announce and the withdraw of the trial's /32 (its
+    serviceAnnounced/serviceWithdrawn lines, IPv4 peer), added to ``row`` as seconds after the
+    create/delete call; and per node how long from the agent's line to that node's UPDATE at
+    the router (ExaBGP and the wire)."""
+    out = lab.kubectl("-n", NAMESPACE, "logs", "deploy/controller", "-c", "controller", "--since=60s",
+                      check=False).stdout
+    for line in out.splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("event") == "ipAllocated" and r.get("service") == key and _log_wall(r["ts"]) >= wall0 - 0.005:
+            row["controller_allocated_s"] = round(_log_wall(r["ts"]) - wall0, 3)
+            break
     sent: dict[str, dict[str, float]] = {"serviceAnnounced": {}, "serviceWithdrawn": {}}
     for node in lab.spec.node_names():
         pod = speaker_pod(lab, node)["metadata"]["name"]
@@ -267,10 +278,13 @@ def agent_stamps(lab: ClusterLab, probe: "BGPProbe", row: dict, wall0: float, wa
                 continue
             if (r.get("event") in sent and r.get("prefix", "").split("/")[0] == row["prefix"]
                     and not str(r.get("peer", "")).endswith("v6")):
+                # every trial's Service gets the same /32: only this trial's lines count (log
+                # stamps are ms, so 5 ms of slack before the call)
                 t = _log_wall(r["ts"])
-                sent[r["event"]].setdefault(lab.topo.hosts[node].ip4, t)
-    ann = {ip: t for ip, t in sent["serviceAnnounced"].items() if t >= wall0 - 0.05 and t < wall1}
-    wd = {ip: t for ip, t in sent["serviceWithdrawn"].items() if t >= wall1 - 0.05}
+                since = wall0 if r["event"] == "serviceAnnounced" else wall1
+                if t >= since - 0.005 and (r["event"] != "serviceAnnounced" or t < wall1):
+                    sent[r["event"]].setdefault(lab.topo.hosts[node].ip4, t)
+    ann, wd = sent["serviceAnnounced"], sent["serviceWithdrawn"]
     if ann:
         row["agent_announce_first_s"] = round(min(ann.values()) - wall0, 3)
         waits = [probe.watch.first[(row["prefix"], ip)] - t for ip, t in ann.items()
