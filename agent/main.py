@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from metalxdp import log as mlog
 from metalxdp.kube import KubeconfigError, rest_client
+from metalxdp.runtime import tune_interpreter
 
 
 DEFAULT_STATUS_ENDPOINT = "http://127.0.0.1:7472"
@@ -79,6 +80,7 @@ def agent(ctx, node_name, kubeconfig, namespace, lb_class, xdp_mode, bpffs_dir, 
     if not node_name:
         raise click.UsageError("Missing option '--node-name' (or $METALLB_NODE_NAME): the agent needs its node's name.")
     mlog.setup(log_level)
+    tune_interpreter()
     log = mlog.get_logger("agent")
     try:   # before XDP attaches: a kubeconfig that cannot work stops the agent with nothing changed
         api = rest_client(kubeconfig)

@@ -25,11 +25,12 @@ and VIP moves are counted the same way.
 
 BGP (``--bgp``, default 10 per implementation): the lab's BGP pool, BGPAdvertisement and BGPPeers
 (native BGP mode for MetalLB) are applied too; a trial creates an ETP Cluster Service in the BGP
-pool (through the API client) while a poller in the router's namespace reads its kernel table
-every 5 ms (netlink, wall-clock stamped): create call sent -> the IP in the status, -> each
+pool (through the API client) while a watcher in the router's namespace reads its kernel table
+on every route notification (netlink, wall-clock stamped): create call sent -> the IP in the status, -> each
 node's UPDATE at the router (tcpdump), -> the first route, -> all three next hops (ECMP); then
 delete call sent -> the withdrawing UPDATEs, -> the route gone. (Until stop 35 the calls were
-kubectl runs and the table was polled with `ip route` every 20 ms.)
+kubectl runs and the table was polled with `ip route` every 20 ms; until stop 40 it was polled
+every 5 ms, which took ~0.6 s of CPU per trial from the 2 cores under test.)
 
 Usage (root): python bench/peer_l2_failover.py [--cuts 20] [--kills 10] [--fresh-kills 10] [--bgp 10] [--blocks 2]
 """
@@ -118,28 +119,39 @@ def tree_memory_mb(pid: int) -> dict:
 # 5 ms through netlink, one JSON line {"t": wall time, "routes": {prefix: next hops}} per change.
 # A process of its own: pyroute2's netns support forks a child to make the socket, and in this
 # many-threaded bench that child once carried on as the bench, in the router (API calls refused).
+# The router's /32s and their next hops, printed (wall-clock stamped) whenever they change: woken
+# by the kernel's route notifications (RTMGRP_IPV4_ROUTE), then one dump on a second socket.
+# Until stop 40 this polled a dump every 5 ms: ~0.6 s of CPU per trial on the 2 cores both
+# implementations run on, and stamps 5 ms coarse.
 ROUTE_POLLER = r"""
 import ipaddress, json, sys, time
 from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE
 nets = [ipaddress.ip_network(n) for n in sys.argv[1:]]
-ipr, last = IPRoute(), None
-while True:
+events, dumps = IPRoute(), IPRoute()
+events.bind(groups=RTMGRP_IPV4_ROUTE)
+def table():
     cur = {}
-    for r in ipr.get_routes(family=2):
+    for r in dumps.get_routes(family=2):
         dst = r.get_attr("RTA_DST")
         if r.get("dst_len") == 32 and dst and any(ipaddress.ip_address(dst) in n for n in nets):
             mp = r.get_attr("RTA_MULTIPATH")
             cur[dst] = len(mp) if mp else (1 if r.get_attr("RTA_GATEWAY") else 0)
+    return cur
+t, last = time.time(), None
+while True:
+    cur = table()
     if cur != last:
-        print(json.dumps({"t": time.time(), "routes": cur}), flush=True)
+        print(json.dumps({"t": t, "routes": cur}), flush=True)
         last = cur
-    time.sleep(0.005)
+    events.get()          # blocks until the kernel's routes change
+    t = time.time()
 """
 
 
 class BGPProbe:
     """What one_bgp measures with: the API client (the create/delete call returned = t0), the
-    router's kernel table through netlink (ROUTE_POLLER, every 5 ms, wall-clock stamped), and
+    router's kernel table through netlink (ROUTE_POLLER: on every route notification, wall-clock stamped), and
     tcpdump of BGP on the router (the moment each node's UPDATE for the /32 arrived, announcing
     or withdrawing it)."""
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from metalxdp import log as mlog
 from metalxdp.kube import ApiException, api_client
+from metalxdp.runtime import tune_interpreter
 
 from .leader import LeaderElector
 from .memberlist_key import ensure_memberlist_secret
@@ -48,6 +49,7 @@ def controller(kubeconfig, namespace, lb_class, metrics_port, metrics_host, webh
     """Run the controller: allocate IPs to LoadBalancer Services from the IPAddressPools,
     validate metallb.io resources (webhook), export metrics. Safe to run several replicas."""
     mlog.setup(log_level)
+    tune_interpreter()
     log = mlog.get_logger("controller")
     api = api_client(kubeconfig)
     registry = CollectorRegistry()

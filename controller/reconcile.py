@@ -250,14 +250,19 @@ class Controller:
         ips = [str(i) for i in alloc.ips]
         need_status = not ingress_current(svc, ips)
         need_annotation = annotation(svc, POOL_ANNOTATION) != alloc.pool_name
+        changed = set(alloc.ips) != set(had)
+        if changed:
+            log.info("IP address assigned by controller", event="ipAllocated", service=key, ip=ips,
+                     pool=alloc.pool_name)
         if need_status or need_annotation:
-            self.writer.update(key, tuple(ips), alloc.pool_name, annotate=need_annotation, status=need_status)
-        if set(alloc.ips) != set(had):
+            # a lone Service (nothing else queued) is written from this thread: the status is
+            # what the agents wait for, so it goes before the Event (writer.keyed)
+            self.writer.update(key, tuple(ips), alloc.pool_name, annotate=need_annotation, status=need_status,
+                               inline=len(self.queue) == 0)
+        if changed:
             self._pools_dirty = True
             # MetalLB's message: Go's %q of the []string, e.g. Assigned IP ["192.0.2.200" "2001:db8::1"]
             self.writer.event(svc, "Normal", "IPAllocated", "Assigned IP [" + " ".join(f'"{i}"' for i in ips) + "]")
-            log.info("IP address assigned by controller", event="ipAllocated", service=key, ip=ips,
-                     pool=alloc.pool_name)
 
     def _legacy_config(self) -> Optional[dict]:
         """The metallb-system/config ConfigMap when it holds MetalLB's legacy format."""

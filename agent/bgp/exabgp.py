@@ -141,13 +141,14 @@ class BGPSpeaker:
         self.sock_path = self.workdir / "api.sock"
 
         self._q: "queue.Queue[tuple]" = queue.Queue()
-        self._lock = threading.Lock()          # guards the two snapshots below only
+        self._lock = threading.Lock()          # guards the snapshots below and _peers_queued
         self._states_snapshot: dict[str, bool] = {}
         self._announced_snapshot: dict[str, frozenset[Route]] = {}
         self._sessions_snapshot: list[dict] = []
 
         # --- worker-owned state ---
         self._want_peers: dict[str, BGPPeer] = {}
+        self._peers_queued: Optional[dict[str, BGPPeer]] = None   # the last set_peers (caller side)
         self._admin_down: set[str] = set()
         self._desired: dict[str, frozenset[Route]] = {}
         self._owners: Mapping[IPNetwork, Sequence[str]] = {}
@@ -195,8 +196,16 @@ class BGPSpeaker:
 
     # ---- public API: queue and return ---------------------------------------------------
     def set_peers(self, peers: Iterable[BGPPeer]) -> None:
-        """The BGPPeers active on this node (all of them: the speaker drops none)."""
-        self._q.put(("peers", {p.name: p for p in peers}))
+        """The BGPPeers active on this node (all of them: the speaker drops none). The same
+        peers as last time are not queued again: every reconcile pass calls this, and each
+        "peers" item rendered ExaBGP's configuration and read the timers file on the worker,
+        ahead of the pass's own announcements."""
+        want = {p.name: p for p in peers}
+        with self._lock:
+            if want == self._peers_queued:
+                return
+            self._peers_queued = want
+        self._q.put(("peers", want))
 
     def set(self, advertisements: Mapping[str, Iterable[Route]],
             owners: Optional[Mapping[IPNetwork, Sequence[str]]] = None) -> None:
