@@ -222,7 +222,7 @@ def main() -> None:
         print_rows(f"with {a.services} more Services (L2 and BGP)", result["loaded"])
         w.close()
     finally:
-        lab.down()
+        lab.down(remove=True)
     result["seconds_total"] = round(time.monotonic() - t_all, 1)
     write_json(Path(a.out), result)
 

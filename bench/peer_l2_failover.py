@@ -613,7 +613,7 @@ def main() -> None:
                 w.close()
                 impl.uninstall()
     finally:
-        lab.down()
+        lab.down(remove=True)
     rows = {k: summary(ok, "s", 3) if (ok := [t["seconds"] for t in v if t["seconds"] is not None]) else {"n": 0}
             for k, v in trials.items()}
     print_table("L2 failover (cut -> first success)", rows, "s", 2, 36, 7)

@@ -189,7 +189,7 @@ def main() -> None:
         for k in range(a.trials):
             trials.append(one_trial(lab, k + 1, manifest, print))
     finally:
-        lab.down()
+        lab.down(remove=True)
     ok = all(t["ips_unchanged"] and t["l2"]["answers_after"] and t["bgp"]["answers_after"] for t in trials)
     rows = {p: {"failed_requests": [t[p]["failed"] for t in trials],
                 "longest_outage": summary([t[p]["longest_outage_s"] for t in trials], "s", 2)} for p in ("l2", "bgp")}

@@ -9,6 +9,7 @@ controller Deployment and the agent DaemonSet then reach Ready through their own
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -294,13 +295,18 @@ class ClusterLab:
     def memory_kb(self) -> dict:
         return self.cluster.memory_kb() if self.cluster else {}
 
-    def down(self) -> None:
+    def down(self, remove: bool = False) -> None:
+        """``remove``: delete the work directory too (3-4 GB: every node's containerd root with
+        the images; benchmarks left one per run in /tmp until stop 40, and a full
+        `make bench-peer` filled the disk)."""
         # nodes first, then the router, the control plane and last the namespaces they live in
         for part, stop in (("cluster", "stop"), ("frr", "stop"), ("cp", "stop"), ("topo", "destroy")):
             obj = getattr(self, part)
             if obj:
                 getattr(obj, stop)()
                 setattr(self, part, None)
+        if remove:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def wait_pods_ready(lab: ClusterLab, selector: str, count: int, namespace: str = NAMESPACE,
